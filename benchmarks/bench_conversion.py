@@ -1,0 +1,107 @@
+"""Conversion throughput, voxelisation speed and peak memory of the shower data path.
+
+Prints: showers/s and points/s of `convert` on N dataset-2 showers and its time relative to a
+plain h5py read of the same file (target <= 2x); voxelisation ms per shower (target <= 0.05 ms on
+one core); peak resident memory of converting the file (target < 4 GB for 100,000 showers).
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_conversion.py --n 20000
+    OMP_NUM_THREADS=1 python benchmarks/bench_conversion.py --n 100000 --memory-only
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from pipelines.geometry import load_geometry
+from pipelines.io.calochallenge import write_calochallenge
+from pipelines.pointcloud import points_to_voxels, voxels_to_points
+
+
+def realistic_showers(n: int, seed: int, chunk: int = 5000):
+    """Sparse dataset-2-like showers: about 1,600 hits, energies log-normal, in chunks."""
+    geometry = load_geometry("2")
+    rng = np.random.default_rng(seed)
+    for start in range(0, n, chunk):
+        m = min(chunk, n - start)
+        occupancy = np.clip(rng.lognormal(np.log(0.25), 0.5, (m, 1)), 0.02, 0.85)
+        showers = np.where(rng.random((m, geometry.n_voxels)) < occupancy,
+                           rng.lognormal(0.0, 2.0, (m, geometry.n_voxels)), 0.0).astype(np.float32)  # fmt: skip
+        yield 10 ** rng.uniform(3, 6, m), showers
+
+
+def write_file(path: Path, n: int) -> None:
+    geometry = load_geometry("2")
+    with h5py.File(path, "w") as f:
+        e = f.create_dataset("incident_energies", shape=(n, 1), dtype=np.float32)
+        s = f.create_dataset("showers", shape=(n, geometry.n_voxels), dtype=np.float32,
+                             chunks=(100, geometry.n_voxels), compression="gzip")  # fmt: skip
+        start = 0
+        for energies, showers in realistic_showers(n, seed=0):
+            e[start : start + len(energies), 0] = energies
+            s[start : start + len(energies)] = showers
+            start += len(energies)
+
+
+def plain_read_seconds(path: Path, chunk: int = 2000) -> float:
+    t = time.perf_counter()
+    with h5py.File(path) as f:
+        for start in range(0, len(f["showers"]), chunk):
+            f["showers"][start : start + chunk]
+            f["incident_energies"][start : start + chunk]
+    return time.perf_counter() - t
+
+
+def convert_in_subprocess(path: Path, out: Path) -> tuple[float, float]:
+    """Wall seconds and peak RSS (GB) of `python -m pipelines convert` on the file."""
+    code = (
+        "import resource, sys, time; from pipelines.convert import main; t = time.perf_counter();"
+        f"main(['--kind', 'showers', '--input', '{path}', '--out', '{out}']);"
+        "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6)"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    seconds, rss_gb = res.stdout.split()
+    return float(seconds), float(rss_gb)
+
+
+def voxelisation_ms(n: int = 2000) -> float:
+    geometry = load_geometry("2")
+    energies, showers = next(realistic_showers(n, seed=1, chunk=n))
+    points, lengths = voxels_to_points(showers, geometry)
+    best = np.inf
+    for _ in range(3):
+        t = time.perf_counter()
+        points_to_voxels(points, lengths, geometry)
+        best = min(best, time.perf_counter() - t)
+    return best / n * 1e3
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=20000)
+    parser.add_argument("--memory-only", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        path, out = Path(tmp) / "showers.h5", Path(tmp) / "clouds.h5"
+        write_file(path, args.n)
+        seconds, rss = convert_in_subprocess(path, out)
+        with h5py.File(out) as f:
+            n_points = len(f["points"]["energy"])
+        print(f"convert {args.n} dataset-2 showers ({n_points / args.n:.0f} hits each): {seconds:.1f} s, "
+              f"{args.n / seconds:.0f} showers/s, {n_points / seconds / 1e6:.2f} M points/s, peak RSS {rss:.2f} GB")  # fmt: skip
+        if not args.memory_only:
+            read = plain_read_seconds(path)
+            print(f"plain h5py read of the same file: {read:.1f} s -> convert / read = {seconds / read:.2f} (target <= 2)")
+    if not args.memory_only:
+        print(f"voxelisation: {voxelisation_ms():.4f} ms per shower (1 thread; target <= 0.05)")
+
+
+if __name__ == "__main__":
+    main()

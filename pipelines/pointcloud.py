@@ -1,0 +1,171 @@
+"""Showers as point clouds: voxels -> points (E, layer, alpha, r) and back.
+
+A point is one non-zero voxel: its energy in MeV and its integer (layer, alpha, r) bin,
+stored as float32. Turning points back into voxels clamps every coordinate into the grid
+and handles points that land in the same voxel ("collisions") by summing them, or by
+first moving them to a free neighbouring voxel of the same shower ("shift").
+Works for regular (datasets 2, 3) and per-layer (dataset 1) geometries alike.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+
+from pipelines.geometry import Geometry
+
+POINT_NAMES = ("energy", "layer", "alpha", "r")
+#: Storage dtypes of the shower point columns (bin indices are small integers).
+POINT_DTYPES = {"energy": "float32", "layer": "uint8", "alpha": "uint8", "r": "uint8"}
+Collisions = Literal["sum", "shift"]
+
+#: Neighbour moves (d_layer, d_alpha, d_r) tried in order for a colliding point in "shift" mode:
+#: the nearest cells of the same layer first, then the adjacent layers.
+NEIGHBOUR_MOVES = np.array(
+    [(0, 0, 1), (0, 0, -1), (0, 1, 0), (0, -1, 0), (1, 0, 0), (-1, 0, 0),
+     (0, 1, 1), (0, -1, 1), (0, 1, -1), (0, -1, -1)],
+    dtype=np.int64,
+)  # fmt: skip
+
+
+def voxels_to_points(showers: np.ndarray, geometry: Geometry) -> tuple[np.ndarray, np.ndarray]:
+    """Convert showers (N, n_voxels) to points (P, 4) = (E, layer, alpha, r) and lengths (N,).
+
+    Points of one shower are contiguous and in voxel order; zero-hit showers have length 0.
+    """
+    showers = np.asarray(showers)
+    if showers.ndim != 2 or showers.shape[1] != geometry.n_voxels:
+        raise ValueError(f"showers of shape {showers.shape} do not fit dataset {geometry.name}")
+    flat_showers = showers.reshape(-1)
+    flat = np.flatnonzero(flat_showers)
+    rows, cols = np.divmod(flat, geometry.n_voxels)
+    points = _point_table(geometry)[cols]
+    points[:, 0] = flat_showers[flat]
+    lengths = np.bincount(rows, minlength=len(showers)).astype(np.int64)
+    return points, lengths
+
+
+def _point_table(geometry: Geometry) -> np.ndarray:
+    """(n_voxels, 4) float32 rows (0, layer, alpha, r) of every voxel, cached per geometry."""
+    table = _TABLES.get(id(geometry))
+    if table is None or table[0] is not geometry:
+        points = np.zeros((geometry.n_voxels, 4), dtype=np.float32)
+        points[:, 1:] = geometry.voxel_index
+        table = _TABLES[id(geometry)] = (geometry, points)
+    return table[1]
+
+
+_TABLES: dict[int, tuple[Geometry, np.ndarray]] = {}
+
+
+def _layer_tables(geometry: Geometry) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per layer: first flat voxel index, number of alpha bins, number of radial bins."""
+    n_r = np.array([len(e) - 1 for e in geometry.layer_r_edges], dtype=np.int64)
+    n_alpha = np.array(geometry.layer_n_alpha, dtype=np.int64)
+    start = np.concatenate([[0], np.cumsum(n_alpha * n_r)[:-1]])
+    return start, n_alpha, n_r
+
+
+def _clamped_bins(points: np.ndarray, geometry: Geometry) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Integer (layer, alpha, r) of points, floored and clamped into the grid (NaN -> 0)."""
+    _, n_alpha, n_r = _layer_tables(geometry)
+    coords = np.fmax(points[:, 1:4], 0)  # fmax also maps NaN to 0
+    layer = np.minimum(coords[:, 0], geometry.n_layers - 1).astype(np.int64)
+    alpha = np.minimum(coords[:, 1], n_alpha[layer] - 1).astype(np.int64)
+    r = np.minimum(coords[:, 2], np.maximum(n_r[layer] - 1, 0)).astype(np.int64)
+    return layer, alpha, r
+
+
+def _regular_local_index(points: np.ndarray, geometry: Geometry) -> np.ndarray:
+    """Flat voxel index within the shower of points in a regular grid, clamped (fast path)."""
+    n_layers, n_alpha, n_r = geometry.grid_shape
+    high = np.array([n_layers - 1, n_alpha - 1, n_r - 1], dtype=np.float32)
+    coords = np.minimum(np.fmax(points[:, 1:4], np.float32(0)), high).astype(np.int32)
+    return (coords[:, 0] * n_alpha + coords[:, 1]) * n_r + coords[:, 2]
+
+
+def _shift_collisions(
+    shower: np.ndarray, layer: np.ndarray, alpha: np.ndarray, r: np.ndarray, geometry: Geometry
+) -> np.ndarray:
+    """Flat voxel index (within its shower) of every point after moving colliders to free neighbours.
+
+    A point keeps its voxel if it is the first point there; each later point tries
+    :data:`NEIGHBOUR_MOVES` in order (alpha wraps around) and takes the first voxel that no
+    point occupies; points that find none stay and are summed.
+    """
+    start, n_alpha, n_r = _layer_tables(geometry)
+    n_vox = geometry.n_voxels
+    local = start[layer] + alpha * n_r[layer] + r
+    key = shower * n_vox + local
+    _, first = np.unique(key, return_index=True)
+    is_first = np.zeros(len(key), dtype=bool)
+    is_first[first] = True
+    taken = np.sort(key[is_first])
+    movers = np.flatnonzero(~is_first)
+    for d_layer, d_alpha, d_r in NEIGHBOUR_MOVES:
+        if len(movers) == 0:
+            break
+        new_layer = layer[movers] + d_layer
+        inside = (new_layer >= 0) & (new_layer < geometry.n_layers)
+        new_layer = np.clip(new_layer, 0, geometry.n_layers - 1)
+        new_r = r[movers] + d_r
+        inside &= (new_r >= 0) & (new_r < n_r[new_layer])
+        new_alpha = (alpha[movers] + d_alpha) % n_alpha[new_layer]
+        new_local = start[new_layer] + new_alpha * n_r[new_layer] + np.clip(new_r, 0, None)
+        new_key = shower[movers] * n_vox + new_local
+        pos = np.searchsorted(taken, new_key)
+        free = inside & ~((pos < len(taken)) & (taken[np.minimum(pos, len(taken) - 1)] == new_key))
+        cand = np.flatnonzero(free)
+        _, first_cand = np.unique(new_key[cand], return_index=True)
+        winners = cand[first_cand]
+        local[movers[winners]] = new_local[winners]
+        taken = np.sort(np.concatenate([taken, new_key[winners]]))
+        keep = np.ones(len(movers), dtype=bool)
+        keep[winners] = False
+        movers = movers[keep]
+    return local
+
+
+def points_to_voxels(
+    points: np.ndarray,
+    lengths: np.ndarray,
+    geometry: Geometry,
+    collisions: Collisions = "sum",
+    chunk_voxels: int = 2**24,
+) -> tuple[np.ndarray, int]:
+    """Voxelise points (P, 4) with per-shower ``lengths`` into showers (N, n_voxels) float32.
+
+    Returns the showers and the number of points that landed in a voxel already hit by
+    another point of the same shower (before any "shift"). Coordinates are floored and
+    clamped into the grid; energies are summed per voxel.
+    """
+    if collisions not in ("sum", "shift"):
+        raise ValueError(f"collisions must be 'sum' or 'shift', got {collisions!r}")
+    points = np.asarray(points)
+    lengths = np.asarray(lengths, dtype=np.int64)
+    if points.ndim != 2 or points.shape[1] != 4 or lengths.sum() != len(points):
+        raise ValueError(f"points {points.shape} and lengths (sum {lengths.sum()}) do not match")
+    n, n_vox = len(lengths), geometry.n_voxels
+    start, _, n_r = _layer_tables(geometry)
+    out = np.zeros((n, n_vox), dtype=np.float32)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    per_chunk = max(1, chunk_voxels // n_vox)
+    n_collided = 0
+    for s0 in range(0, n, per_chunk):
+        s1 = min(n, s0 + per_chunk)
+        p = points[offsets[s0] : offsets[s1]]
+        shower = np.repeat(np.arange(s1 - s0, dtype=np.int64), lengths[s0:s1])
+        if collisions == "sum" and geometry.is_regular:
+            local = _regular_local_index(p, geometry)
+        else:
+            layer, alpha, r = _clamped_bins(p, geometry)
+            local = start[layer] + alpha * n_r[layer] + r
+        key = shower * n_vox + local
+        hit = np.zeros((s1 - s0) * n_vox, dtype=bool)
+        hit[key] = True
+        n_collided += len(key) - int(np.count_nonzero(hit))
+        if collisions == "shift":
+            key = shower * n_vox + _shift_collisions(shower, layer, alpha, r, geometry)
+        np.add.at(out[s0:s1].reshape(-1), key, p[:, 0].astype(np.float32))
+    return out, int(n_collided)

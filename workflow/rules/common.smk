@@ -1,0 +1,61 @@
+# Shared helpers: config lookups, input paths of real or embedded data, code hashes.
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, workflow.basedir)
+from pipelines.codehash import code_hash  # noqa: E402
+
+PY = f"{sys.executable} -m pipelines"
+DATASETS = config["datasets"]
+MODELS = config["models"]
+NAME = "[A-Za-z0-9_-]+"
+
+
+wildcard_constraints:
+    dataset=NAME,
+    model=NAME,
+    role="train|reference",
+
+
+def dataset(wc):
+    return DATASETS[wc.dataset]
+
+
+def is_embedded(name):
+    return "embedded" in DATASETS[name]["source"]
+
+
+def raw_file(name, role):
+    """Path of a data set's training or reference file: generated, or the user's own."""
+    if is_embedded(name):
+        return f"results/{name}/data/{role}.h5"
+    return DATASETS[name]["source"]["files"][role]
+
+
+def as_json(value):
+    """Compact, sorted JSON: a stable params value and a safe --settings argument."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def role_seed(wc):
+    """Independent seeds for the training and reference samples of one data set."""
+    return config["seed"] + (0 if wc.role == "train" else 1)
+
+
+def run_dirs():
+    return [f"results/{r['dataset']}/{r['model']}" for r in config["runs"]]
+
+
+def final_outputs():
+    return [f"{d}/report.html" for d in run_dirs()]
+
+
+for _run in config["runs"]:
+    if _run["dataset"] not in DATASETS or _run["model"] not in MODELS:
+        raise ValueError(
+            f"config.yaml: run {_run} names an unknown data set or model "
+            f"(data sets: {sorted(DATASETS)}, models: {sorted(MODELS)})"
+        )
+if abs(sum(config["preprocessing"]["split"]) - 1.0) > 1e-9:
+    raise ValueError(f"config.yaml: preprocessing.split {config['preprocessing']['split']} must sum to 1")

@@ -1,0 +1,24 @@
+# Evaluation: community metrics of the generated sample and of two halves of the reference.
+
+
+rule evaluate:
+    input:
+        samples="results/{dataset}/{model}/samples.h5",
+        reference=lambda wc: raw_file(wc.dataset, "reference"),
+        valid="results/{dataset}/data/reference.summary.json",
+    output:
+        metrics="results/{dataset}/{model}/evaluation/metrics.json",
+        histograms="results/{dataset}/{model}/evaluation/histograms.npz",
+    params:
+        stage=lambda wc: f"evaluate-{dataset(wc)['kind']}",
+        geometry=lambda wc: f"--dataset {dataset(wc)['geometry']}" if dataset(wc)["kind"] == "showers" else "",
+        settings=lambda wc: as_json({"seed": config["seed"], **config["evaluation"][dataset(wc)["kind"]]}),
+        cache="results/cache/features",
+        code=lambda wc: code_hash(f"pipelines.metrics.evaluate_{dataset(wc)['kind']}"),
+    threads: 2
+    log:
+        "logs/{dataset}/{model}/evaluate.log",
+    shell:
+        "{PY} {params.stage} --reference {input.reference} --generated {input.samples} {params.geometry}"
+        " --settings '{params.settings}' --cache-dir {params.cache}"
+        " --out-metrics {output.metrics} --out-histograms {output.histograms} 2> {log}"

@@ -1,0 +1,37 @@
+# Point clouds: convert the training file (one point per hit voxel / particle), split, fit transforms.
+
+
+rule convert:
+    input:
+        data=lambda wc: raw_file(wc.dataset, "train"),
+        valid="results/{dataset}/data/train.summary.json",
+    output:
+        "results/{dataset}/clouds.h5",
+    params:
+        kind=lambda wc: dataset(wc)["kind"],
+        geometry=lambda wc: dataset(wc)["geometry"],
+        split=",".join(str(f) for f in config["preprocessing"]["split"]),
+        seed=config["seed"],
+        code=code_hash("pipelines.convert"),
+    log:
+        "logs/{dataset}/convert.log",
+    shell:
+        "{PY} convert --kind {params.kind} --dataset {params.geometry} --input {input.data}"
+        " --split {params.split} --seed {params.seed} --out {output} 2> {log}"
+
+
+rule fit_transforms:
+    input:
+        "results/{dataset}/clouds.h5",
+    output:
+        "results/{dataset}/transforms.json",
+    params:
+        kind=lambda wc: dataset(wc)["kind"],
+        geometry=lambda wc: dataset(wc)["geometry"],
+        seed=config["seed"],
+        code=code_hash("pipelines.transforms"),
+    log:
+        "logs/{dataset}/fit_transforms.log",
+    shell:
+        "{PY} fit-transforms --clouds {input} --kind {params.kind} --dataset {params.geometry}"
+        " --seed {params.seed} --out {output} 2> {log}"

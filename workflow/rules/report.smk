@@ -1,0 +1,29 @@
+# Report: one self-contained HTML validation page per run, plots registered for `snakemake --report`.
+
+
+rule report:
+    input:
+        metrics="results/{dataset}/{model}/evaluation/metrics.json",
+        histograms="results/{dataset}/{model}/evaluation/histograms.npz",
+        curve="results/{dataset}/{model}/training_curve.csv",
+        timing="results/{dataset}/{model}/timing.json",
+    output:
+        html="results/{dataset}/{model}/report.html",
+        plots=report(
+            directory("results/{dataset}/{model}/plots"),
+            patterns=["{name}.png"],
+            caption="../report/plots.rst",
+            category="{dataset}",
+            subcategory="{model}",
+        ),
+    params:
+        label="{dataset} / {model}",
+        real=lambda wc: "" if is_embedded(wc.dataset) else "--real-data",
+        settings=as_json(config["report"]["settings"]),
+        code=code_hash("pipelines.report.html", extra_files=("report/templates/report.html",)),
+    log:
+        "logs/{dataset}/{model}/report.log",
+    shell:
+        "{PY} report --metrics {input.metrics} --histograms {input.histograms} --labels '{params.label}'"
+        " --training-curve {input.curve} --timing {input.timing} {params.real} --settings '{params.settings}'"
+        " --out {output.html} --plots-dir {output.plots} 2> {log}"

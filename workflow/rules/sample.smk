@@ -1,0 +1,33 @@
+# Generation: samples in the input format (CaloChallenge showers, JetNet jets) plus timings.
+
+
+rule sample:
+    input:
+        model="results/{dataset}/{model}/model.pt",
+        multiplicity="results/{dataset}/{model}/multiplicity.json",
+        transforms="results/{dataset}/transforms.json",
+        reference=lambda wc: raw_file(wc.dataset, "reference"),
+        valid="results/{dataset}/data/reference.summary.json",
+    output:
+        samples="results/{dataset}/{model}/samples.h5",
+        timing="results/{dataset}/{model}/timing.json",
+    params:
+        kind=lambda wc: dataset(wc)["kind"],
+        geometry=lambda wc: dataset(wc)["geometry"],
+        n=config["sampling"]["n_samples"],
+        seed=config["seed"] + 2,
+        settings=as_json(config["sampling"]["settings"]),
+        code=code_hash("pipelines.sample"),
+    threads: 2
+    resources:
+        gpu=1,
+        cpus_per_gpu=lambda wc, threads: threads,
+        mem_mb=lambda wc, attempt: 8000 * attempt,
+        runtime=lambda wc, attempt: 30 * attempt,
+    log:
+        "logs/{dataset}/{model}/sample.log",
+    shell:
+        "{PY} sample --model {input.model} --multiplicity {input.multiplicity} --transforms {input.transforms}"
+        " --reference {input.reference} --kind {params.kind} --dataset {params.geometry} --n-samples {params.n}"
+        " --seed {params.seed} --settings '{params.settings}' --out {output.samples}"
+        " --out-timing {output.timing} 2> {log}"

@@ -1,0 +1,47 @@
+# Training: the multiplicity model p(n | E) and the point-cloud generator (GPU rule on clusters).
+# Checkpoints live in checkpoints/, which is no declared output: a retried or requeued job resumes.
+
+
+rule train_multiplicity:
+    input:
+        "results/{dataset}/clouds.h5",
+    output:
+        "results/{dataset}/{model}/multiplicity.json",
+    params:
+        kind=lambda wc: dataset(wc)["kind"],
+        settings=lambda wc: as_json({"seed": config["seed"], **MODELS[wc.model]["multiplicity"]}),
+        code=code_hash("pipelines.models.multiplicity"),
+    log:
+        "logs/{dataset}/{model}/train_multiplicity.log",
+    shell:
+        "{PY} train-multiplicity --clouds {input} --kind {params.kind} --settings '{params.settings}'"
+        " --out {output} 2> {log}"
+
+
+rule train:
+    input:
+        clouds="results/{dataset}/clouds.h5",
+        transforms="results/{dataset}/transforms.json",
+    output:
+        model="results/{dataset}/{model}/model.pt",
+        curve="results/{dataset}/{model}/training_curve.csv",
+        summary="results/{dataset}/{model}/training_summary.json",
+    params:
+        kind=lambda wc: dataset(wc)["kind"],
+        settings=lambda wc: as_json(
+            {"seed": config["seed"], **MODELS[wc.model]["architecture"], **MODELS[wc.model]["training"]}
+        ),
+        checkpoints="checkpoints/{dataset}/{model}",
+        code=code_hash("pipelines.train"),
+    threads: 2
+    resources:
+        gpu=1,
+        cpus_per_gpu=lambda wc, threads: threads,
+        mem_mb=lambda wc, attempt: 8000 * attempt,
+        runtime=lambda wc, attempt: 60 * attempt,
+    log:
+        "logs/{dataset}/{model}/train.log",
+    shell:
+        "{PY} train --clouds {input.clouds} --transforms {input.transforms} --kind {params.kind}"
+        " --settings '{params.settings}' --checkpoint-dir {params.checkpoints}"
+        " --out-model {output.model} --out-curve {output.curve} --out-summary {output.summary} 2> {log}"
