@@ -31,6 +31,6 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(STAGES[argv[0]])
     try:
         return int(module.main(argv[1:]) or 0)
-    except DataError as err:
+    except (DataError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -29,9 +29,10 @@ rule fit_transforms:
         kind=lambda wc: dataset(wc)["kind"],
         geometry=lambda wc: dataset(wc)["geometry"],
         seed=config["seed"],
+        settings=as_json({"max_fit_points": config["preprocessing"]["max_fit_points"]}),
         code=code_hash("pipelines.transforms"),
     log:
         "logs/{dataset}/fit_transforms.log",
     shell:
         "{PY} fit-transforms --clouds {input} --kind {params.kind} --dataset {params.geometry}"
-        " --seed {params.seed} --out {output} 2> {log}"
+        " --seed {params.seed} --settings '{params.settings}' --out {output} 2> {log}"

@@ -6,16 +6,18 @@ rule train_multiplicity:
     input:
         "results/{dataset}/clouds.h5",
     output:
-        "results/{dataset}/{model}/multiplicity.json",
+        model="results/{dataset}/{model}/multiplicity.json",
+        plot="results/{dataset}/{model}/multiplicity.png",
     params:
         kind=lambda wc: dataset(wc)["kind"],
+        geometry=lambda wc: dataset(wc)["geometry"],
         settings=lambda wc: as_json({"seed": config["seed"], **MODELS[wc.model]["multiplicity"]}),
         code=code_hash("pipelines.models.multiplicity"),
     log:
         "logs/{dataset}/{model}/train_multiplicity.log",
     shell:
-        "{PY} train-multiplicity --clouds {input} --kind {params.kind} --settings '{params.settings}'"
-        " --out {output} 2> {log}"
+        "{PY} train-multiplicity --clouds {input} --kind {params.kind} --dataset {params.geometry}"
+        " --settings '{params.settings}' --out {output.model} --out-plot {output.plot} 2> {log}"
 
 
 rule train:
@@ -42,6 +44,6 @@ rule train:
     log:
         "logs/{dataset}/{model}/train.log",
     shell:
-        "{PY} train --clouds {input.clouds} --transforms {input.transforms} --kind {params.kind}"
+        "PIPELINES_NUM_THREADS={threads} {PY} train --clouds {input.clouds} --transforms {input.transforms} --kind {params.kind}"
         " --settings '{params.settings}' --checkpoint-dir {params.checkpoints}"
         " --out-model {output.model} --out-curve {output.curve} --out-summary {output.summary} 2> {log}"

@@ -1,0 +1,318 @@
+"""Stage ``evaluate-jets``: JetNet metrics and histograms of a generated sample against a reference.
+
+Rows of metrics.json (both computed with the same code and the same sizes):
+
+* The reference (N jets) is split by a seeded permutation (``seed``) into two disjoint halves
+  A = perm[:N // 2] and B = perm[N // 2 : 2 * (N // 2)] (a leftover odd jet is unused).
+* ``real_vs_real``: metrics of B against A.
+* ``model``: metrics of G' against A, where G' is a seeded subsample without replacement of
+  len(B) generated jets (all generated jets, in a seeded order, if there are fewer than len(B); the
+  sizes used are recorded under ``settings``).
+
+Histograms (raw counts, edges from the full reference; out-of-range entries dropped) compare the full
+reference with the full generated sample: relative jet mass, particle eta_rel / phi_rel / pt_rel
+(real particles only), the 5 prime EFPs (n = 4, d = 4) and the particle multiplicity.
+
+The reference EFPs (all 36 per jet) are cached in ``--cache-dir`` under a key = sha256 of the reference
+file's bytes combined with the sha256 of the metric source files (efp.py, jet_metrics.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from pipelines.io.atomic import atomic_path
+from pipelines.io.errors import DataError
+from pipelines.io.jetnet import read_jetnet
+from pipelines.metrics import efp, jet_metrics
+from pipelines.metrics.jet_metrics import JetMetricSettings, JetSample, make_sample
+from pipelines.metrics.separation import histogram_counts, separation_power
+
+log = logging.getLogger(__name__)
+
+CACHE_SOURCES = (Path(efp.__file__), Path(jet_metrics.__file__))
+CACHE_VERSION = "jet-efps-v1"
+# percentiles of the reference that bound the histogram ranges (robust to single outliers)
+RANGE_PERCENTILES = (0.05, 99.95)
+
+
+@dataclass(frozen=True)
+class EvaluateJetsSettings(JetMetricSettings):
+    """Settings of the ``evaluate-jets`` stage: the metric settings plus the naming and binning."""
+
+    dataset: str = ""  # name written to metrics.json; "" = the reference file's stem
+    n_bins: int = 50  # bins of the continuous histograms
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.n_bins < 1:
+            raise ValueError(f"n_bins must be >= 1, got {self.n_bins}")
+
+    @classmethod
+    def from_json(cls, text: str) -> EvaluateJetsSettings:
+        """Parse a JSON object; unknown keys or wrong types are a ValueError."""
+        try:
+            raw = json.loads(text) if text.strip() else {}
+        except json.JSONDecodeError as err:
+            raise ValueError(f"--settings is not valid JSON: {err}") from err
+        if not isinstance(raw, dict):
+            raise ValueError(f"--settings must be a JSON object, got {type(raw).__name__}")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(raw) - set(fields))
+        if unknown:
+            raise ValueError(f"unknown evaluate-jets settings {unknown}; allowed: {sorted(fields)}")
+        for key, value in raw.items():
+            want = type(getattr(cls(), key))
+            ok = isinstance(value, want) and not (want is int and isinstance(value, bool))
+            if not ok:
+                raise ValueError(f"evaluate-jets setting {key} must be {want.__name__}, got {value!r}")
+        return cls(**raw)
+
+    def metric_settings(self) -> JetMetricSettings:
+        names = {f.name for f in dataclasses.fields(JetMetricSettings)}
+        return JetMetricSettings(**{k: v for k, v in dataclasses.asdict(self).items() if k in names})
+
+
+# ---------------------------------------------------------------- cache
+
+
+def _sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def reference_cache_key(reference: Path) -> str:
+    """sha256 over the reference file's bytes, the metric source files and the cache format version."""
+    h = hashlib.sha256(CACHE_VERSION.encode())
+    h.update(_sha256_file(reference).encode())
+    for src in CACHE_SOURCES:
+        h.update(_sha256_file(src).encode())
+    return h.hexdigest()
+
+
+def reference_efps(
+    reference: Path, particle_features: NDArray[np.floating], cache_dir: Path
+) -> tuple[NDArray[np.float64], bool]:
+    """All 36 EFPs of the reference jets, loaded from or stored in the cache; returns (efps, cache hit)."""
+    key = reference_cache_key(reference)
+    cache_file = cache_dir / f"jetnet_efps_{key}.npz"
+    n_jets = len(particle_features)
+    if cache_file.is_file():
+        try:
+            with np.load(cache_file, allow_pickle=False) as z:
+                values, stored_key = z["efps"], str(z["key"])
+            if stored_key == key and values.shape == (n_jets, len(efp.GRAPHS)):
+                return values.astype(np.float64, copy=False), True
+            log.warning("ignoring stale EFP cache %s", cache_file)
+        except (OSError, KeyError, ValueError) as err:
+            log.warning("ignoring unreadable EFP cache %s (%s)", cache_file, err)
+    particles, mask = jet_metrics.split_particle_features(particle_features)
+    values = efp.efps(particles, mask, progress=True)
+    with atomic_path(cache_file) as tmp, open(tmp, "wb") as f:
+        np.savez(f, efps=values, key=np.array(key))
+    return values, False
+
+
+# ---------------------------------------------------------------- histograms
+
+
+def _linear_edges(ref: NDArray, n_bins: int, lo: float | None = None) -> NDArray[np.float64]:
+    a, b = np.percentile(ref, RANGE_PERCENTILES) if len(ref) else (0.0, 1.0)
+    a = a if lo is None else lo
+    if not b > a:
+        b = a + 1.0
+    return np.linspace(a, b, n_bins + 1)
+
+
+def _log_edges(ref: NDArray, n_bins: int) -> NDArray[np.float64]:
+    pos = ref[ref > 0]
+    a, b = np.percentile(pos, RANGE_PERCENTILES) if len(pos) else (1e-6, 1.0)
+    if not b > a:
+        b = a * 10.0
+    return np.logspace(np.log10(a), np.log10(b), n_bins + 1)
+
+
+@dataclass(frozen=True)
+class _HistSpec:
+    name: str
+    xlabel: str
+    logx: bool
+    logy: bool
+    group: str
+    reference: NDArray
+    generated: NDArray
+    edges: NDArray[np.float64]
+
+
+def _histogram_specs(ref: JetSample, gen: JetSample, n_bins: int) -> list[_HistSpec]:
+    """Every histogram of the jet report, with its edges taken from the reference."""
+    rp, gp = ref.particles[~ref.mask], gen.particles[~gen.mask]
+    n_slots = max(ref.mask.shape[1], gen.mask.shape[1])
+    specs = [
+        _HistSpec("jet_relative_mass", "jet m / pT", False, False, "jet", ref.mass, gen.mass,
+                  _linear_edges(ref.mass, n_bins, lo=0.0)),
+        _HistSpec("particle_eta_rel", "particle eta_rel", False, True, "particle", rp[:, 0], gp[:, 0],
+                  _linear_edges(rp[:, 0], n_bins)),
+        _HistSpec("particle_phi_rel", "particle phi_rel [rad]", False, True, "particle", rp[:, 1], gp[:, 1],
+                  _linear_edges(rp[:, 1], n_bins)),
+        _HistSpec("particle_pt_rel", "particle pT / pT_jet", True, True, "particle", rp[:, 2], gp[:, 2],
+                  _log_edges(rp[:, 2], n_bins)),
+        _HistSpec("multiplicity", "particles per jet", False, False, "jet", (~ref.mask).sum(axis=1),
+                  (~gen.mask).sum(axis=1), np.arange(-0.5, n_slots + 1.0, 1.0)),
+    ]  # fmt: skip
+    ref_prime, gen_prime = efp.prime_n4_d4(ref.efps), efp.prime_n4_d4(gen.efps)
+    for c, name in enumerate(jet_metrics.PRIME_EFP_NAMES):
+        edges = _log_edges(ref_prime[:, c], n_bins)
+        label = f"EFP n=4 d=4 ({name})"
+        specs.append(
+            _HistSpec(f"efp_{name}", label, True, False, "efp", ref_prime[:, c], gen_prime[:, c], edges)
+        )
+    return specs
+
+
+def histograms(
+    ref: JetSample, gen: JetSample, n_bins: int
+) -> tuple[list[dict[str, Any]], dict[str, NDArray]]:
+    """Histogram descriptions for metrics.json and the arrays for histograms.npz."""
+    listing, arrays = [], {}
+    for spec in _histogram_specs(ref, gen, n_bins):
+        edges = np.asarray(spec.edges, dtype=np.float64)
+        h_ref = histogram_counts(spec.reference, edges)
+        h_gen = histogram_counts(spec.generated, edges)
+        arrays[f"{spec.name}__edges"] = edges
+        arrays[f"{spec.name}__reference"] = h_ref
+        arrays[f"{spec.name}__generated"] = h_gen
+        listing.append(
+            {
+                "name": spec.name,
+                "xlabel": spec.xlabel,
+                "logx": spec.logx,
+                "logy": spec.logy,
+                "group": spec.group,
+                "separation_power": separation_power(h_ref, h_gen),
+            }
+        )
+    return listing, arrays
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+def split_rows(n_reference: int, n_generated: int, seed: int) -> tuple[NDArray, NDArray, NDArray]:
+    """Indices (half A, half B, generated subsample G') as described in the module docstring."""
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(n_reference)
+    half = n_reference // 2
+    gen_idx = rng.permutation(n_generated)[:half]
+    return perm[:half], perm[half : 2 * half], gen_idx
+
+
+def evaluate(
+    reference: Path, generated: Path, settings: EvaluateJetsSettings, cache_dir: Path
+) -> tuple[dict[str, Any], dict[str, NDArray]]:
+    """metrics.json content and histograms.npz arrays for one generated sample."""
+    ref_pf, _ = read_jetnet(reference)
+    gen_pf, _ = read_jetnet(generated)
+    for path, pf in ((reference, ref_pf), (generated, gen_pf)):
+        if len(pf) < 4:
+            raise DataError(f"{path}: needs at least 4 jets for the evaluation, holds {len(pf)}")
+    ref_efps, hit = reference_efps(reference, ref_pf, cache_dir)
+    log.info("reference EFPs: %s (%d jets)", "cache hit" if hit else "computed and cached", len(ref_pf))
+    ref = make_sample(ref_pf, ref_efps)
+    gen = make_sample(gen_pf, progress=True)
+
+    half_a, half_b, gen_idx = split_rows(len(ref), len(gen), settings.seed)
+    metric_settings = settings.metric_settings()
+    n_eval = settings.num_eval_samples
+    real_a = ref.select(half_a)
+    log.info("real_vs_real: %d vs %d jets", len(half_a), len(half_b))
+    rvr = jet_metrics.jet_metrics(real_a, ref.select(half_b), metric_settings)
+    log.info("model: %d reference vs %d generated jets", len(half_a), len(gen_idx))
+    model = jet_metrics.jet_metrics(real_a, gen.select(gen_idx), metric_settings)
+
+    listing, arrays = histograms(ref, gen, settings.n_bins)
+    recorded = dataclasses.asdict(settings)
+    recorded["dataset"] = settings.dataset or reference.stem
+    recorded.update(
+        reference=str(reference),
+        generated=str(generated),
+        n_reference=len(ref),
+        n_generated=len(gen),
+        n_real_half=len(half_a),
+        n_real_vs_real_other=len(half_b),
+        n_generated_used=len(gen_idx),
+        w1_batch_size_real_vs_real=jet_metrics.batch_size_for(
+            len(half_a), len(half_b), settings.num_eval_samples
+        ),
+        w1_batch_size_model=jet_metrics.batch_size_for(len(half_a), len(gen_idx), n_eval),
+        efp_columns=list(efp.EFP_NAMES),
+        units="raw under <name>; published units under <name>_x1e3 (W1M, W1P, FPD, KPD), <name>_x1e5 (W1EFP)",
+    )
+    metrics = {
+        "kind": "jets",
+        "dataset": recorded["dataset"],
+        "rows": {"model": model, "real_vs_real": rvr},
+        "settings": recorded,
+        "histograms": listing,
+    }
+    return metrics, arrays
+
+
+def _finite_or_none(obj: Any) -> Any:
+    """Replace non-finite floats (e.g. W1P of a sample without particles) by None: strict JSON."""
+    if isinstance(obj, dict):
+        return {k: _finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite_or_none(v) for v in obj]
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    return obj
+
+
+def write_outputs(
+    metrics: dict[str, Any], arrays: dict[str, NDArray], out_metrics: Path, out_hist: Path
+) -> None:
+    """Write metrics.json and histograms.npz atomically."""
+    text = json.dumps(_finite_or_none(metrics), indent=2, allow_nan=False)
+    with atomic_path(out_hist) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, **arrays)
+    with atomic_path(out_metrics) as tmp:
+        tmp.write_text(text + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="evaluate-jets", description=__doc__.splitlines()[0])
+    parser.add_argument("--reference", type=Path, required=True, help="reference JetNet HDF5 file")
+    parser.add_argument("--generated", type=Path, required=True, help="generated JetNet HDF5 file")
+    parser.add_argument("--settings", default="{}", help="JSON object of EvaluateJetsSettings")
+    parser.add_argument("--cache-dir", type=Path, required=True, help="folder for the reference EFP cache")
+    parser.add_argument("--out-metrics", type=Path, required=True, help="metrics.json to write")
+    parser.add_argument("--out-histograms", type=Path, required=True, help="histograms.npz to write")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    settings = EvaluateJetsSettings.from_json(args.settings)
+    metrics, arrays = evaluate(args.reference, args.generated, settings, args.cache_dir)
+    write_outputs(metrics, arrays, args.out_metrics, args.out_histograms)
+    model = metrics["rows"]["model"]
+    log.info(
+        "W1M %.3g x1e-3, W1P %.3g x1e-3, W1EFP %.3g x1e-5, FPD %.3g x1e-3, KPD %.3g x1e-3",
+        *(model[k]["value"] for k in ("W1M_x1e3", "W1P_x1e3", "W1EFP_x1e5", "FPD_x1e3", "KPD_x1e3")),
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,334 @@
+"""Stage ``evaluate-showers``: CaloChallenge metrics of a generated shower file against a reference file.
+
+Samples compared (the "real_vs_real" row is the floor a model is read against): the reference is split by
+row parity into half A (even rows) and half B (odd rows). With ``n = min(N_generated, len(B))``,
+the *model* row compares ``n`` generated showers with half A, the *real_vs_real* row compares ``n``
+showers of half B with half A: same code, same sizes. When fewer than all rows are needed they are taken
+evenly strided (rows ``(2k + 1) * N // (2 n)``), so a generated file produced row by row from the
+reference incident energies keeps matching energies (for N_gen = N_ref the generated rows used are
+exactly the odd rows). Histograms and mean showers in histograms.npz are half A ("reference") and the
+compared generated rows ("generated"); separation powers are those of exactly these histograms.
+
+Reference features are cached in ``--cache-dir`` under a key made of the sha256 of the reference file
+content and of the source code that computes them, so a cached entry can never be stale.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import io
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipelines.geometry import KNOWN_DATASETS, THRESHOLD_MEV, Geometry, load_geometry
+from pipelines.io.atomic import atomic_path
+from pipelines.io.calochallenge import check_layout, iter_calochallenge
+from pipelines.metrics.calo_features import (
+    FileScan,
+    HistogramSpec,
+    ShowerFeatures,
+    histogram_specs,
+    histogram_values,
+    load_rows,
+    nhits_profile,
+    scan_file,
+    voxel_energy_counts,
+    voxel_energy_edges,
+)
+from pipelines.metrics.classifier import ClassifierConfig, classifier_test, low_level_inputs
+from pipelines.metrics.distances import frechet_physics_distance, kernel_physics_distance
+from pipelines.metrics.separation import histogram_counts, separation_power
+
+log = logging.getLogger(__name__)
+
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class EvaluateShowersSettings:
+    """Hyperparameters of the shower evaluation (defaults sized for a quick CPU run).
+
+    Published classifier: hidden 2048, layers 3, epochs 50, runs 10. Published FPD/KPD sizes are the
+    defaults here (they shrink automatically for small samples, see distances.py).
+    """
+
+    chunk_size: int = 2000
+    classifier_runs: int = 1
+    classifier_hidden: int = 128
+    classifier_layers: int = 2
+    classifier_epochs: int = 10
+    classifier_lr: float = 2e-4
+    classifier_batch_size: int = 1000
+    classifier_low: bool = True
+    fpd_n_sizes: int = 10
+    fpd_n_draws: int = 20
+    fpd_min_samples: int = 20000
+    fpd_max_samples: int = 50000
+    kpd_n_batches: int = 10
+    kpd_batch_size: int = 5000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}")
+        self.classifier_config()  # validates the classifier keys
+
+    @classmethod
+    def from_json(cls, text: str | None) -> EvaluateShowersSettings:
+        """Parse a JSON object; unknown keys and wrongly typed values are a ValueError."""
+        data = json.loads(text) if text else {}
+        if not isinstance(data, dict):
+            raise ValueError(f"--settings must be a JSON object, got {type(data).__name__}")
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise ValueError(f"unknown evaluate-showers settings {unknown}; known: {sorted(known)}")
+        for key, value in data.items():
+            default = getattr(cls, key)
+            ok = (
+                isinstance(value, bool)
+                if isinstance(default, bool)
+                else isinstance(value, (int, float)) and not isinstance(value, bool)
+                and (isinstance(value, int) or isinstance(default, float))
+            )
+            if not ok:
+                raise ValueError(f"setting {key} must be {type(default).__name__}, got {value!r}")
+        return cls(**data)
+
+    def classifier_config(self) -> ClassifierConfig:
+        return ClassifierConfig(
+            hidden=self.classifier_hidden,
+            layers=self.classifier_layers,
+            epochs=self.classifier_epochs,
+            lr=self.classifier_lr,
+            batch_size=self.classifier_batch_size,
+            runs=self.classifier_runs,
+            seed=self.seed,
+        )
+
+
+# ---------------------------------------------------------------- sample selection
+
+
+def strided_rows(total: int, n: int) -> np.ndarray:
+    """``n`` of ``total`` row indices, evenly strided: (2k + 1) * total // (2n)."""
+    if not 0 < n <= total:
+        raise ValueError(f"cannot take {n} rows of {total}")
+    return ((2 * np.arange(n, dtype=np.int64) + 1) * total) // (2 * n)
+
+
+def comparison_rows(n_reference: int, n_generated: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(half A rows, half B rows, generated rows) of the two comparisons (see module docstring)."""
+    if n_reference < 2:
+        raise ValueError(f"the reference needs at least 2 showers to be split in halves, has {n_reference}")
+    half_a = np.arange(0, n_reference, 2)
+    odd = np.arange(1, n_reference, 2)
+    n = min(n_generated, len(odd))
+    return half_a, odd[strided_rows(len(odd), n)], strided_rows(n_generated, n)
+
+
+# ---------------------------------------------------------------- reference cache
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def code_hash(dataset: str) -> str:
+    """sha256 of every source file (and the binning XML) that shapes the cached reference features."""
+    files = sorted((PACKAGE_ROOT / "metrics").glob("*.py")) + [
+        PACKAGE_ROOT / "geometry.py",
+        PACKAGE_ROOT / "io" / "calochallenge.py",
+        PACKAGE_ROOT / "data" / KNOWN_DATASETS[dataset],
+    ]
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def cache_key(reference: Path, dataset: str) -> str:
+    return f"ds{dataset}-{_sha256_file(reference)[:24]}-{code_hash(dataset)[:24]}"
+
+
+def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def reference_scan(reference: Path, geometry: Geometry, half_a: np.ndarray, cache_dir: Path,
+                   chunk_size: int) -> FileScan:
+    """Reference features, voxel-energy counts and half-A voxel sums, from the cache when possible."""
+    path = cache_dir / f"calo_reference_{cache_key(reference, geometry.name)}.npz"
+    if path.exists():
+        log.info("reference features from cache %s", path)
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        return FileScan(ShowerFeatures.from_arrays(arrays, "f_"), arrays["voxel_sum"],
+                        float(arrays["max_voxel"]), arrays["voxel_counts"])
+    rows = np.zeros(check_layout(reference, geometry), dtype=bool)
+    rows[half_a] = True
+    first = scan_file(reference, geometry, None, chunk_size, rows=rows)
+    edges = voxel_energy_edges(first.max_voxel)
+    counts = np.zeros((len(first.features), len(edges) - 1), dtype=np.int32)
+    for start, _e, s in iter_calochallenge(reference, geometry, chunk_size):
+        counts[start : start + len(s)] = voxel_energy_counts(s, edges)
+    scan = FileScan(first.features, first.voxel_sum, first.max_voxel, counts)
+    _save_npz(path, {**scan.features.to_arrays("f_"), "voxel_sum": scan.voxel_sum,
+                     "max_voxel": np.array(scan.max_voxel), "voxel_counts": counts})
+    log.info("cached reference features in %s", path)
+    return scan
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def _entry(value: float | None, error: float | None = None) -> dict:
+    return {
+        "value": None if value is None else float(value),
+        "error": None if error is None else float(error),
+    }
+
+
+def _counts(spec: HistogramSpec, feats: ShowerFeatures, voxel_counts: np.ndarray) -> np.ndarray:
+    if spec.group == "voxel_energy":
+        return voxel_counts.sum(axis=0).astype(np.int64)
+    return histogram_counts(histogram_values(feats, spec), spec.edges)
+
+
+def _group_means(specs: list[HistogramSpec], powers: list[float | None]) -> dict[str, dict]:
+    groups: dict[str, list[float]] = {}
+    for spec, s in zip(specs, powers, strict=True):
+        groups.setdefault(spec.group, [])
+        if s is not None:
+            groups[spec.group].append(s)
+    return {f"separation_{g}": _entry(np.mean(v) if v else None) for g, v in groups.items()}
+
+
+def _classifier_entries(name: str, real: np.ndarray, other: np.ndarray, cfg: ClassifierConfig) -> dict:
+    res = classifier_test(real, other, cfg)
+    several = cfg.runs > 1  # the std of a single training is no error estimate
+    return {
+        f"cls_{name}_auc": _entry(res.auc, res.auc_std if several else None),
+        f"cls_{name}_jsd": _entry(res.jsd, res.jsd_std if several else None),
+    }
+
+
+def evaluate(reference: Path, generated: Path, dataset: str, settings: EvaluateShowersSettings,
+             cache_dir: Path) -> tuple[dict, dict[str, np.ndarray]]:
+    """Compute (metrics.json content, histograms.npz arrays)."""
+    geometry = load_geometry(dataset)
+    n_ref, n_gen = check_layout(reference, geometry), check_layout(generated, geometry)
+    half_a, half_b, gen_rows = comparison_rows(n_ref, n_gen)
+    ref = reference_scan(reference, geometry, half_a, cache_dir, settings.chunk_size)
+    edges = voxel_energy_edges(ref.max_voxel)
+    gen_mask = np.zeros(n_gen, dtype=bool)
+    gen_mask[gen_rows] = True
+    gen = scan_file(generated, geometry, edges, settings.chunk_size, rows=gen_mask)
+
+    fa, fb, fg = ref.features.select(half_a), ref.features.select(half_b), gen.features.select(gen_rows)
+    ca, cb, cg = ref.voxel_counts[half_a], ref.voxel_counts[half_b], gen.voxel_counts[gen_rows]
+    specs = histogram_specs(ref.features, ref.max_voxel)
+    arrays: dict[str, np.ndarray] = {}
+    hist_list, s_model, s_real = [], [], []
+    for spec in specs:
+        h_a, h_b, h_g = _counts(spec, fa, ca), _counts(spec, fb, cb), _counts(spec, fg, cg)
+        s_model.append(separation_power(h_a, h_g))
+        s_real.append(separation_power(h_a, h_b))
+        arrays[f"{spec.name}__edges"] = spec.edges
+        arrays[f"{spec.name}__reference"] = h_a
+        arrays[f"{spec.name}__generated"] = h_g
+        hist_list.append({"name": spec.name, "xlabel": spec.xlabel, "logx": spec.logx, "logy": spec.logy,
+                          "group": spec.group, "separation_power": s_model[-1]})
+    arrays["mean_shower__reference"] = (ref.voxel_sum / len(half_a)).reshape(geometry.grid_shape)
+    arrays["mean_shower__generated"] = (gen.voxel_sum / len(gen_rows)).reshape(geometry.grid_shape)
+    lo, hi = np.log10(ref.features.e_inc.min()), np.log10(ref.features.e_inc.max())
+    if hi - lo < 1e-6:
+        lo, hi = lo - 0.5, hi + 0.5
+    e_edges = np.linspace(lo, hi, 16)
+    arrays["nhits_vs_einc__edges"] = e_edges
+    arrays["nhits_vs_einc__reference"] = nhits_profile(fa, e_edges)
+    arrays["nhits_vs_einc__generated"] = nhits_profile(fg, e_edges)
+
+    rows: dict[str, dict] = {
+        "model": _group_means(specs, s_model),
+        "real_vs_real": _group_means(specs, s_real),
+    }
+    xa, xb, xg = fa.high_level_vector(), fb.high_level_vector(), fg.high_level_vector()
+    for row, other in (("model", xg), ("real_vs_real", xb)):
+        log.info("FPD/KPD (%s)", row)
+        fpd = frechet_physics_distance(xa, other, settings.seed, settings.fpd_n_sizes, settings.fpd_n_draws,
+                                       settings.fpd_min_samples, settings.fpd_max_samples)
+        kpd = kernel_physics_distance(
+            xa, other, settings.seed, settings.kpd_n_batches, settings.kpd_batch_size
+        )
+        rows[row]["fpd"], rows[row]["kpd"] = _entry(*fpd), _entry(*kpd)
+        log.info("classifier high-level (%s)", row)
+        rows[row].update(_classifier_entries("high", xa, other, settings.classifier_config()))
+    if settings.classifier_low:
+        low_a = low_level_inputs(*load_rows(reference, geometry, half_a, settings.chunk_size))
+        for row, path, idx in (("model", generated, gen_rows), ("real_vs_real", reference, half_b)):
+            log.info("classifier low-level (%s)", row)
+            low_other = low_level_inputs(*load_rows(path, geometry, idx, settings.chunk_size))
+            rows[row].update(_classifier_entries("low", low_a, low_other, settings.classifier_config()))
+            del low_other
+
+    cfg = settings.classifier_config()
+    metrics = {
+        "kind": "showers",
+        "dataset": str(dataset),
+        "rows": rows,
+        "settings": {
+            **dataclasses.asdict(settings),
+            "classifier_network": f"{cfg.layers} x {cfg.hidden} LeakyReLU MLP, Adam lr {cfg.lr}, batch "
+            f"{cfg.batch_size}, up to {cfg.epochs} epochs, {cfg.runs} run(s)",
+            "threshold_mev": THRESHOLD_MEV,
+            "n_reference": n_ref,
+            "n_generated": n_gen,
+            "n_reference_half_a": len(half_a),
+            "n_compared": len(gen_rows),
+            "comparison": "model: generated rows vs reference even rows (half A); real_vs_real: reference "
+            "odd rows (half B) vs half A; same sizes",
+            "fpd_kpd_units": "raw values (published tables quote x 1e3)",
+            "reference_sha256": _sha256_file(reference),
+        },
+        "histograms": hist_list,
+    }
+    return metrics, arrays
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="evaluate-showers", description=__doc__.splitlines()[0])
+    parser.add_argument("--reference", type=Path, required=True, help="reference CaloChallenge HDF5")
+    parser.add_argument("--generated", type=Path, required=True, help="generated CaloChallenge HDF5")
+    parser.add_argument("--dataset", default="2", choices=["2", "3"])
+    parser.add_argument("--settings", default="{}", help="JSON object of EvaluateShowersSettings")
+    parser.add_argument("--cache-dir", type=Path, required=True, help="folder for cached reference features")
+    parser.add_argument("--out-metrics", type=Path, required=True)
+    parser.add_argument("--out-histograms", type=Path, required=True)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    settings = EvaluateShowersSettings.from_json(args.settings)
+    metrics, arrays = evaluate(args.reference, args.generated, args.dataset, settings, args.cache_dir)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    with atomic_path(args.out_histograms) as tmp:
+        tmp.write_bytes(buf.getvalue())
+    with atomic_path(args.out_metrics) as tmp:
+        tmp.write_text(json.dumps(metrics, indent=2, allow_nan=False) + "\n")
+    log.info("wrote %s and %s", args.out_metrics, args.out_histograms)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,224 @@
+"""JetNet metrics (arXiv:2211.10295, the ``jetnet`` library's definitions): W1M, W1P, W1EFP, FPD, KPD.
+
+* Relative jet mass m / pT_jet from the massless four-vector sum of the particles in relative
+  coordinates (pt_rel, eta_rel, phi_rel): a shift in eta is a longitudinal boost and a shift in phi a
+  rotation, so the mass of the relative four-vectors is m / pT_jet when pt_rel = pt / pT_jet.
+* W1M, W1P (per particle feature over real particles only, plus the mean over the three), W1EFP (the 5
+  prime EFPs with n = 4, d = 4, plus their mean): 1-d Wasserstein distances over ``num_batches``
+  batches of ``batch_size`` jets drawn with replacement from each sample (seeded; the same jet indices
+  for every W1 metric).  value = mean over batches, error = std over batches (population std, ddof = 0,
+  as in ``jetnet``).  The mean over features is taken per batch, then averaged over batches.
+  Documented deviation: the published batch size is 50,000; when a sample is smaller the batch size
+  becomes ``min(num_eval_samples, len(real), len(gen))``.
+* FPD, KPD on all 36 EFPs with d <= 4 through :mod:`pipelines.metrics.distances`.
+* Units: every metric is reported raw under its name, and in the published units under
+  ``<name>_x1e3`` (W1M, W1P, FPD, KPD) or ``<name>_x1e5`` (W1EFP): value_scaled = raw * factor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from pipelines.metrics import efp
+from pipelines.metrics.distances import frechet_physics_distance, kernel_physics_distance, wasserstein_1d
+
+PARTICLE_FEATURES = ("eta_rel", "phi_rel", "pt_rel")
+PRIME_EFP_NAMES = tuple(efp.GRAPHS[i].name for i in efp.PRIME_N4_D4)
+SCALE_W1M = 1e3
+SCALE_W1P = 1e3
+SCALE_W1EFP = 1e5
+SCALE_FPD_KPD = 1e3
+
+
+@dataclass(frozen=True)
+class JetMetricSettings:
+    """Knobs of the jet metrics; defaults are the published ones."""
+
+    seed: int = 0
+    num_eval_samples: int = 50_000  # jets per W1 batch (scaled down to the sample sizes)
+    num_batches: int = 5  # W1 batches
+    fpd_n_sizes: int = 10
+    fpd_n_draws: int = 20
+    fpd_min_samples: int = 20_000
+    fpd_max_samples: int = 50_000
+    kpd_n_batches: int = 10
+    kpd_batch_size: int = 5_000
+
+    def __post_init__(self) -> None:
+        for name in ("num_eval_samples", "num_batches", "fpd_n_draws", "kpd_n_batches"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"jet metric setting {name} must be >= 1, got {getattr(self, name)}")
+        if self.fpd_n_sizes < 2 or self.fpd_min_samples < 2 or self.fpd_max_samples < self.fpd_min_samples:
+            raise ValueError(
+                "jet metric settings need fpd_n_sizes >= 2 and 2 <= fpd_min_samples <= fpd_max_samples"
+            )
+        if self.kpd_batch_size < 2:
+            raise ValueError(f"kpd_batch_size must be >= 2, got {self.kpd_batch_size}")
+
+
+@dataclass(frozen=True)
+class JetSample:
+    """Per-jet quantities one evaluation needs: particles (N, n, 3), padding mask (N, n) (True = pad),
+    relative masses (N,), all 36 EFPs (N, 36)."""
+
+    particles: NDArray[np.float64]
+    mask: NDArray[np.bool_]
+    mass: NDArray[np.float64]
+    efps: NDArray[np.float64]
+
+    def __len__(self) -> int:
+        return len(self.mass)
+
+    def select(self, indices: NDArray[np.integer]) -> JetSample:
+        return JetSample(self.particles[indices], self.mask[indices], self.mass[indices], self.efps[indices])
+
+
+def split_particle_features(particle_features: NDArray[np.floating]) -> tuple[NDArray, NDArray[np.bool_]]:
+    """JetNet (N, n, 4) (eta_rel, phi_rel, pt_rel, mask 1 = real) -> particles (N, n, 3), pad mask (N, n)."""
+    pf = np.asarray(particle_features)
+    if pf.ndim != 3 or pf.shape[2] != 4:
+        raise ValueError(f"particle_features must have shape (N, n, 4), got {pf.shape}")
+    return pf[:, :, :3], pf[:, :, 3] < 0.5
+
+
+def relative_mass(
+    particles: NDArray[np.floating], mask: NDArray[np.bool_] | None = None
+) -> NDArray[np.float64]:
+    """m / pT_jet of each jet from massless particles (eta_rel, phi_rel, pt_rel): (N, n, 3) -> (N,).
+
+    E = pt cosh(eta), p = (pt cos(phi), pt sin(phi), pt sinh(eta)); m = sqrt(max(0, E^2 - |p|^2)).
+    Padded particles (mask True) are left out.
+    """
+    p = np.asarray(particles, dtype=np.float64)
+    if p.ndim != 3 or p.shape[2] < 3:
+        raise ValueError(f"particles must have shape (N, n, 3), got {p.shape}")
+    eta, phi, pt = p[:, :, 0], p[:, :, 1], p[:, :, 2]
+    if mask is not None:
+        pt = np.where(np.asarray(mask, dtype=bool), 0.0, pt)
+    e = np.sum(pt * np.cosh(eta), axis=1)
+    px = np.sum(pt * np.cos(phi), axis=1)
+    py = np.sum(pt * np.sin(phi), axis=1)
+    pz = np.sum(pt * np.sinh(eta), axis=1)
+    return np.sqrt(np.maximum(e * e - px * px - py * py - pz * pz, 0.0))
+
+
+def make_sample(
+    particle_features: NDArray[np.floating],
+    efp_values: NDArray[np.float64] | None = None,
+    progress: bool = False,
+) -> JetSample:
+    """Build a :class:`JetSample` from JetNet particle features, computing EFPs unless given."""
+    particles, mask = split_particle_features(particle_features)
+    particles = np.asarray(particles, dtype=np.float64)
+    if efp_values is None:
+        efp_values = efp.efps(particles, mask, progress=progress)
+    if efp_values.shape != (len(particles), len(efp.GRAPHS)):
+        raise ValueError(
+            f"efp_values must have shape {(len(particles), len(efp.GRAPHS))}, got {efp_values.shape}"
+        )
+    return JetSample(
+        particles, mask, relative_mass(particles, mask), np.asarray(efp_values, dtype=np.float64)
+    )
+
+
+def batch_size_for(n_real: int, n_gen: int, num_eval_samples: int) -> int:
+    """Jets per W1 batch: the published size, scaled down to the smaller sample when needed."""
+    return int(min(num_eval_samples, n_real, n_gen))
+
+
+def batch_indices(
+    n_real: int, n_gen: int, settings: JetMetricSettings
+) -> list[tuple[NDArray[np.int64], NDArray[np.int64]]]:
+    """Seeded with-replacement jet indices (real, gen) for every W1 batch."""
+    size = batch_size_for(n_real, n_gen, settings.num_eval_samples)
+    rng = np.random.default_rng(settings.seed)
+    return [
+        (rng.integers(0, n_real, size), rng.integers(0, n_gen, size)) for _ in range(settings.num_batches)
+    ]
+
+
+def w1_per_batch_jet_features(
+    real: NDArray[np.floating], gen: NDArray[np.floating], batches: list[tuple[NDArray, NDArray]]
+) -> NDArray[np.float64]:
+    """W1 of every column of per-jet features (N, k) in every batch: (num_batches, k)."""
+    real = np.asarray(real, dtype=np.float64).reshape(len(real), -1)
+    gen = np.asarray(gen, dtype=np.float64).reshape(len(gen), -1)
+    return np.array(
+        [[wasserstein_1d(real[ir, c], gen[ig, c]) for c in range(real.shape[1])] for ir, ig in batches]
+    )
+
+
+def w1_per_batch_particle_features(
+    real: JetSample, gen: JetSample, batches: list[tuple[NDArray, NDArray]]
+) -> NDArray:
+    """W1 of each particle feature over the real (non-padded) particles of each batch: (num_batches, 3)."""
+    rows = []
+    for ir, ig in batches:
+        pr = real.particles[ir][~real.mask[ir]]
+        pg = gen.particles[ig][~gen.mask[ig]]
+        if len(pr) == 0 or len(pg) == 0:
+            rows.append([np.inf] * len(PARTICLE_FEATURES))
+        else:
+            rows.append([wasserstein_1d(pr[:, c], pg[:, c]) for c in range(len(PARTICLE_FEATURES))])
+    return np.array(rows)
+
+
+def _mean_std(per_batch: NDArray[np.float64]) -> tuple[float, float]:
+    return float(np.mean(per_batch)), float(np.std(per_batch))
+
+
+def _add(
+    rows: dict[str, dict[str, float | None]], name: str, value: float, error: float | None, scale: float
+) -> None:
+    """Store a metric raw under ``name`` and scaled under ``name_x1eK``."""
+    rows[name] = {"value": float(value), "error": None if error is None else float(error)}
+    suffix = f"_x1e{round(np.log10(scale))}"
+    rows[name + suffix] = {
+        "value": float(value) * scale,
+        "error": None if error is None else float(error) * scale,
+    }
+
+
+def jet_metrics(
+    real: JetSample, gen: JetSample, settings: JetMetricSettings
+) -> dict[str, dict[str, float | None]]:
+    """All jet metrics of ``gen`` against ``real``: {name: {"value", "error"}} (raw and scaled entries)."""
+    if len(real) < 2 or len(gen) < 2:
+        raise ValueError(f"need at least 2 jets per sample, got {len(real)} real and {len(gen)} generated")
+    rows: dict[str, dict[str, float | None]] = {}
+    batches = batch_indices(len(real), len(gen), settings)
+
+    _add(rows, "W1M", *_mean_std(w1_per_batch_jet_features(real.mass, gen.mass, batches)), SCALE_W1M)
+
+    w1p = w1_per_batch_particle_features(real, gen, batches)
+    for c, name in enumerate(PARTICLE_FEATURES):
+        _add(rows, f"W1P_{name}", *_mean_std(w1p[:, c]), SCALE_W1P)
+    _add(rows, "W1P", *_mean_std(w1p.mean(axis=1)), SCALE_W1P)
+
+    w1efp = w1_per_batch_jet_features(efp.prime_n4_d4(real.efps), efp.prime_n4_d4(gen.efps), batches)
+    for c, name in enumerate(PRIME_EFP_NAMES):
+        _add(rows, f"W1EFP_{name}", *_mean_std(w1efp[:, c]), SCALE_W1EFP)
+    _add(rows, "W1EFP", *_mean_std(w1efp.mean(axis=1)), SCALE_W1EFP)
+
+    fpd = frechet_physics_distance(
+        real.efps,
+        gen.efps,
+        seed=settings.seed,
+        n_sizes=settings.fpd_n_sizes,
+        n_draws=settings.fpd_n_draws,
+        min_samples=settings.fpd_min_samples,
+        max_samples=settings.fpd_max_samples,
+    )
+    _add(rows, "FPD", *fpd, SCALE_FPD_KPD)
+    kpd = kernel_physics_distance(
+        real.efps,
+        gen.efps,
+        seed=settings.seed,
+        n_batches=settings.kpd_n_batches,
+        batch_size=settings.kpd_batch_size,
+    )
+    _add(rows, "KPD", *kpd, SCALE_FPD_KPD)
+    return rows

@@ -1,0 +1,684 @@
+"""Stage ``report``: one self-contained HTML validation page (plots embedded as base64 PNG data URIs)
+from the evaluation outputs (metrics.json + histograms.npz per run), optional training curves (CSV)
+and generation timings (JSON). The PNGs are also written to ``--plots-dir`` for ``snakemake --report``.
+
+Timing JSON (written by the sampling stage) is read tolerantly: top-level scalars (device, parameter
+count, ...) are shown as run information; every object below the top level whose values are all
+scalars becomes one table row; keys on the way to it become columns: integer-like keys as
+``batch_size``, other keys joined as ``group`` (e.g. a device name); scalars beside nested objects
+are copied into the rows beneath them. So ``{"device": "cpu", "n_parameters": 66416, "batch_sizes":
+{"1": {"ms_per_shower": 3.1, "ms_per_shower_voxelised": 4.0}}}`` and ``{"results": [{"batch_size": 1,
+"ms_per_shower": 3.1}]}`` both give a row per batch size with every field as a column.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import csv
+import json
+import logging
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+from pipelines.io.atomic import atomic_path
+from pipelines.io.errors import DataError
+from pipelines.report import published
+from pipelines.report.plots import PlotRecord, PlotStyle, plot_run, slug, training_curve_figure, write_png
+
+log = logging.getLogger(__name__)
+
+TEMPLATE_DIR = Path(__file__).parent / "templates"
+TEMPLATE_NAME = "report.html"
+KINDS = ("showers", "jets")
+ROW_NAMES = {"model": "model vs reference", "real_vs_real": "reference vs reference (real-vs-real)"}
+MISSING = "\u2014"
+
+
+# ---------------------------------------------------------------- settings
+@dataclass(frozen=True)
+class ReportSettings:
+    """Report appearance; pass as ``--settings '{"title": ..., "dpi": 110}'`` (unknown keys: ValueError)."""
+
+    title: str = "MDMA validation report"
+    #: PNG resolution, dots per inch.
+    dpi: int = 110
+    #: figure width, inches.
+    figure_width: float = 6.0
+    reference_label: str = "Reference"
+    #: line colours of the runs, in --labels order (cycled).
+    colours: tuple[str, ...] = ("#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e")
+    #: y range of ratio panels and ratio images.
+    ratio_range: tuple[float, float] = (0.5, 1.5)
+    #: shower layers drawn as images; empty: where the reference's cumulative energy reaches 20/50/80 %.
+    shower_layers: tuple[int, ...] = ()
+    #: moving-average window of the training curves, entries; 0: about 1/50 of the curve, 1: none.
+    smoothing: int = 0
+    #: published CaloChallenge submissions shown with --real-data (plus the best by high-level AUC).
+    published_models: tuple[str, ...] = published.DEFAULT_MODELS
+
+    def __post_init__(self) -> None:
+        if not 20 <= self.dpi <= 600:
+            raise ValueError(f"report setting dpi must be within 20..600, got {self.dpi}")
+        if not 1.0 <= self.figure_width <= 30.0:
+            raise ValueError(
+                f"report setting figure_width must be within 1..30 inches, got {self.figure_width}"
+            )
+        if not self.colours:
+            raise ValueError("report setting colours must name at least one colour")
+        low, high = self.ratio_range
+        if not (math.isfinite(low) and math.isfinite(high) and 0 <= low < high):
+            raise ValueError(
+                f"report setting ratio_range must be [low, high] with 0 <= low < high, got {self.ratio_range}"
+            )
+        if self.smoothing < 0:
+            raise ValueError(f"report setting smoothing must be >= 0, got {self.smoothing}")
+        if any(layer < 0 for layer in self.shower_layers):
+            raise ValueError(f"report setting shower_layers must be non-negative, got {self.shower_layers}")
+
+    def style(self, run_index: int = 0) -> PlotStyle:
+        return PlotStyle(
+            dpi=self.dpi,
+            width=self.figure_width,
+            reference_label=self.reference_label,
+            colour=self.colours[run_index % len(self.colours)],
+            ratio_range=self.ratio_range,
+        )
+
+
+_SETTING_TYPES = {
+    "title": str,
+    "dpi": int,
+    "figure_width": float,
+    "reference_label": str,
+    "colours": (str,),
+    "ratio_range": (float,),
+    "shower_layers": (int,),
+    "smoothing": int,
+    "published_models": (str,),
+}
+
+
+def _coerce(key: str, value: object) -> object:
+    kind = _SETTING_TYPES[key]
+    if isinstance(kind, tuple):
+        if not isinstance(value, list | tuple):
+            raise ValueError(f"report setting {key!r} must be a list, got {value!r}")
+        return tuple(_coerce_scalar(key, item, kind[0]) for item in value)
+    return _coerce_scalar(key, value, kind)
+
+
+def _coerce_scalar(key: str, value: object, kind: type) -> object:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(f"report setting {key!r} has an invalid value {value!r}")
+    if kind is str:
+        if not isinstance(value, str):
+            raise ValueError(f"report setting {key!r} must be a string, got {value!r}")
+        return value
+    if isinstance(value, str) or (kind is int and not float(value).is_integer()):
+        raise ValueError(f"report setting {key!r} must be a {kind.__name__}, got {value!r}")
+    return kind(value)
+
+
+def parse_settings(text: str | Mapping | None) -> ReportSettings:
+    """ReportSettings from a JSON object string or mapping; unknown keys and bad types are ValueErrors."""
+    if text is None or text == "":
+        return ReportSettings()
+    if isinstance(text, str):
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"report --settings is not valid JSON: {err}") from err
+    else:
+        raw = dict(text)
+    if not isinstance(raw, dict):
+        raise ValueError(f"report --settings must be a JSON object, got {type(raw).__name__}")
+    known = {f.name for f in fields(ReportSettings)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ValueError(f"unknown report settings {unknown}; known: {sorted(known)}")
+    values = {key: _coerce(key, value) for key, value in raw.items()}
+    if "ratio_range" in values and len(values["ratio_range"]) != 2:
+        raise ValueError(f"report setting ratio_range must have 2 entries, got {raw['ratio_range']!r}")
+    return ReportSettings(**values)
+
+
+# ---------------------------------------------------------------- inputs
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def load_metrics(path: str | Path) -> dict:
+    """metrics.json of the evaluation contract, validated (DataError naming the file otherwise)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DataError(f"{path}: cannot read metrics JSON: {err}") from err
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: metrics must be a JSON object")
+    missing = [key for key in ("kind", "dataset", "rows", "settings", "histograms") if key not in data]
+    if missing:
+        raise DataError(f"{path}: metrics lack keys {missing}")
+    if data["kind"] not in KINDS:
+        raise DataError(f"{path}: kind must be one of {KINDS}, got {data['kind']!r}")
+    if not isinstance(data["settings"], dict):
+        raise DataError(f"{path}: 'settings' must be an object")
+    rows = data["rows"]
+    if not isinstance(rows, dict) or set(ROW_NAMES) - set(rows):
+        raise DataError(f"{path}: 'rows' must hold 'model' and 'real_vs_real'")
+    for row_name, row in rows.items():
+        if not isinstance(row, dict):
+            raise DataError(f"{path}: row {row_name!r} must be an object of metrics")
+        for metric, entry in row.items():
+            if not isinstance(entry, dict) or "value" not in entry:
+                raise DataError(f"{path}: metric {metric!r} of row {row_name!r} must be {{'value', 'error'}}")
+            for key in ("value", "error"):
+                item = entry.get(key)
+                if item is not None and not _is_number(item):
+                    raise DataError(f"{path}: {key} of metric {metric!r} in row {row_name!r} is {item!r}")
+    if not isinstance(data["histograms"], list):
+        raise DataError(f"{path}: 'histograms' must be a list")
+    names = set()
+    for entry in data["histograms"]:
+        lacking = [
+            k
+            for k in ("name", "xlabel", "logx", "logy", "group")
+            if not isinstance(entry, dict) or k not in entry
+        ]
+        if lacking:
+            raise DataError(f"{path}: histogram entry {entry!r} lacks {lacking}")
+        sp = entry.get("separation_power")
+        if sp is not None and not _is_number(sp):
+            raise DataError(f"{path}: separation_power of {entry['name']!r} is {sp!r}")
+        if entry["name"] in names:
+            raise DataError(f"{path}: histogram {entry['name']!r} listed twice")
+        names.add(entry["name"])
+    return data
+
+
+def _check_array(path: Path, key: str, array: np.ndarray, shape: tuple[int, ...] | None, ndim: int) -> None:
+    if array.ndim != ndim or (shape is not None and array.shape != shape):
+        raise DataError(f"{path}: array {key!r} has shape {array.shape}, expected {shape or f'{ndim}-d'}")
+    if not np.issubdtype(array.dtype, np.number):
+        raise DataError(f"{path}: array {key!r} is not numeric ({array.dtype})")
+
+
+def load_histograms(path: str | Path, metrics: Mapping) -> dict[str, np.ndarray]:
+    """histograms.npz arrays for every histogram listed in ``metrics`` (plus the shower extras), validated."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {key: npz[key] for key in npz.files}
+    except (OSError, ValueError, EOFError) as err:
+        raise DataError(f"{path}: cannot read histograms NPZ: {err}") from err
+    needed = []
+    for entry in metrics["histograms"]:
+        needed += [f"{entry['name']}__{part}" for part in ("edges", "reference", "generated")]
+    if metrics["kind"] == "showers":
+        needed += ["mean_shower__reference", "mean_shower__generated"]
+        needed += [f"nhits_vs_einc__{part}" for part in ("edges", "reference", "generated")]
+    missing = [key for key in needed if key not in arrays]
+    if missing:
+        raise DataError(f"{path}: histograms NPZ lacks arrays {missing}")
+    for entry in metrics["histograms"]:
+        name = entry["name"]
+        edges = arrays[f"{name}__edges"]
+        _check_array(path, f"{name}__edges", edges, None, 1)
+        if edges.size < 2 or not np.all(np.isfinite(edges)) or np.any(np.diff(edges) <= 0):
+            raise DataError(f"{path}: {name}__edges must be >= 2 finite, strictly increasing values")
+        for part in ("reference", "generated"):
+            counts = arrays[f"{name}__{part}"]
+            _check_array(path, f"{name}__{part}", counts, (edges.size - 1,), 1)
+            if not np.all(np.isfinite(counts)) or np.any(counts < 0):
+                raise DataError(f"{path}: {name}__{part} must hold finite, non-negative counts")
+    if metrics["kind"] == "showers":
+        ref = arrays["mean_shower__reference"]
+        _check_array(path, "mean_shower__reference", ref, None, 3)
+        _check_array(path, "mean_shower__generated", arrays["mean_shower__generated"], ref.shape, 3)
+        edges = arrays["nhits_vs_einc__edges"]
+        _check_array(path, "nhits_vs_einc__edges", edges, None, 1)
+        if edges.size < 2 or not np.all(np.isfinite(edges)) or np.any(np.diff(edges) <= 0):
+            raise DataError(f"{path}: nhits_vs_einc__edges must be >= 2 finite, strictly increasing values")
+        for part in ("reference", "generated"):
+            _check_array(
+                path, f"nhits_vs_einc__{part}", arrays[f"nhits_vs_einc__{part}"], (edges.size - 1,), 1
+            )
+    return arrays
+
+
+@dataclass(frozen=True)
+class TrainingCurve:
+    """Numeric columns of a training log against its step column."""
+
+    step_label: str
+    steps: np.ndarray
+    columns: dict[str, np.ndarray]
+
+
+def read_training_curve(path: str | Path) -> TrainingCurve:
+    """Training log CSV: the ``step`` column (else ``epoch``/``iteration``, else the row number) and every
+    other column whose non-empty cells are all numbers (empty cells become NaN)."""
+    path = Path(path)
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            header = list(reader.fieldnames or [])
+            rows = list(reader)
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise DataError(f"{path}: cannot read training curve CSV: {err}") from err
+    if not header or not rows:
+        raise DataError(f"{path}: training curve CSV has no header or no rows")
+    numeric: dict[str, np.ndarray] = {}
+    for column in header:
+        cells = [(row.get(column) or "").strip() for row in rows]
+        try:
+            values = np.array([float(cell) if cell else np.nan for cell in cells], dtype=np.float64)
+        except ValueError:
+            continue
+        if np.any(np.isfinite(values)):
+            numeric[column] = values
+    step_label = next((name for name in ("step", "epoch", "iteration") if name in numeric), None)
+    steps = numeric.pop(step_label) if step_label else np.arange(len(rows), dtype=np.float64)
+    if not numeric:
+        raise DataError(f"{path}: training curve CSV has no numeric columns besides the step")
+    return TrainingCurve(step_label or "row", steps, numeric)
+
+
+@dataclass(frozen=True)
+class TimingTable:
+    """Generation timings: run information (key, value) and a table of per-batch-size rows."""
+
+    info: list[tuple[str, str]]
+    columns: list[str]
+    rows: list[list[str]]
+
+
+def _is_scalar(value: object) -> bool:
+    return value is None or isinstance(value, str | int | float | bool)
+
+
+def _timing_records(node: object, context: dict, records: list[dict]) -> None:
+    if isinstance(node, list):
+        for item in node:
+            _timing_records(item, context, records)
+        return
+    if not isinstance(node, dict):
+        return
+    scalars = {key: value for key, value in node.items() if _is_scalar(value)}
+    nested = {key: value for key, value in node.items() if not _is_scalar(value)}
+    if not nested:
+        records.append({**context, **scalars})
+        return
+    for key, child in nested.items():
+        inner = {**context, **scalars}
+        if re.fullmatch(r"\d+", str(key)):
+            inner["batch_size"] = int(key)
+        else:
+            inner["group"] = f"{inner['group']}/{key}" if "group" in inner else str(key)
+        _timing_records(child, inner, records)
+
+
+def format_scalar(value: object) -> str:
+    """Human-readable table cell for a JSON scalar (floats to 4 significant digits)."""
+    if value is None:
+        return MISSING
+    if isinstance(value, bool) or isinstance(value, str):
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}" if abs(value) >= 10000 else str(value)
+    if not math.isfinite(value):
+        return str(value)
+    return f"{value:.4g}"
+
+
+def load_timing(path: str | Path) -> TimingTable:
+    """Timing JSON read as described in the module docstring."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DataError(f"{path}: cannot read timing JSON: {err}") from err
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: timing must be a JSON object")
+    info = [(key, format_scalar(value)) for key, value in data.items() if _is_scalar(value)]
+    records: list[dict] = []
+    for key, value in data.items():
+        if not _is_scalar(value):
+            context = {"batch_size": int(key)} if re.fullmatch(r"\d+", key) else {"group": key}
+            _timing_records(value, context, records)
+    if not info and not records:
+        raise DataError(f"{path}: timing JSON holds nothing to show")
+    columns: list[str] = []
+    for record in records:
+        columns += [key for key in record if key not in columns]
+    lead = [key for key in ("group", "device", "batch_size") if key in columns]
+    columns = lead + [key for key in columns if key not in lead]
+    rows = [[format_scalar(record.get(column)) for column in columns] for record in records]
+    return TimingTable(info, columns, rows)
+
+
+# ---------------------------------------------------------------- formatting
+def format_value_error(value: float | None, error: float | None = None, digits: int = 2) -> str:
+    """``value ± error`` with the error to ``digits`` significant digits and the value to the same
+    decimal place (scientific notation for very large or very small numbers); value alone to 4
+    significant digits when there is no error; an em dash for a missing value."""
+    if value is None or not math.isfinite(value):
+        return MISSING
+    if error is None or not math.isfinite(error) or error <= 0:
+        return f"{value:.4g}"
+    exponent = math.floor(math.log10(error))
+    decimals = digits - 1 - exponent
+    if abs(value) < 1e7 and decimals <= 8:
+        if decimals >= 0:
+            return f"{value:.{decimals}f} \u00b1 {error:.{decimals}f}"
+        step = 10.0 ** (-decimals)
+        return f"{round(value / step) * step:.0f} \u00b1 {round(error / step) * step:.0f}"
+    power = math.floor(math.log10(abs(value))) if value != 0 else exponent
+    mantissa_decimals = max(0, power - exponent + digits - 1)
+    scale = 10.0**power
+    return (
+        f"({value / scale:.{mantissa_decimals}f} \u00b1 {error / scale:.{mantissa_decimals}f})e{power:+03d}"
+    )
+
+
+_DESCRIPTIONS = (
+    (
+        "auc",
+        "classifier AUC (reference vs compared sample), isotonic-calibrated; "
+        "0.5 = indistinguishable, 1 = fully separable",
+    ),
+    (
+        "jsd",
+        "classifier Jensen-Shannon divergence (ln 2 - BCE) / ln 2; "
+        "0 = indistinguishable, 1 = fully separable",
+    ),
+    (
+        "fpd",
+        "Fréchet physics distance: Gaussian Fréchet distance extrapolated to infinite sample size; "
+        "0 = identical",
+    ),
+    (
+        "kpd",
+        "kernel physics distance: unbiased MMD² with kernel (x·y/d + 1)^4; 0 = identical, can be negative",
+    ),
+    ("w1m", "1-d Wasserstein distance of the relative jet mass m/pT"),
+    ("w1p", "1-d Wasserstein distance of the particle features (eta_rel, phi_rel, pt_rel), mean over the 3"),
+    ("w1efp", "1-d Wasserstein distance of the 5 prime energy-flow polynomials (n = 4, d = 4), mean"),
+    ("cov", "coverage from the energy mover's distance (higher is better, up to 1)"),
+    ("mmd", "minimum matching distance from the energy mover's distance (lower is better)"),
+)
+
+
+def describe_metric(name: str) -> tuple[str, str]:
+    """(meaning, scale) of a metric from its name; scale ``x1e3`` style suffixes are read off the name."""
+    text = name.lower()
+    compact = re.sub(r"[^a-z0-9]", "", text)
+    meaning = next((desc for key, desc in _DESCRIPTIONS if key in compact), "")
+    if "auc" in compact or "jsd" in compact:
+        if "low" in compact:
+            meaning += " — low-level inputs (log10 E_inc, voxel energies / E_inc)"
+        elif "high" in compact:
+            meaning += " — high-level inputs (layer energies, centres of energy, widths, sparsity)"
+    match = re.search(r"1e\+?(\d+)", text)
+    scale = f"value × 10^{match.group(1)}" if match else "as computed (no rescaling)"
+    return meaning or "(no description known for this metric name)", scale
+
+
+# ---------------------------------------------------------------- page assembly
+def data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def _settings_items(settings: Mapping) -> list[tuple[str, str]]:
+    return [
+        (str(key), value if isinstance(value, str) else json.dumps(value, sort_keys=True))
+        for key, value in settings.items()
+    ]
+
+
+def _pair_names(paths: Sequence[str], labels: Sequence[str]) -> list[str]:
+    """Caption names for optional per-run files: the run labels when counts match, else file names."""
+    if len(paths) == len(labels):
+        return list(labels)
+    return [Path(path).name for path in paths]
+
+
+def _metrics_table(runs: list[dict]) -> dict:
+    names: list[str] = []
+    for run in runs:
+        for row in run["metrics"]["rows"].values():
+            names += [name for name in row if name not in names]
+    rows = []
+    for run in runs:
+        for row_key, comparison in ROW_NAMES.items():
+            row = run["metrics"]["rows"][row_key]
+            cells = [
+                format_value_error(row[name].get("value"), row[name].get("error")) if name in row else MISSING
+                for name in names
+            ]
+            rows.append(
+                {"run": run["label"], "comparison": comparison, "cells": cells, "rvr": row_key != "model"}
+            )
+    legend = [
+        {"name": name, "meaning": describe_metric(name)[0], "scale": describe_metric(name)[1]}
+        for name in names
+    ]
+    return {"columns": names, "rows": rows, "legend": legend}
+
+
+def _published_tables(runs: list[dict], models: tuple[str, ...]) -> tuple[list[dict], list[str]]:
+    tables, notes, seen = [], [], set()
+    for run in runs:
+        metrics = run["metrics"]
+        if metrics["kind"] != "showers":
+            notes.append(f"{run['label']}: no published CaloChallenge numbers apply to {metrics['kind']}.")
+            continue
+        key = published.dataset_key(str(metrics["dataset"]))
+        if key is None:
+            raise ValueError(
+                f"--real-data given, but dataset {metrics['dataset']!r} of run {run['label']!r} names no "
+                f"CaloChallenge dataset with published numbers ({sorted(published.CSV_NAMES)})"
+            )
+        if key in seen:
+            continue
+        seen.add(key)
+        rows = published.select_published(key, models)
+        time_keys = [
+            f"{device} {batch}" for device in ("CPU", "GPU") for batch in published.TIMING_BATCH_SIZES
+        ]
+        table_rows = [
+            {
+                "name": row.name,
+                "role": row.role,
+                "cells": [
+                    format_value_error(row.auc_low.value, row.auc_low.std),
+                    format_value_error(row.auc_high.value, row.auc_high.std),
+                    format_value_error(row.fpd_x1e3.value, row.fpd_x1e3.std),
+                    format_value_error(row.kpd_x1e3.value, row.kpd_x1e3.std),
+                    f"{row.parameters_generation:,.0f}" if row.parameters_generation is not None else MISSING,
+                ]
+                + [
+                    format_value_error(row.times_ms[k].value, row.times_ms[k].std)
+                    if k in row.times_ms
+                    else MISSING
+                    for k in time_keys
+                ],
+            }
+            for row in rows
+        ]
+        columns = ["AUC low", "AUC high", "FPD × 10³", "KPD × 10³", "parameters (generation)"]
+        columns += [f"time {k} [ms/shower]" for k in time_keys]
+        tables.append(
+            {"dataset": key, "source": published.CSV_NAMES[key], "columns": columns, "rows": table_rows}
+        )
+    return tables, notes
+
+
+def build_report(
+    metrics_paths: Sequence[str | Path],
+    histogram_paths: Sequence[str | Path],
+    labels: Sequence[str],
+    plots_dir: str | Path,
+    *,
+    settings: ReportSettings = ReportSettings(),
+    training_curves: Sequence[str | Path] = (),
+    timings: Sequence[str | Path] = (),
+    real_data: bool = False,
+) -> tuple[dict, list[PlotRecord]]:
+    """Load and validate all inputs, write the PNGs into ``plots_dir`` and return the template context."""
+    if not (len(metrics_paths) == len(histogram_paths) == len(labels)) or not labels:
+        raise ValueError(
+            f"report needs one --histograms and one --labels entry per --metrics file; "
+            f"got {len(metrics_paths)} metrics, {len(histogram_paths)} histograms, {len(labels)} labels"
+        )
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"report --labels must be distinct, got {list(labels)}")
+    plots_dir = Path(plots_dir)
+    runs, records = [], []
+    for index, (mpath, hpath, label) in enumerate(zip(metrics_paths, histogram_paths, labels, strict=True)):
+        metrics = load_metrics(mpath)
+        arrays = load_histograms(hpath, metrics)
+        log.info("report: plotting run %r (%s, dataset %s)", label, metrics["kind"], metrics["dataset"])
+        run_records = plot_run(
+            metrics,
+            arrays,
+            plots_dir,
+            label=label,
+            style=settings.style(index),
+            shower_layers=settings.shower_layers or None,
+        )
+        records += run_records
+        groups: dict[str, list[dict]] = {}
+        for record in run_records:
+            groups.setdefault(record.group, []).append(
+                {
+                    "title": record.title,
+                    "caption": record.caption,
+                    "uri": data_uri(record.png),
+                    "file": record.path.name,
+                }
+            )
+        runs.append(
+            {
+                "label": label,
+                "metrics": metrics,
+                "kind": metrics["kind"],
+                "dataset": str(metrics["dataset"]),
+                "metrics_file": str(mpath),
+                "histograms_file": str(hpath),
+                "settings": _settings_items(metrics["settings"]),
+                "separation": [
+                    {
+                        "group": e["group"],
+                        "name": e["name"],
+                        "xlabel": e["xlabel"],
+                        "value": MISSING
+                        if e.get("separation_power") is None
+                        else f"{e['separation_power']:.4g}",
+                    }
+                    for e in metrics["histograms"]
+                ],
+                "groups": [{"name": name, "plots": plots} for name, plots in groups.items()],
+            }
+        )
+    curves = []
+    for index, (path, name) in enumerate(
+        zip(training_curves, _pair_names(training_curves, labels), strict=True)
+    ):
+        curve = read_training_curve(path)
+        fig = training_curve_figure(
+            curve.steps,
+            curve.columns,
+            step_label=curve.step_label,
+            window=settings.smoothing,
+            style=settings.style(index),
+        )
+        png_path = plots_dir / f"training-{index}-{slug(name)}.png"
+        png = write_png(fig, png_path, settings.dpi)
+        record = PlotRecord(
+            "training", name, f"training curve {Path(path).name}: " + ", ".join(curve.columns), png_path, png
+        )
+        records.append(record)
+        curves.append({"title": name, "caption": record.caption, "uri": data_uri(png), "file": png_path.name})
+    timing_tables = [
+        {"title": name, "file": str(path), "table": load_timing(path)}
+        for path, name in zip(timings, _pair_names(timings, labels), strict=True)
+    ]
+    published_tables, published_notes = ([], [])
+    if real_data:
+        published_tables, published_notes = _published_tables(runs, settings.published_models)
+    context = {
+        "title": settings.title,
+        "runs": runs,
+        "metrics_table": _metrics_table(runs),
+        "real_data": real_data,
+        "citation": published.CITATION,
+        "published_tables": published_tables,
+        "published_notes": published_notes,
+        "curves": curves,
+        "timings": timing_tables,
+        "report_settings": _settings_items(
+            {f.name: getattr(settings, f.name) for f in fields(ReportSettings)}
+        ),
+    }
+    return context, records
+
+
+def render_html(context: Mapping) -> str:
+    """Render the page template with HTML escaping of every inserted value."""
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    return env.get_template(TEMPLATE_NAME).render(**context)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m pipelines report --metrics M.json ... --histograms H.npz ... --labels a ... --out r.html
+    --plots-dir DIR [--training-curve c.csv ...] [--timing t.json ...] [--real-data] [--settings JSON]``."""
+    parser = argparse.ArgumentParser(prog="pipelines report", description=__doc__.splitlines()[0])
+    parser.add_argument("--metrics", nargs="+", required=True, help="metrics.json per run")
+    parser.add_argument("--histograms", nargs="+", required=True, help="histograms.npz per run (same order)")
+    parser.add_argument("--labels", nargs="+", required=True, help="run names (same order)")
+    parser.add_argument(
+        "--training-curve", nargs="*", default=[], help="training log CSVs (step + loss columns)"
+    )
+    parser.add_argument("--timing", nargs="*", default=[], help="generation timing JSONs")
+    parser.add_argument(
+        "--real-data",
+        action="store_true",
+        help="runs used the real CaloChallenge files: show the published numbers (arXiv:2410.21611)",
+    )
+    parser.add_argument("--settings", default="{}", help="JSON object of report settings")
+    parser.add_argument("--out", required=True, help="output HTML file")
+    parser.add_argument("--plots-dir", required=True, help="directory for the PNG files")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    settings = parse_settings(args.settings)
+    context, records = build_report(
+        args.metrics,
+        args.histograms,
+        args.labels,
+        args.plots_dir,
+        settings=settings,
+        training_curves=args.training_curve,
+        timings=args.timing,
+        real_data=args.real_data,
+    )
+    page = render_html(context)
+    with atomic_path(args.out) as tmp:
+        tmp.write_text(page, encoding="utf-8")
+        tmp.chmod(0o644)
+    log.info("report: wrote %s with %d plots (PNGs in %s)", args.out, len(records), args.plots_dir)
+    return 0

@@ -1,0 +1,614 @@
+"""Stage ``sample``: generate showers or jets with a trained MDMA generator, in the input file formats.
+
+Showers: incident energies drawn to match the reference file (``energy_source``: "resample" draws
+the reference's energies with replacement, the default; "log_uniform" draws log-uniformly between
+the reference's smallest and largest energy) -> n from the multiplicity model p(n | E) (or, with
+``n_from_reference``, the hit count of the same resampled reference shower) -> per-point Gaussian
+noise -> generator -> inverse point transform -> every shower rotated by one random integer in alpha
+((alpha + k) mod n_alpha) -> NaN / negative energies set to 0 and counted -> voxelised (collisions
+"sum" or "shift") -> voxels below 15.15 keV set to 0 -> CaloChallenge HDF5.
+
+Jets: n from p(n) (or the resampled reference jet's particle count) -> generator -> inverse
+transform -> phi_rel wrapped into [-pi, pi), negative pt_rel clipped to 0 -> particles sorted by
+decreasing pt_rel and padded to the reference's slot count (mask column 1 = real) -> jet features
+(pt, eta, mass, n) recomputed from the massless constituents in the frame of a resampled reference
+jet's (pt, eta) (phi_jet = 0) -> JetNet HDF5.
+
+Generation runs in chunks of clouds; inside a chunk clouds are sorted by n and grouped into
+generator calls under a padded-token budget. ``timing.json`` records ms per generated cloud at
+several request sizes, with and without the conversion (voxelisation / padding), plus device,
+torch version, parameter count and the collision and clipping counts of the written sample.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from pipelines.geometry import THRESHOLD_MEV, Geometry, load_geometry
+from pipelines.io.atomic import atomic_path
+from pipelines.io.errors import DataError
+
+log = logging.getLogger(__name__)
+
+KINDS = ("showers", "jets")
+ENERGY_SOURCES = ("resample", "log_uniform")
+
+
+@dataclass(frozen=True)
+class SampleSettings:
+    """Settings of the ``sample`` stage (JSON keys of ``--settings``)."""
+
+    collisions: str = "sum"  # "sum" or "shift" (move colliding points to free neighbouring voxels)
+    n_from_reference: bool = False  # take n from the resampled reference cloud instead of the model
+    energy_source: str = "resample"  # showers: "resample" (with replacement) or "log_uniform"
+    batch_size: int = 1000  # clouds per generator call at most
+    max_tokens: int = 50_000  # padded points per generator call at most (larger suits a GPU)
+    chunk_size: int = 10_000  # clouds converted (inverse transform, voxelisation) at a time
+    timing: bool = True  # measure timing.json figures (otherwise only the generation summary)
+    timing_batch_sizes: tuple[int, ...] = (1, 100, 10_000)
+    timing_max_batch_cpu: int = 1000  # on CPU larger timing batch sizes are capped to this
+    timing_repeats: int = 3  # timing runs per batch size (median reported)
+    progress: bool = True  # tqdm progress bar on stderr
+
+    def __post_init__(self) -> None:
+        if self.collisions not in ("sum", "shift"):
+            raise ValueError(f"collisions must be 'sum' or 'shift', got {self.collisions!r}")
+        if self.energy_source not in ENERGY_SOURCES:
+            raise ValueError(f"energy_source must be one of {ENERGY_SOURCES}, got {self.energy_source!r}")
+        if self.n_from_reference and self.energy_source != "resample":
+            raise ValueError("n_from_reference needs energy_source 'resample' (n must pair with its energy)")
+        for key in ("batch_size", "max_tokens", "chunk_size", "timing_max_batch_cpu", "timing_repeats"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{key} must be a positive integer, got {value!r}")
+        sizes = self.timing_batch_sizes
+        if not sizes or any(not isinstance(b, int) or isinstance(b, bool) or b < 1 for b in sizes):
+            raise ValueError(f"timing_batch_sizes must be positive integers, got {sizes!r}")
+
+    @classmethod
+    def from_json(cls, text: str | None) -> SampleSettings:
+        raw = json.loads(text) if text else {}
+        if not isinstance(raw, dict):
+            raise ValueError("--settings must be a JSON object")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(raw) - known
+        if unknown:
+            raise ValueError(f"unknown sample settings {sorted(unknown)}; known: {sorted(known)}")
+        if "timing_batch_sizes" in raw:
+            raw["timing_batch_sizes"] = tuple(raw["timing_batch_sizes"])
+        return cls(**raw)
+
+
+@dataclass
+class Sampler:
+    """Everything needed to generate: generator, its config, point transform, multiplicity model."""
+
+    generator: torch.nn.Module
+    config: Any  # pipelines.models.mdma.ModelConfig
+    transform: Any  # fitted pipelines.transforms.PointTransform
+    multiplicity: Any  # pipelines.models.multiplicity model
+    device: torch.device
+    geometry: Geometry | None = None  # showers only
+
+
+# ----------------------------------------------------------------------------------------------
+# Generation
+# ----------------------------------------------------------------------------------------------
+
+
+def _batches(lengths: np.ndarray, batch_size: int, max_tokens: int) -> list[np.ndarray]:
+    """Non-empty clouds sorted by n, grouped so that B * n_max <= max_tokens and B <= batch_size."""
+    order = np.argsort(lengths, kind="stable")
+    order = order[lengths[order] > 0]
+    out, start = [], 0
+    while start < len(order):
+        stop = start + 1
+        while (stop < len(order) and stop - start < batch_size
+               and (stop - start + 1) * lengths[order[stop]] <= max_tokens):  # fmt: skip
+            stop += 1
+        out.append(order[start:stop])
+        start = stop
+    return out
+
+
+@torch.inference_mode()
+def generate_points(
+    sampler: Sampler,
+    raw_conditions: np.ndarray,
+    lengths: np.ndarray,
+    torch_gen: torch.Generator,
+    batch_size: int = 1000,
+    max_tokens: int = 50_000,
+) -> np.ndarray:
+    """Generated points in physical units (P, d) float64, clouds in input order, P = sum(lengths).
+
+    Noise is drawn on the CPU from ``torch_gen`` (device-independent), batch after batch.
+    """
+    lengths = np.asarray(lengths, dtype=np.int64)
+    cfg = sampler.config
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    out = np.zeros((int(offsets[-1]), cfg.point_dim), dtype=np.float64)
+    from pipelines.models.mdma import make_condition
+
+    for idx in _batches(lengths, batch_size, max_tokens):
+        n = lengths[idx]
+        n_max = int(n.max())
+        noise = torch.randn(len(idx), n_max, cfg.noise_dim, generator=torch_gen)
+        mask = torch.arange(n_max)[None, :] >= torch.as_tensor(n)[:, None]
+        noise = noise.masked_fill(mask[..., None], 0.0)
+        cond = make_condition(np.asarray(raw_conditions[idx], dtype=np.float64), n, cfg.kind, cfg.mean_n)
+        x = sampler.generator(noise.to(sampler.device), cond.to(sampler.device), mask.to(sampler.device))
+        pts = x[~mask.to(sampler.device)].to("cpu", torch.float64).numpy()  # row-major: cloud by cloud
+        dest = np.repeat(offsets[idx], n) + (np.arange(len(pts)) - np.repeat(np.cumsum(n) - n, n))
+        out[dest] = sampler.transform.inverse_transform(pts)
+    return out
+
+
+def rotate_alpha(points: np.ndarray, lengths: np.ndarray, shifts: np.ndarray, n_alpha: int) -> np.ndarray:
+    """Shower points (P, 4) with alpha -> (alpha + k_i) mod n_alpha for every point of shower i."""
+    out = np.array(points, copy=True)
+    k = np.repeat(np.asarray(shifts, dtype=np.int64), np.asarray(lengths, dtype=np.int64))
+    out[:, 2] = np.mod(np.floor(out[:, 2]).astype(np.int64) + k, n_alpha)
+    return out
+
+
+def clean_energies(energies: np.ndarray) -> tuple[np.ndarray, int, int]:
+    """Point energies with NaN/inf and negative values set to 0 -> (energies, n_nonfinite, n_negative)."""
+    e = np.array(energies, dtype=np.float64, copy=True)
+    bad = ~np.isfinite(e)
+    e[bad] = 0.0
+    neg = e < 0
+    e[neg] = 0.0
+    return e, int(bad.sum()), int(neg.sum())
+
+
+def apply_threshold(showers: np.ndarray, threshold: float = THRESHOLD_MEV) -> int:
+    """Zero voxels below ``threshold`` MeV in place; return how many non-zero voxels were removed."""
+    low = (showers > 0) & (showers < threshold)
+    showers[low] = 0.0
+    return int(low.sum())
+
+
+def _new_counts() -> dict[str, Any]:
+    return {
+        "n_points": 0,
+        "n_collided": 0,
+        "n_nonfinite": 0,
+        "n_negative": 0,
+        "n_below_threshold": 0,
+        "seconds_generate": 0.0,
+        "seconds_convert": 0.0,
+    }
+
+
+def showers_from_conditions(
+    sampler: Sampler,
+    energies: np.ndarray,
+    n: np.ndarray,
+    rng: np.random.Generator,
+    torch_gen: torch.Generator,
+    settings: SampleSettings,
+    voxelise: bool = True,
+    progress: bool = False,
+) -> tuple[np.ndarray | None, dict[str, Any]]:
+    """Generate showers (N, n_vox) float32 MeV for incident energies (MeV) and hit counts n."""
+    from pipelines.pointcloud import points_to_voxels
+
+    geo = sampler.geometry
+    n = np.asarray(n, dtype=np.int64)
+    counts = _new_counts()
+    showers = np.zeros((len(n), geo.n_voxels), dtype=np.float32) if voxelise else None
+    shifts = rng.integers(0, geo.n_alpha, len(n))
+    bar = tqdm(total=len(n), unit="shower", disable=not progress, file=sys.stderr, desc="sample")
+    for s0 in range(0, len(n), settings.chunk_size):
+        s1 = min(len(n), s0 + settings.chunk_size)
+        t0 = time.perf_counter()
+        raw = np.asarray(energies[s0:s1], dtype=np.float64).reshape(-1, 1)
+        pts = generate_points(sampler, raw, n[s0:s1], torch_gen, settings.batch_size, settings.max_tokens)
+        pts = rotate_alpha(pts, n[s0:s1], shifts[s0:s1], geo.n_alpha)
+        pts[:, 0], bad, neg = clean_energies(pts[:, 0])
+        t1 = time.perf_counter()
+        counts["seconds_generate"] += t1 - t0
+        counts["n_points"] += len(pts)
+        counts["n_nonfinite"] += bad
+        counts["n_negative"] += neg
+        if voxelise:
+            vox, collided = points_to_voxels(
+                pts.astype(np.float32), n[s0:s1], geo, collisions=settings.collisions
+            )
+            counts["n_below_threshold"] += apply_threshold(vox)
+            counts["n_collided"] += collided
+            showers[s0:s1] = vox
+            counts["seconds_convert"] += time.perf_counter() - t1
+        bar.update(s1 - s0)
+    bar.close()
+    return showers, counts
+
+
+def jets_from_points(
+    points: np.ndarray, n: np.ndarray, n_slots: int, jet_pt: np.ndarray, jet_eta: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+    """Ragged (eta_rel, phi_rel, pt_rel) points -> JetNet particle_features (N, n_slots, 4), jet_features.
+
+    Particles are sorted by decreasing pt_rel; jet (pt [GeV], eta, mass [GeV], n) come from the sum of
+    the massless constituents with pt = pt_rel * jet_pt, eta = eta_rel + jet_eta, phi = phi_rel.
+    """
+    n = np.asarray(n, dtype=np.int64)
+    if n.size and n.max() > n_slots:
+        raise ValueError(f"a jet has {n.max()} particles but the format has {n_slots} slots")
+    pts = np.array(points, dtype=np.float64, copy=True)
+    counts = _new_counts()
+    bad = ~np.isfinite(pts)
+    counts["n_nonfinite"] = int(bad.any(axis=1).sum())
+    pts[bad] = 0.0
+    counts["n_negative"] = int((pts[:, 2] < 0).sum())
+    pts[:, 2] = np.maximum(pts[:, 2], 0.0)
+    pts[:, 1] = np.mod(pts[:, 1] + np.pi, 2 * np.pi) - np.pi
+    counts["n_points"] = len(pts)
+    jet = np.repeat(np.arange(len(n)), n)
+    order = np.lexsort((-pts[:, 2], jet))
+    pts, jet = pts[order], jet[order]
+    slot = np.arange(len(pts)) - np.repeat(np.cumsum(n) - n, n)
+    pf = np.zeros((len(n), n_slots, 4), dtype=np.float32)
+    pf[jet, slot, :3] = pts
+    pf[jet, slot, 3] = 1.0
+    pf[..., 1] = np.clip(pf[..., 1], -np.float32(np.pi), np.float32(np.pi))  # float32 rounding at +-pi
+    pt = pts[:, 2] * np.repeat(jet_pt, n)
+    eta = pts[:, 0] + np.repeat(jet_eta, n)
+    px = np.bincount(jet, pt * np.cos(pts[:, 1]), len(n))
+    py = np.bincount(jet, pt * np.sin(pts[:, 1]), len(n))
+    pz = np.bincount(jet, pt * np.sinh(eta), len(n))
+    e = np.bincount(jet, pt * np.cosh(eta), len(n))
+    jpt = np.hypot(px, py)
+    jeta = np.where(jpt > 0, np.arcsinh(pz / np.where(jpt > 0, jpt, 1.0)), 0.0)
+    mass = np.sqrt(np.maximum(e**2 - px**2 - py**2 - pz**2, 0.0))
+    jf = np.stack([jpt, jeta, mass, n.astype(np.float64)], axis=1).astype(np.float32)
+    return pf, jf, counts
+
+
+# ----------------------------------------------------------------------------------------------
+# Reference files
+# ----------------------------------------------------------------------------------------------
+
+
+def reference_showers(
+    path: str | Path, geometry: Geometry, need_counts: bool
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Incident energies (N,) MeV of a CaloChallenge file and, if asked, hit counts (N,) per shower."""
+    from pipelines.io.calochallenge import ENERGY_KEY, INCIDENT_RANGE_MEV, check_layout, iter_calochallenge
+
+    path = Path(path)
+    n_ref = check_layout(path, geometry)
+    if need_counts:
+        energies, counts = np.empty(n_ref), np.empty(n_ref, dtype=np.int64)
+        for start, e, s in iter_calochallenge(path, geometry):
+            energies[start : start + len(e)] = e
+            counts[start : start + len(e)] = np.count_nonzero(s, axis=1)
+        return energies, counts
+    with h5py.File(path, "r") as f:  # energies only: skip decompressing the showers
+        energies = np.asarray(f[ENERGY_KEY][()], dtype=np.float64).reshape(-1)
+    low, high = INCIDENT_RANGE_MEV
+    if not np.all(np.isfinite(energies)) or energies.min() < low or energies.max() > high:
+        raise DataError(f"{path}: incident energies must be finite and within [{low:g}, {high:g}] MeV")
+    return energies, None
+
+
+def draw_energies(
+    reference: np.ndarray, n_samples: int, source: str, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Incident energies (MeV) matching the reference: resampled (with the chosen indices) or log-uniform."""
+    if source == "resample":
+        idx = rng.integers(0, len(reference), n_samples)
+        return reference[idx], idx
+    lo, hi = np.log(reference.min()), np.log(reference.max())
+    return np.exp(rng.uniform(lo, hi, n_samples)), None
+
+
+# ----------------------------------------------------------------------------------------------
+# Timing
+# ----------------------------------------------------------------------------------------------
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_generation(
+    sampler: Sampler,
+    kind: str,
+    conditions: np.ndarray,
+    settings: SampleSettings,
+    seed: int,
+    n_slots: int | None = None,
+) -> list[dict[str, Any]]:
+    """Median ms per cloud for requests of each size in ``timing_batch_sizes`` (capped on CPU).
+
+    A request covers sampling n, noise, generator, inverse transform (and rotation, energy cleaning
+    for showers): "without conversion"; "with conversion" adds voxelisation + threshold (showers) or
+    sorting, padding and jet features (jets). One warm-up request precedes the measurements.
+    """
+    rng = np.random.default_rng(seed)
+    torch_gen = torch.Generator().manual_seed(seed)
+    quiet = dataclasses.replace(settings, progress=False)
+    out = []
+
+    def one(b: int) -> tuple[float, float]:
+        """(seconds without conversion, seconds with conversion) for one request of b clouds."""
+        cond = conditions[rng.integers(0, len(conditions), b)]
+        _sync(sampler.device)
+        t0 = time.perf_counter()
+        if kind == "showers":
+            n = sampler.multiplicity.sample(rng, conditions=cond)
+            t_n = time.perf_counter() - t0
+            _, counts = showers_from_conditions(sampler, cond, n, rng, torch_gen, quiet, voxelise=True)
+            return t_n + counts["seconds_generate"], t_n + counts["seconds_generate"] + counts[
+                "seconds_convert"
+            ]
+        n = sampler.multiplicity.sample(rng, size=b)
+        pts = generate_points(
+            sampler, np.zeros((b, 1)), n, torch_gen, settings.batch_size, settings.max_tokens
+        )
+        _sync(sampler.device)
+        t_model = time.perf_counter() - t0
+        jets_from_points(pts, n, n_slots, cond[:, 0], cond[:, 1])
+        return t_model, time.perf_counter() - t0
+
+    cap = settings.timing_max_batch_cpu if sampler.device.type == "cpu" else None
+    one(min(settings.timing_batch_sizes))  # warm-up
+    for requested in settings.timing_batch_sizes:
+        b = min(requested, cap) if cap else requested
+        runs = [one(b) for _ in range(settings.timing_repeats)]
+        model_s = float(np.median([r[0] for r in runs]))
+        with_s = float(np.median([r[1] for r in runs]))
+        out.append({
+            "requested_batch_size": int(requested), "batch_size": int(b), "repeats": settings.timing_repeats,
+            "ms_per_sample_without_conversion": 1e3 * model_s / b,
+            "ms_per_sample_with_conversion": 1e3 * with_s / b,
+        })  # fmt: skip
+        log.info(
+            "timing batch %d: %.3f ms/sample model only, %.3f ms/sample with conversion",
+            b,
+            1e3 * model_s / b,
+            1e3 * with_s / b,
+        )
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Stage
+# ----------------------------------------------------------------------------------------------
+
+
+def resolve_device(name: str) -> torch.device:
+    """ "auto" -> cuda if available else cpu; "cuda" without a GPU is a ValueError."""
+    if name not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"--device must be auto, cpu or cuda, got {name!r}")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda requested but no CUDA device is available")
+    return torch.device(name)
+
+
+def load_sampler(
+    model: str | Path,
+    multiplicity: str | Path,
+    transforms: str | Path,
+    kind: str,
+    device: torch.device,
+    geometry: Geometry | None = None,
+) -> Sampler:
+    """Load generator, multiplicity model and point transform and check that they fit together."""
+    from pipelines.models.mdma import load_generator
+    from pipelines.models.multiplicity import load_multiplicity
+    from pipelines.transforms import load_transform
+
+    generator, config, _ = load_generator(model, map_location=device)
+    if config.kind != kind:
+        raise ValueError(f"{model}: generator was built for {config.kind}, not {kind}")
+    transform = load_transform(transforms)
+    names = tuple(getattr(transform, "point_names", ()))
+    if len(names) != config.point_dim:
+        raise DataError(
+            f"{transforms}: transform has columns {names}, the generator makes {config.point_dim}"
+        )
+    mult = load_multiplicity(multiplicity)
+    if kind == "showers":
+        if geometry is None:
+            raise ValueError("showers need a geometry")
+        if mult.n_max > geometry.n_voxels:
+            raise DataError(
+                f"{multiplicity}: n_max {mult.n_max} exceeds the {geometry.n_voxels} voxels "
+                f"of dataset {geometry.name}"
+            )
+        if not mult.conditional:
+            log.warning("%s: multiplicity model is unconditional; n will not depend on E_inc", multiplicity)
+    return Sampler(generator.eval(), config, transform, mult, device, geometry)
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return platform.processor() or platform.machine() or "cpu"
+
+
+def run_showers(
+    sampler: Sampler,
+    reference: str | Path,
+    n_samples: int,
+    seed: int,
+    settings: SampleSettings,
+    out: str | Path,
+) -> tuple[dict[str, Any], np.ndarray]:
+    """Generate and write ``n_samples`` showers; return the summary and the reference energies."""
+    from pipelines.io.calochallenge import write_calochallenge
+
+    ss = np.random.SeedSequence(seed).spawn(3)
+    rng_e, rng_n, rng_rot = (np.random.default_rng(s) for s in ss)
+    torch_gen = torch.Generator().manual_seed(int(ss[2].generate_state(1)[0]))
+    ref_e, ref_n = reference_showers(reference, sampler.geometry, settings.n_from_reference)
+    energies, idx = draw_energies(ref_e, n_samples, settings.energy_source, rng_e)
+    if settings.n_from_reference:
+        n = ref_n[idx]
+    else:
+        n = sampler.multiplicity.sample(rng_n, conditions=energies)
+    t0 = time.perf_counter()
+    showers, counts = showers_from_conditions(
+        sampler, energies, n, rng_rot, torch_gen, settings, voxelise=True, progress=settings.progress
+    )
+    seconds = time.perf_counter() - t0
+    if not np.all(np.isfinite(showers)) or showers.min() < 0:  # clean_energies makes this unreachable
+        raise RuntimeError("generated showers contain NaN or negative energies")
+    write_calochallenge(out, energies, showers)
+    summary = _summary(counts, n, seconds)
+    summary["n_hits_written_mean"] = float(np.count_nonzero(showers, axis=1).mean())
+    return summary, ref_e
+
+
+def run_jets(
+    sampler: Sampler,
+    reference: str | Path,
+    n_samples: int,
+    seed: int,
+    settings: SampleSettings,
+    out: str | Path,
+) -> tuple[dict[str, Any], np.ndarray, int]:
+    """Generate and write ``n_samples`` jets; return the summary, reference (pt, eta) and slot count."""
+    from pipelines.io.jetnet import read_jetnet, write_jetnet
+
+    ss = np.random.SeedSequence(seed).spawn(3)
+    rng_j, rng_n = np.random.default_rng(ss[0]), np.random.default_rng(ss[1])
+    torch_gen = torch.Generator().manual_seed(int(ss[2].generate_state(1)[0]))
+    ref_pf, ref_jf = read_jetnet(reference)
+    n_slots = ref_pf.shape[1]
+    if sampler.multiplicity.n_max > n_slots:
+        raise DataError(
+            f"{reference}: {n_slots} particle slots, the multiplicity model allows up to "
+            f"{sampler.multiplicity.n_max}"
+        )
+    idx = rng_j.integers(0, len(ref_jf), n_samples)
+    frame = ref_jf[idx, :2].astype(np.float64)  # (pt, eta) of the resampled reference jets
+    if settings.n_from_reference:
+        n = (ref_pf[idx, :, 3] == 1).sum(axis=1).astype(np.int64)
+    else:
+        n = sampler.multiplicity.sample(rng_n, size=n_samples)
+    t0 = time.perf_counter()
+    pf_parts, jf_parts, counts = [], [], _new_counts()
+    bar = tqdm(total=n_samples, unit="jet", disable=not settings.progress, file=sys.stderr, desc="sample")
+    for s0 in range(0, n_samples, settings.chunk_size):
+        s1 = min(n_samples, s0 + settings.chunk_size)
+        pts = generate_points(
+            sampler, np.zeros((s1 - s0, 1)), n[s0:s1], torch_gen, settings.batch_size, settings.max_tokens
+        )
+        pf, jf, c = jets_from_points(pts, n[s0:s1], n_slots, frame[s0:s1, 0], frame[s0:s1, 1])
+        pf_parts.append(pf)
+        jf_parts.append(jf)
+        for key in ("n_points", "n_nonfinite", "n_negative"):
+            counts[key] += c[key]
+        bar.update(s1 - s0)
+    bar.close()
+    seconds = time.perf_counter() - t0
+    write_jetnet(out, np.concatenate(pf_parts), np.concatenate(jf_parts))
+    return _summary(counts, n, seconds), ref_jf[:, :2].astype(np.float64), n_slots
+
+
+def _summary(counts: dict[str, Any], n: np.ndarray, seconds: float) -> dict[str, Any]:
+    n_points = int(counts["n_points"])
+    return {
+        "n_samples": int(len(n)), "n_mean": float(n.mean()) if len(n) else 0.0, "n_zero": int((n == 0).sum()),
+        "n_points": n_points, "n_collided": int(counts["n_collided"]),
+        "collided_fraction": counts["n_collided"] / n_points if n_points else 0.0,
+        "n_nonfinite_clipped": int(counts["n_nonfinite"]), "n_negative_clipped": int(counts["n_negative"]),
+        "n_voxels_below_threshold": int(counts["n_below_threshold"]),
+        "seconds": seconds, "ms_per_sample": 1e3 * seconds / max(1, len(n)),
+    }  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stage ``sample``: generate showers (CaloChallenge HDF5) or jets (JetNet HDF5) plus timing.json."""
+    from pipelines.models.mdma import count_parameters
+
+    p = argparse.ArgumentParser(prog="sample", description=main.__doc__)
+    p.add_argument("--model", required=True, help="generator file written by save_generator (.pt)")
+    p.add_argument("--multiplicity", required=True, help="multiplicity model (.json, train-multiplicity)")
+    p.add_argument("--transforms", required=True, help="fitted point transform (.json, fit-transforms)")
+    p.add_argument(
+        "--reference", required=True, help="reference file whose E_inc (showers) / jets frame to match"
+    )
+    p.add_argument("--kind", required=True, choices=KINDS)
+    p.add_argument("--dataset", default=None, help="CaloChallenge dataset (showers): 2 or 3")
+    p.add_argument("--n-samples", type=int, required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--settings", default="{}", help="JSON object of SampleSettings")
+    p.add_argument("--out", required=True, help="generated sample (.h5)")
+    p.add_argument("--out-timing", required=True, help="timing and generation summary (.json)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    settings = SampleSettings.from_json(args.settings)
+    if args.n_samples < 1:
+        raise ValueError(f"--n-samples must be >= 1, got {args.n_samples}")
+    geometry = None
+    if args.kind == "showers":
+        if args.dataset is None:
+            raise ValueError("sample --kind showers needs --dataset")
+        geometry = load_geometry(args.dataset)
+    device = resolve_device(args.device)
+    torch.manual_seed(args.seed)
+    sampler = load_sampler(args.model, args.multiplicity, args.transforms, args.kind, device, geometry)
+
+    if args.kind == "showers":
+        summary, timing_conditions = run_showers(
+            sampler, args.reference, args.n_samples, args.seed, settings, args.out
+        )
+        n_slots = None
+    else:
+        summary, timing_conditions, n_slots = run_jets(
+            sampler, args.reference, args.n_samples, args.seed, settings, args.out
+        )
+    log.info(
+        "wrote %s: %d %s, %d points, %d collided, %d negative and %d non-finite clipped",
+        args.out,
+        summary["n_samples"],
+        args.kind,
+        summary["n_points"],
+        summary["n_collided"],
+        summary["n_negative_clipped"],
+        summary["n_nonfinite_clipped"],
+    )
+    timing = (
+        time_generation(sampler, args.kind, timing_conditions, settings, args.seed + 1, n_slots)
+        if settings.timing
+        else []
+    )
+    report = {
+        "kind": args.kind, "dataset": args.dataset,
+        "device": device.type, "device_name": _device_name(device),
+        "torch_version": torch.__version__, "torch_threads": torch.get_num_threads(),
+        "generator_parameters": count_parameters(sampler.generator),
+        "multiplicity_family": sampler.multiplicity.family,
+        "conversion": "voxelisation + threshold" if args.kind == "showers" else "padding + jet features",
+        "timing": timing, "generation": summary, "seed": args.seed, "settings": dataclasses.asdict(settings),
+    }  # fmt: skip
+    with atomic_path(args.out_timing) as tmp:
+        Path(tmp).write_text(json.dumps(report, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
