@@ -4,7 +4,9 @@ The generator has the published size (``dataset2_config``, about 66k parameters)
 (speed does not depend on training); the point transform is fitted on random sparse showers; hit
 counts follow a dataset-2-like log-normal (median 1,600, clipped to 120..5,600). Each request of
 B showers covers n sampling, noise, generator, inverse transform, alpha rotation (without
-voxelisation) plus voxelisation and the 15.15 keV threshold (with).
+voxelisation) plus voxelisation and the 15.15 keV threshold (with). With ``--device cuda`` the noise,
+the generator and the float64 inverse transform run on the GPU; rotation, energy cleaning and
+voxelisation run on the host.
 
     python benchmarks/bench_sample.py                 # CPU, batch 1 and 100 (small default)
     python benchmarks/bench_sample.py --full          # CPU, batch 1, 100 and 10,000

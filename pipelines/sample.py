@@ -4,7 +4,8 @@ Showers: incident energies drawn to match the reference file (``energy_source``:
 the reference's energies with replacement, the default; "log_uniform" draws log-uniformly between
 the reference's smallest and largest energy) -> n from the multiplicity model p(n | E) (or, with
 ``n_from_reference``, the hit count of the same resampled reference shower) -> per-point Gaussian
-noise -> generator -> inverse point transform -> every shower rotated by one random integer in alpha
+noise -> generator -> inverse point transform (noise, generator and inverse transform all on the
+generator's device, see ``generate_points``) -> every shower rotated by one random integer in alpha
 ((alpha + k) mod n_alpha) -> NaN / negative energies set to 0 and counted -> voxelised (collisions
 "sum" or "shift") -> voxels below 15.15 keV set to 0 -> CaloChallenge HDF5.
 
@@ -125,6 +126,16 @@ def _batches(lengths: np.ndarray, batch_size: int, max_tokens: int) -> list[np.n
     return out
 
 
+def noise_generator(device: torch.device | str, seed: int) -> torch.Generator:
+    """The seeded torch.Generator on ``device`` that :func:`generate_points` draws its noise from."""
+    return torch.Generator(device=device).manual_seed(int(seed))
+
+
+def _ranges(n: np.ndarray) -> np.ndarray:
+    """Concatenated arange(n_i) for every count n_i (int64)."""
+    return np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
+
+
 @torch.inference_mode()
 def generate_points(
     sampler: Sampler,
@@ -136,26 +147,51 @@ def generate_points(
 ) -> np.ndarray:
     """Generated points in physical units (P, d) float64, clouds in input order, P = sum(lengths).
 
-    Noise is drawn on the CPU from ``torch_gen`` (device-independent), batch after batch.
+    Everything between the upload of the conditions and the download of the finished points runs on
+    ``sampler.device`` without host synchronisation: Gaussian noise for the real points only, drawn
+    from ``torch_gen`` (a generator on that device, see :func:`noise_generator`) in one call per
+    request, the generator batch after batch, and the float64 inverse point transform in torch. The
+    same seed on the same device type gives the same sample; CPU and GPU noise streams differ, so
+    their samples differ.
     """
+    device = sampler.device
+    if torch_gen.device.type != device.type:
+        raise ValueError(f"torch_gen is on {torch_gen.device}, the generator on {device}")
     lengths = np.asarray(lengths, dtype=np.int64)
     cfg = sampler.config
-    offsets = np.concatenate([[0], np.cumsum(lengths)])
-    out = np.zeros((int(offsets[-1]), cfg.point_dim), dtype=np.float64)
+    batches = _batches(lengths, batch_size, max_tokens)
+    if not batches:
+        return np.zeros((0, cfg.point_dim), dtype=np.float64)
     from pipelines.models.mdma import make_condition
 
-    for idx in _batches(lengths, batch_size, max_tokens):
-        n = lengths[idx]
-        n_max = int(n.max())
-        noise = torch.randn(len(idx), n_max, cfg.noise_dim, generator=torch_gen)
-        mask = torch.arange(n_max)[None, :] >= torch.as_tensor(n)[:, None]
-        noise = noise.masked_fill(mask[..., None], 0.0)
-        cond = make_condition(np.asarray(raw_conditions[idx], dtype=np.float64), n, cfg.kind, cfg.mean_n)
-        x = sampler.generator(noise.to(sampler.device), cond.to(sampler.device), mask.to(sampler.device))
-        pts = x[~mask.to(sampler.device)].to("cpu", torch.float64).numpy()  # row-major: cloud by cloud
-        dest = np.repeat(offsets[idx], n) + (np.arange(len(pts)) - np.repeat(np.cumsum(n) - n, n))
-        out[dest] = sampler.transform.inverse_transform(pts)
-    return out
+    # Host bookkeeping, uploaded once: clouds in batch order; for every real point (in that order) its
+    # row in the flattened padded batch and its row in the output (clouds in input order).
+    order = np.concatenate(batches)
+    n = lengths[order]
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    rank = _ranges(n)
+    dest = np.repeat(offsets[order], n) + rank
+    n_max = np.concatenate([np.full(len(b), lengths[b[-1]]) for b in batches])  # per cloud, its batch's
+    first = np.cumsum([0] + [len(b) for b in batches])  # cloud index where each batch starts
+    slot = np.repeat(np.arange(len(order)) - np.repeat(first[:-1], [len(b) for b in batches]), n)
+    padded_row = slot * np.repeat(n_max, n) + rank
+    cond = make_condition(np.asarray(raw_conditions, dtype=np.float64)[order], n, cfg.kind, cfg.mean_n)
+    cond, n_dev = cond.to(device), torch.as_tensor(n, device=device)
+    dest, padded_row = torch.as_tensor(dest, device=device), torch.as_tensor(padded_row, device=device)
+
+    noise = torch.randn(len(rank), cfg.noise_dim, generator=torch_gen, device=device)
+    points = torch.empty(len(rank), cfg.point_dim, dtype=torch.float64, device=device)
+    p0 = 0
+    for c0, c1 in zip(first[:-1], first[1:], strict=True):
+        b, m = int(c1 - c0), int(n_max[c0])
+        p1 = p0 + int(n[c0:c1].sum())
+        rows = padded_row[p0:p1]
+        mask = torch.arange(m, device=device)[None, :] >= n_dev[c0:c1, None]
+        padded = torch.zeros(b * m, cfg.noise_dim, device=device).index_copy_(0, rows, noise[p0:p1])
+        x = sampler.generator(padded.view(b, m, -1), cond[c0:c1], mask).reshape(b * m, -1)
+        points.index_copy_(0, dest[p0:p1], sampler.transform.inverse_transform_torch(x.index_select(0, rows)))
+        p0 = p1
+    return points.cpu().numpy()  # the only device -> host transfer (and synchronisation)
 
 
 def rotate_alpha(points: np.ndarray, lengths: np.ndarray, shifts: np.ndarray, n_alpha: int) -> np.ndarray:
@@ -343,7 +379,7 @@ def time_generation(
     sorting, padding and jet features (jets). One warm-up request precedes the measurements.
     """
     rng = np.random.default_rng(seed)
-    torch_gen = torch.Generator().manual_seed(seed)
+    torch_gen = noise_generator(sampler.device, seed)
     quiet = dataclasses.replace(settings, progress=False)
     out = []
 
@@ -460,7 +496,7 @@ def run_showers(
 
     ss = np.random.SeedSequence(seed).spawn(3)
     rng_e, rng_n, rng_rot = (np.random.default_rng(s) for s in ss)
-    torch_gen = torch.Generator().manual_seed(int(ss[2].generate_state(1)[0]))
+    torch_gen = noise_generator(sampler.device, ss[2].generate_state(1)[0])
     ref_e, ref_n = reference_showers(reference, sampler.geometry, settings.n_from_reference)
     energies, idx = draw_energies(ref_e, n_samples, settings.energy_source, rng_e)
     if settings.n_from_reference:
@@ -493,7 +529,7 @@ def run_jets(
 
     ss = np.random.SeedSequence(seed).spawn(3)
     rng_j, rng_n = np.random.default_rng(ss[0]), np.random.default_rng(ss[1])
-    torch_gen = torch.Generator().manual_seed(int(ss[2].generate_state(1)[0]))
+    torch_gen = noise_generator(sampler.device, ss[2].generate_state(1)[0])
     ref_pf, ref_jf = read_jetnet(reference)
     n_slots = ref_pf.shape[1]
     if sampler.multiplicity.n_max > n_slots:

@@ -16,19 +16,26 @@ Jets (eta_rel, phi_rel, pt_rel):
 
 Dequantisation noise is drawn from the ``rng`` passed to ``transform`` (the data loader redraws it
 every epoch), so ``transform(X, rng)`` of the same data with equally seeded generators is identical.
+
+Every inverse is written once, against a tiny namespace of array functions (:data:`_NUMPY_OPS` or
+:func:`_torch_ops`), and so exists for numpy (``inverse_transform``) and for torch tensors on any
+device (``inverse_transform_torch``, float64, used when sampling on a GPU) with the same guards and
+the same fitted constants.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import logging
 import math
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 from scipy import optimize, special
@@ -36,11 +43,30 @@ from scipy import optimize, special
 from pipelines.io.atomic import atomic_path
 from pipelines.io.errors import DataError
 
+if TYPE_CHECKING:
+    import torch
+
 log = logging.getLogger(__name__)
 
 _TINY = np.finfo(np.float64).tiny
 _LOG_TINY = math.log(_TINY)
 _LOG_MAX = math.log(np.finfo(np.float64).max)
+_MAX = float(np.finfo(np.float64).max)
+
+#: The array functions the inverse formulas use; numpy and torch share these names except expit.
+_OP_NAMES = ("floor", "clip", "nan_to_num", "exp", "log", "where", "isfinite", "column_stack")
+_NUMPY_OPS = SimpleNamespace(**{n: getattr(np, n) for n in _OP_NAMES}, expit=special.expit,
+                             maximum=np.maximum)
+
+
+@functools.cache
+def _torch_ops() -> SimpleNamespace:
+    """The torch counterparts of :data:`_NUMPY_OPS` (torch is imported only when needed)."""
+    import torch
+
+    return SimpleNamespace(**{n: getattr(torch, n) for n in _OP_NAMES}, expit=torch.sigmoid,
+                           maximum=torch.clamp_min)
+
 
 _REGISTRY: dict[str, type[Transform]] = {}
 
@@ -69,9 +95,17 @@ def _finite_float(v: float, what: str) -> float:
     return v
 
 
-def _safe_exp(x: np.ndarray) -> np.ndarray:
+def _torch_float64(z: torch.Tensor, name: str) -> torch.Tensor:
+    import torch
+
+    if not isinstance(z, torch.Tensor):
+        raise ValueError(f"{name}: expected a torch tensor, got {type(z).__name__}")
+    return z.to(torch.float64)
+
+
+def _safe_exp(x: Any, xp: SimpleNamespace = _NUMPY_OPS) -> Any:
     """exp(x) clipped so that the result is always finite and >= 0 (never inf)."""
-    return np.exp(np.clip(x, _LOG_TINY, _LOG_MAX))
+    return xp.exp(xp.clip(x, _LOG_TINY, _LOG_MAX))
 
 
 class Transform:
@@ -88,6 +122,19 @@ class Transform:
         raise NotImplementedError
 
     def inverse_transform(self, z: np.ndarray) -> np.ndarray:
+        """Physical values (float64) of the column ``z``; see the class for the guards."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            return self._inverse(_column(z, type(self).__name__), _NUMPY_OPS)
+
+    def inverse_transform_torch(self, z: torch.Tensor) -> torch.Tensor:
+        """:meth:`inverse_transform` for a torch tensor on any device, computed and returned in float64."""
+        z = _torch_float64(z, type(self).__name__)
+        if z.ndim != 1:
+            raise ValueError(f"{type(self).__name__}: expected a 1-d column, got shape {tuple(z.shape)}")
+        return self._inverse(z, _torch_ops())
+
+    def _inverse(self, z: Any, xp: SimpleNamespace) -> Any:
+        """The inverse formula on a float64 column, written with the array functions in ``xp``."""
         raise NotImplementedError
 
     def fit_transform(
@@ -173,10 +220,9 @@ class Dequantize(Transform):
         u = (rng if rng is not None else self._default_rng).random(x.shape[0])
         return x + (self.margin + (1.0 - 2.0 * self.margin) * u)
 
-    def inverse_transform(self, z: np.ndarray) -> np.ndarray:
-        z = _column(z, "Dequantize")
-        z = np.nan_to_num(z, nan=0.0, posinf=self.n_bins - 1, neginf=0.0)
-        return np.clip(np.floor(z), 0, self.n_bins - 1)
+    def _inverse(self, z: Any, xp: SimpleNamespace) -> Any:
+        z = xp.nan_to_num(z, nan=0.0, posinf=self.n_bins - 1.0, neginf=0.0)
+        return xp.clip(xp.floor(z), 0.0, self.n_bins - 1.0)
 
 
 @register
@@ -235,12 +281,11 @@ class MinMaxLogit(Transform):
         t._fixed = fixed and t.low is not None
         return t
 
-    def inverse_transform(self, z: np.ndarray) -> np.ndarray:
+    def _inverse(self, z: Any, xp: SimpleNamespace) -> Any:
         self._check_fitted()
-        p = np.clip(special.expit(_column(z, "MinMaxLogit")), self.eps, 1.0 - self.eps)
-        p = np.nan_to_num(p, nan=self.eps)
+        p = xp.nan_to_num(xp.clip(xp.expit(z), self.eps, 1.0 - self.eps), nan=self.eps)
         x = self.low + (p - self.eps) / (1.0 - 2.0 * self.eps) * (self.high - self.low)
-        return np.clip(x, self.low, self.high)
+        return xp.clip(x, self.low, self.high)
 
 
 @register
@@ -266,9 +311,9 @@ class Standardize(Transform):
         self._check_fitted()
         return (_column(x, "Standardize") - self.mean) / self.std
 
-    def inverse_transform(self, z: np.ndarray) -> np.ndarray:
+    def _inverse(self, z: Any, xp: SimpleNamespace) -> Any:
         self._check_fitted()
-        return _column(z, "Standardize") * self.std + self.mean
+        return z * self.std + self.mean
 
 
 def _require_positive(x: np.ndarray, who: str) -> None:
@@ -286,8 +331,8 @@ class Log(Transform):
         _require_positive(x, "Log")
         return np.log(x)
 
-    def inverse_transform(self, z: np.ndarray) -> np.ndarray:
-        return _safe_exp(_column(z, "Log"))
+    def _inverse(self, z: Any, xp: SimpleNamespace) -> Any:
+        return _safe_exp(z, xp)
 
 
 def boxcox_llf(lmbda: float, log_x: np.ndarray) -> float:
@@ -348,18 +393,14 @@ class BoxCox(Transform):
         _require_positive(x, "BoxCox")
         return (_boxcox_forward(x, self.lmbda) - self.mean) / self.std
 
-    def inverse_transform(self, z: np.ndarray) -> np.ndarray:
+    def _inverse(self, z: Any, xp: SimpleNamespace) -> Any:
         self._check_fitted()
-        with np.errstate(over="ignore"):
-            y = _column(z, "BoxCox") * self.std + self.mean
-        y = np.nan_to_num(y, nan=0.0, posinf=np.finfo(np.float64).max, neginf=-np.finfo(np.float64).max)
+        y = xp.nan_to_num(z * self.std + self.mean, nan=0.0, posinf=_MAX, neginf=-_MAX)
         if abs(self.lmbda) < np.spacing(1.0):
-            return _safe_exp(y)
-        with np.errstate(over="ignore", invalid="ignore"):
-            t = y * self.lmbda + 1.0
-        t = np.where(np.isfinite(t), t, np.finfo(np.float64).max)
-        t = np.maximum(t, _TINY)
-        return _safe_exp(np.log(t) / self.lmbda)
+            return _safe_exp(y, xp)
+        t = y * self.lmbda + 1.0
+        t = xp.maximum(xp.where(xp.isfinite(t), t, _MAX), _TINY)
+        return _safe_exp(xp.log(t) / self.lmbda, xp)
 
 
 @register
@@ -388,10 +429,9 @@ class Chain(Transform):
             x = s.transform(x, rng=rng)
         return x
 
-    def inverse_transform(self, z: np.ndarray) -> np.ndarray:
-        z = _column(z, "Chain")
+    def _inverse(self, z: Any, xp: SimpleNamespace) -> Any:
         for s in reversed(self.steps):
-            z = s.inverse_transform(z)
+            z = s._inverse(z, xp)
         return z
 
     def to_dict(self) -> dict[str, Any]:
@@ -424,32 +464,36 @@ class PointTransform(Transform):
     def is_fitted(self) -> bool:
         return all(c.is_fitted for c in self.columns.values())
 
-    def _check_shape(self, x: np.ndarray) -> np.ndarray:
-        x = np.asarray(x, dtype=np.float64)
+    def _check_shape(self, x: Any) -> Any:
+        """``x`` (an array or tensor) checked to be (P, d)."""
         if x.ndim != 2 or x.shape[1] != len(self.point_names):
             raise ValueError(f"PointTransform: expected (P, {len(self.point_names)}) points "
-                             f"{self.point_names}, got shape {x.shape}")
+                             f"{self.point_names}, got shape {tuple(x.shape)}")
         return x
 
     def fit(self, x: np.ndarray, y: Any = None, *, rng: np.random.Generator | None = None) -> PointTransform:
-        x = self._check_shape(x)
+        x = self._check_shape(np.asarray(x, dtype=np.float64))
         for j, name in enumerate(self.point_names):
             self.columns[name].fit(x[:, j], rng=rng)
         return self
 
     def transform(self, x: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
-        x = self._check_shape(x)
+        x = self._check_shape(np.asarray(x, dtype=np.float64))
         out = np.empty_like(x)
         for j, name in enumerate(self.point_names):
             out[:, j] = self.columns[name].transform(x[:, j], rng=rng)
         return out
 
     def inverse_transform(self, z: np.ndarray) -> np.ndarray:
-        z = self._check_shape(z)
-        out = np.empty_like(z)
-        for j, name in enumerate(self.point_names):
-            out[:, j] = self.columns[name].inverse_transform(z[:, j])
-        return out
+        with np.errstate(over="ignore", invalid="ignore"):
+            return self._inverse(self._check_shape(np.asarray(z, dtype=np.float64)), _NUMPY_OPS)
+
+    def inverse_transform_torch(self, z: torch.Tensor) -> torch.Tensor:
+        """(P, d) points -> physical values, float64 on ``z``'s device (used when sampling on a GPU)."""
+        return self._inverse(self._check_shape(_torch_float64(z, "PointTransform")), _torch_ops())
+
+    def _inverse(self, z: Any, xp: SimpleNamespace) -> Any:
+        return xp.column_stack([c._inverse(z[:, j], xp) for j, c in enumerate(self.columns.values())])
 
     def to_dict(self) -> dict[str, Any]:
         return {

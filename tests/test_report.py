@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 from pipelines.io.errors import DataError
+from pipelines.metrics import calo_features, jet_metrics
 from pipelines.report import html as report_html
-from pipelines.report import plots, published
+from pipelines.report import metric_catalogue, plots, published
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CSV_DIR = Path(__file__).resolve().parents[1] / "pipelines" / "data" / "published"
@@ -52,14 +53,18 @@ def _write_shower_run(directory: Path, *, dataset: str = "2", label_note: str = 
         "dataset": dataset,
         "rows": {
             "model": {
-                "auc_low": {"value": 0.61234, "error": 0.0123},
-                "fpd_x1e3": {"value": 864.978, "error": 5.1452},
-                "kpd_x1e3": {"value": -0.012, "error": None},
+                "separation_E_ratio": {"value": 0.0123, "error": None},
+                "fpd": {"value": 0.864978, "error": 0.0051452},
+                "kpd": {"value": -0.000012, "error": None},
+                "cls_low_auc": {"value": 0.61234, "error": 0.0123},
+                "mystery_score": {"value": 7.5, "error": None},
             },
             "real_vs_real": {
-                "auc_low": {"value": 0.5012, "error": 0.004},
-                "fpd_x1e3": {"value": 10.7, "error": 0.8},
-                "kpd_x1e3": {"value": 0.0004, "error": 0.0021},
+                "separation_E_ratio": {"value": 0.002, "error": None},
+                "fpd": {"value": 0.0107, "error": 0.0008},
+                "kpd": {"value": 0.0000004, "error": 0.0000021},
+                "cls_low_auc": {"value": 0.5012, "error": 0.004},
+                "mystery_score": {"value": 1.25, "error": None},
             },
         },
         "settings": {"n_showers": 20000, "classifier": {"hidden": [64, 64]}, "note": label_note},
@@ -136,7 +141,7 @@ class _Collector(HTMLParser):
         elif tag == "table":
             self._table = attrs.get("id") or attrs.get("class") or ""
         elif tag == "tr":
-            self._row, self._row_class = [], attrs.get("class") or ""
+            self._row, self._row_class = [], attrs.get("data-metric") or attrs.get("class") or ""
         elif tag in ("td", "th") and self._row is not None:
             self._cell = []
 
@@ -237,6 +242,15 @@ def test_histogram_figure_draws_ratio_density_and_separation_power():
     assert plots.png_bytes(fig, 30).startswith(PNG_SIGNATURE)
 
 
+def test_histogram_figure_says_when_a_sample_has_no_entries_in_range():
+    edges = np.array([0.0, 1.0, 2.0])
+    fig = plots.histogram_figure(edges, np.array([3, 4]), np.zeros(2), xlabel="x", label="gen", logy=True)
+    texts = [t.get_text() for t in fig.axes[0].texts if t.get_gid() == "empty"]
+    assert texts == ["gen: no entries within the histogram range"]
+    full = plots.histogram_figure(edges, np.array([3, 4]), np.array([1, 1]), xlabel="x", label="gen")
+    assert not [t for t in full.axes[0].texts if t.get_gid() == "empty"]
+
+
 def test_profile_and_default_layers():
     fig = plots.profile_figure(
         np.arange(4.0), np.array([1.0, 2.0, 4.0]), np.array([2.0, 2.0, 2.0]), xlabel="l", ylabel="E [MeV]"
@@ -283,11 +297,87 @@ def test_settings_defaults_types_and_unknown_keys():
         report_html.parse_settings('{"ratio_range": [1.5, 0.5]}')
 
 
-def test_metric_descriptions_read_scale_from_name():
-    meaning, scale = report_html.describe_metric("fpd_x1e3")
-    assert "Fréchet" in meaning and scale == "value × 10^3"
-    meaning, scale = report_html.describe_metric("auc_high")
-    assert "AUC" in meaning and "high-level" in meaning and "no rescaling" in scale
+SHOWER_GROUPS = (
+    "E_ratio", "E_layer", "EC_eta", "EC_phi", "EC_r", "width_eta", "width_phi", "width_r", "sparsity",
+    "voxel_energy",
+)  # fmt: skip
+
+
+def _jet_metric_names() -> list[str]:
+    """Every name evaluate-jets writes (raw and published-unit copies), from the producer's constants."""
+    bases = ["W1M", "W1P", "W1EFP", "FPD", "KPD"]
+    bases += [f"W1P_{f}" for f in jet_metrics.PARTICLE_FEATURES]
+    bases += [f"W1EFP_{g}" for g in jet_metrics.PRIME_EFP_NAMES]
+    power = {"W1M": 3, "W1P": 3, "W1EFP": 5, "FPD": 3, "KPD": 3}
+    return bases + [f"{b}_x1e{power[b.split('_')[0]]}" for b in bases]
+
+
+def test_every_evaluated_metric_name_has_a_description():
+    # the shower groups listed here are the ones evaluate-showers histograms (independent check)
+    produced = {"E_ratio", "E_layer", "voxel_energy"} | {v[0] for v in calo_features._LAYER_HIST.values()}
+    assert produced == set(SHOWER_GROUPS)
+    shower_names = [f"separation_{g}" for g in SHOWER_GROUPS] + ["fpd", "kpd"]
+    shower_names += [f"cls_{level}_{score}" for level in ("low", "high") for score in ("auc", "jsd")]
+    for kind, names in (("showers", shower_names), ("jets", _jet_metric_names())):
+        for name in names:
+            info = metric_catalogue.metric_info(name, kind)
+            assert info.group != metric_catalogue.GROUP_OTHER, name
+            assert info.meaning and "no description" not in info.meaning, name
+    # scales: raw fpd/kpd shown x 10^3; jet copies stored scaled are shown as stored
+    assert metric_catalogue.metric_info("fpd", "showers").factor == 1e3
+    assert metric_catalogue.metric_info("kpd", "showers").unit == "× 10³"
+    assert metric_catalogue.metric_info("cls_high_auc", "showers").factor == 1.0
+    assert metric_catalogue.metric_info("W1EFP_x1e5", "jets").factor == 1.0
+    assert metric_catalogue.metric_info("W1EFP_x1e5", "jets").unit == "× 10⁵"
+    assert metric_catalogue.metric_info("W1EFP", "jets").factor == 1e5  # raw only: scaled by the report
+    unknown = metric_catalogue.metric_info("odd_x1e2", "jets")
+    assert unknown.group == metric_catalogue.GROUP_OTHER and unknown.unit == "× 10²"
+
+
+def test_jet_metrics_show_published_units_and_skip_raw_duplicates():
+    names = _jet_metric_names()
+    shown = [info.key for info in metric_catalogue.select_metrics(names, "jets")]
+    expected = ["W1M_x1e3", "W1P_x1e3"] + [f"W1P_{f}_x1e3" for f in ("eta_rel", "phi_rel", "pt_rel")]
+    expected += ["W1EFP_x1e5"] + [f"W1EFP_{g}_x1e5" for g in jet_metrics.PRIME_EFP_NAMES]
+    expected += ["FPD_x1e3", "KPD_x1e3"]
+    assert shown == expected
+    # without the scaled copies the raw names are shown (and scaled by the report)
+    raw = [info.key for info in metric_catalogue.select_metrics(["KPD", "W1M"], "jets")]
+    assert raw == ["W1M", "KPD"]
+
+
+def _fake_run(label: str, kind: str, model: dict, rvr: dict) -> dict:
+    return {"label": label, "kind": kind, "metrics": {"rows": {"model": model, "real_vs_real": rvr}}}
+
+
+def test_metrics_tables_transposed_and_scaled_from_the_file_values():
+    def entry(value, error=None):
+        return {"value": value, "error": error}
+
+    raw_w1m, raw_err = 0.13159812953279865, 0.0007193946261238315
+    jets = _fake_run(
+        "jets",
+        "jets",
+        {"W1M": entry(raw_w1m, raw_err), "W1M_x1e3": entry(raw_w1m * 1e3, raw_err * 1e3)},
+        {"W1M": entry(0.0247, 0.008), "W1M_x1e3": entry(24.7, 8.0)},
+    )
+    a = _fake_run("A", "showers", {"kpd": entry(0.0020739, 0.0000918)}, {"kpd": entry(3e-6, 9.6e-6)})
+    b = _fake_run("B", "showers", {"fpd": entry(0.15324, 0.01164)}, {"fpd": entry(0.012279, 0.000052)})
+    tables = report_html.metrics_tables([a, jets, b])
+    assert [t["kind"] for t in tables] == ["showers", "jets"]
+    showers, jet_table = tables
+    assert showers["runs"] == ["A", "B"]
+    rows = {row["key"]: row for group in showers["groups"] for row in group["rows"]}
+    assert list(rows) == ["fpd", "kpd"]
+    # columns: A model, A real-vs-real, B model, B real-vs-real; raw values x 10^3, formatted by hand
+    assert [c["text"] for c in rows["fpd"]["cells"]] == ["\u2014", "\u2014", "153 ± 12", "12.279 ± 0.052"]
+    kpd = ["2.074 ± 0.092", "0.0030 ± 0.0096", "\u2014", "\u2014"]
+    assert [c["text"] for c in rows["kpd"]["cells"]] == kpd
+    assert [c["rvr"] for c in rows["kpd"]["cells"]] == [False, True, False, True]
+    (group,) = jet_table["groups"]
+    (row,) = group["rows"]
+    assert row["key"] == "W1M_x1e3" and row["unit"] == "× 10³"
+    assert [c["text"] for c in row["cells"]] == ["131.60 ± 0.72", "24.7 ± 8.0"]
 
 
 # ---------------------------------------------------------------- published table
@@ -333,15 +423,52 @@ def test_training_curve_and_timing_readers(tmp_path):
     assert np.isnan(curve.columns["loss_critic"][4]) and curve.steps[4] == 40
     fig = plots.training_curve_figure(curve.steps, curve.columns, window=5)
     assert [ax.get_ylabel() for ax in fig.axes] == ["loss_critic", "loss_generator"]
+    assert report_html.training_summary(curve) == "40 logged entries, step 0–390"
     table = report_html.load_timing(timing_path)
     assert ("device", "cpu") in table.info and ("n_parameters", "66,416") in table.info
-    assert table.columns == ["group", "batch_size", "ms_per_shower", "ms_per_shower_with_voxelisation"]
-    assert table.rows == [["batch_sizes", "1", "14.25", "15.5"], ["batch_sizes", "100", "1.125", "2.5"]]
+    (group,) = table.groups
+    assert group.name == "batch_sizes"
+    assert group.columns == ["batch_size", "ms_per_shower", "ms_per_shower_with_voxelisation"]
+    assert group.rows == [["1", "14.25", "15.5"], ["100", "1.125", "2.5"]]
     other = tmp_path / "timing_list.json"
-    other.write_text(json.dumps({"results": [{"batch_size": 10, "device": "cuda", "ms": 0.5}]}))
+    other.write_text(
+        json.dumps(
+            {
+                "results": [{"batch_size": 10, "device": "cuda", "ms": 0.5}],
+                "generation": {"n_samples": 60, "seconds": 0.25},
+                "settings": {"batch_sizes": [1, 10], "nested": {"x": 1}},
+            }
+        )
+    )
     table = report_html.load_timing(other)
-    assert table.columns == ["group", "device", "batch_size", "ms"]
-    assert table.rows == [["results", "cuda", "10", "0.5"]]
+    groups = {g.name: g for g in table.groups}
+    assert groups["results"].columns == ["device", "batch_size", "ms"]
+    assert groups["results"].rows == [["cuda", "10", "0.5"]]
+    assert groups["generation"].rows == [["60", "0.25"]]
+    # a list of scalars is one value; scalars beside a nested object are copied into its rows
+    assert groups["settings/nested"].columns == ["batch_sizes", "x"]
+    assert groups["settings/nested"].rows == [["1, 10", "1"]]
+
+
+def test_training_panels_group_learning_rates_and_skip_bookkeeping(tmp_path):
+    path = tmp_path / "c.csv"
+    lines = ["step,epoch,lr_generator,lr_critic,loss_critic,elapsed_s"]
+    lines += [f"{2 * i},{i // 3},{1e-4 / (i + 1)},{2e-4 / (i + 1)},{1 / (i + 1)},{0.5 * i}" for i in range(9)]
+    path.write_text("\n".join(lines) + "\n")
+    curve = report_html.read_training_curve(path)
+    assert report_html.training_summary(curve) == "9 logged entries, step 0–16, last epoch 2, 4 s wall time"
+    shown = {k: v for k, v in curve.columns.items() if k not in report_html.BOOKKEEPING_COLUMNS}
+    panels = plots.training_panels(shown)
+    assert [(name, list(curves)) for name, curves in panels] == [
+        ("loss_critic", ["loss_critic"]),
+        ("learning rate", ["lr_generator", "lr_critic"]),
+    ]
+    fig = plots.training_curve_figure(curve.steps, shown, window=1)
+    assert [ax.get_ylabel() for ax in fig.axes] == ["loss_critic", "learning rate"]
+    assert fig.axes[1].get_yscale() == "log"
+    three = plots.training_curve_figure(curve.steps, {**shown, "gp": curve.columns["elapsed_s"]}, window=1)
+    assert len(three.axes) == 3  # a 2 x 2 grid with the unused panel removed
+    assert all(ax.get_xlabel() == "step" for ax in three.axes[1:])
 
 
 def test_bad_inputs_name_the_file_and_write_nothing(tmp_path):
@@ -367,10 +494,10 @@ def test_bad_inputs_name_the_file_and_write_nothing(tmp_path):
         report_html.main([*base, "--histograms", str(broken)])
     assert not out.exists()
     data = json.loads(metrics.read_text())
-    data["rows"]["model"]["auc_low"]["value"] = "high"
+    data["rows"]["model"]["cls_low_auc"]["value"] = "high"
     bad_metrics = tmp_path / "bad_metrics.json"
     bad_metrics.write_text(json.dumps(data))
-    with pytest.raises(DataError, match=r"bad_metrics\.json.*auc_low"):
+    with pytest.raises(DataError, match=r"bad_metrics\.json.*cls_low_auc"):
         report_html.load_metrics(bad_metrics)
     with pytest.raises(ValueError, match="one --histograms and one --labels"):
         report_html.main([*base, "--histograms", str(npz), str(npz)])
@@ -382,33 +509,60 @@ def test_bad_inputs_name_the_file_and_write_nothing(tmp_path):
 # ---------------------------------------------------------------- the HTML page
 def test_report_metrics_table_and_rows(plain_report):
     page, _ = plain_report
-    rows = [(cls, cells) for table, cls, cells in _parse(page).rows if table == "metrics-table"]
-    header = rows[0][1]
-    assert header == ["run", "comparison", "auc_low", "fpd_x1e3", "kpd_x1e3"]
-    model = next(cells for cls, cells in rows if cls == "model")
-    rvr = next(cells for cls, cells in rows if cls == "rvr")
-    assert model == ["MDMA run", "model vs reference", "0.612 \u00b1 0.012", "865.0 \u00b1 5.1", "-0.012"]
-    assert rvr == [
-        "MDMA run",
-        "reference vs reference (real-vs-real)",
-        "0.5012 \u00b1 0.0040",
-        "10.70 \u00b1 0.80",
-        "0.0004 \u00b1 0.0021",
+    parsed = _parse(page).rows
+    rows = {cls: cells for table, cls, cells in parsed if table == "metrics-showers"}
+    header = next(cells for table, cls, cells in parsed if table == "metrics-showers")
+    assert header == ["metric", "scale", "MDMA run", "meaning"]
+    keys = ["separation_E_ratio", "cls_low_auc", "fpd", "kpd", "mystery_score"]  # grouped order
+    assert [key for key in rows if key in keys] == keys
+    # the metrics file holds raw FPD 0.864978 ± 0.0051452 and KPD -1.2e-5: shown x 10^3
+    assert rows["fpd"][:4] == ["FPD fpd", "× 10³", "865.0 \u00b1 5.1", "10.70 \u00b1 0.80"]
+    assert rows["kpd"][1:4] == ["× 10³", "-0.012", "0.0004 \u00b1 0.0021"]
+    assert rows["cls_low_auc"][1:4] == ["×1", "0.612 \u00b1 0.012", "0.5012 \u00b1 0.0040"]
+    assert "ROC" in rows["cls_low_auc"][4] and "low-level" in rows["cls_low_auc"][4]
+    assert rows["separation_E_ratio"][2:4] == ["0.0123", "0.002"]
+    assert rows["mystery_score"][2:5] == ["7.5", "1.25", "(no description known for this metric name)"]
+    groups = [cells[0] for table, cls, cells in parsed if table == "metrics-showers" and cls == "group"]
+    assert [g.split(" \u2014")[0] for g in groups] == [
+        metric_catalogue.GROUP_SEPARATION,
+        metric_catalogue.GROUP_CLASSIFIER,
+        metric_catalogue.GROUP_FPD_SHOWERS,
+        metric_catalogue.GROUP_OTHER,
     ]
-    separation = [cells for table, _, cells in _parse(page).rows if table == "separation-table"]
+    separation = [cells for table, _, cells in parsed if table == "separation-table"]
     assert ["energy", "etot", "E_tot / E_inc", "0.0123"] in separation
     assert ["layers", "sparsity_3", "sparsity layer 3", "\u2014"] in separation
-    timing = [cells for table, _, cells in _parse(page).rows if table == "timing-table"]
-    assert ["batch_sizes", "1", "14.25", "15.5"] in timing
+    timing = [cells for table, _, cells in parsed if table == "timing-table"]
+    assert ["1", "14.25", "15.5"] in timing
+
+
+def test_separation_summary_layer_matrix():
+    histograms = [
+        {"name": "E_ratio", "xlabel": "E", "group": "E_ratio", "separation_power": 0.5},
+        {"name": "E_layer_00", "xlabel": "E0", "group": "E_layer", "separation_power": None},
+        {"name": "E_layer_01", "xlabel": "E1", "group": "E_layer", "separation_power": 0.25},
+        {"name": "EC_r_01", "xlabel": "r1", "group": "EC_r", "separation_power": 1.0},
+        {"name": "EC_r_00", "xlabel": "r0", "group": "EC_r", "separation_power": 0.0},
+        {"name": "efp_3", "xlabel": "one layer only", "group": "efp", "separation_power": 0.1},
+    ]
+    summary = report_html.separation_summary(histograms)
+    assert [s["name"] for s in summary["singles"]] == ["E_ratio", "efp_3"]
+    assert summary["layer_groups"] == ["E_layer", "EC_r"]
+    texts = [[cell["text"] for cell in row["cells"]] for row in summary["layer_rows"]]
+    assert [row["layer"] for row in summary["layer_rows"]] == [0, 1]
+    assert texts == [["\u2014", "0"], ["0.25", "1"]]
+    assert summary["layer_rows"][1]["cells"][1]["style"].endswith("0.550)")
 
 
 def test_report_embeds_one_valid_png_per_plot(plain_report):
     page, plots_dir = plain_report
     images = _parse(page).images
     files = sorted(plots_dir.glob("*.png"))
-    # 3 listed histograms + layer profile, radial profile, layer images, hits vs E_inc + 1 training curve
-    assert len(files) == 8
-    assert len(images) == 8
+    # etot (elayer_3 / sparsity_3 are per-layer and layer 3 is not a default layer) + layer profile,
+    # radial profile, layer images, hits vs E_inc + 1 training curve
+    assert len(files) == 6
+    assert len(images) == 6
+    assert not [f for f in files if "elayer_3" in f.name or "sparsity_3" in f.name]
     decoded = []
     for src in images:
         assert src.startswith("data:image/png;base64,")
@@ -416,6 +570,22 @@ def test_report_embeds_one_valid_png_per_plot(plain_report):
         assert data.startswith(PNG_SIGNATURE)
         decoded.append(data)
     assert sorted(decoded) == sorted(f.read_bytes() for f in files)
+
+
+def test_plot_run_draws_per_layer_histograms_of_the_selected_layers_only(tmp_path):
+    metrics_path, npz = _write_shower_run(tmp_path / "run", dataset="toy")
+    metrics = report_html.load_metrics(metrics_path)
+    arrays = report_html.load_histograms(npz, metrics)
+    style = plots.PlotStyle(dpi=20, width=3.0)
+
+    def names(layers: list[int]) -> list[str]:
+        out = tmp_path / str(layers[0])
+        records = plots.plot_run(metrics, arrays, out, style=style, shower_layers=layers)
+        return [record.path.name for record in records]
+
+    assert {"Generated-layers-elayer_3.png", "Generated-layers-sparsity_3.png"} <= set(names([3]))
+    other = names([1])
+    assert not [n for n in other if "_3" in n] and "Generated-energy-etot.png" in other
 
 
 def test_published_rows_only_with_real_data(plain_report, real_report):
@@ -463,8 +633,14 @@ def test_jets_report(tmp_path):
         "dataset": "jetnet-gluon",
         "settings": {},
         "rows": {
-            "model": {"w1m_x1e3": {"value": 0.71, "error": 0.05}},
-            "real_vs_real": {"w1m_x1e3": {"value": 0.28, "error": 0.05}},
+            "model": {
+                "W1M": {"value": 0.00071, "error": 0.00005},
+                "W1M_x1e3": {"value": 0.71, "error": 0.05},
+            },
+            "real_vs_real": {
+                "W1M": {"value": 0.00028, "error": 0.00005},
+                "W1M_x1e3": {"value": 0.28, "error": 0.05},
+            },
         },
         "histograms": [
             {
@@ -507,4 +683,7 @@ def test_jets_report(tmp_path):
     page = out.read_text()
     assert len(_parse(page).images) == 2
     assert "no published CaloChallenge numbers apply to jets" in page
-    assert "Wasserstein distance of the relative jet mass" in page
+    assert "W1 of the relative jet mass" in page
+    rows = {cls: cells for table, cls, cells in _parse(page).rows if table == "metrics-jets"}
+    assert "W1M" not in rows  # the raw duplicate is skipped
+    assert rows["W1M_x1e3"][1:4] == ["× 10³", "0.710 \u00b1 0.050", "0.280 \u00b1 0.050"]

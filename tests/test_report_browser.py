@@ -30,14 +30,17 @@ CHROMIUM_FLAGS = (
     "--disable-sync",
 )
 #: appended to a copy of the report (the report itself carries no scripts): after window load, write
-#: how many images there are and how many decoded to a non-zero natural width into the DOM.
+#: how many images there are and how many decoded to a non-zero natural width into the DOM, and whether
+#: the metrics table fits the window width (no horizontal scrolling).
 IMAGE_CHECK = """<script>
 window.addEventListener("load", function () {
   var images = Array.prototype.slice.call(document.images);
   var loaded = images.filter(function (img) { return img.complete && img.naturalWidth > 0; });
   var out = document.createElement("pre");
   out.id = "image-check";
-  out.textContent = "IMAGES " + images.length + " LOADED " + loaded.length + " END";
+  var table = document.getElementById("metrics-showers");
+  var fits = table && table.getBoundingClientRect().right <= document.documentElement.clientWidth;
+  out.textContent = "IMAGES " + images.length + " LOADED " + loaded.length + " TABLE_FITS " + fits + " END";
   document.body.appendChild(out);
 });
 </script>
@@ -95,8 +98,11 @@ def _write_run(directory: Path) -> list[str]:
         "dataset": "2",
         "settings": {"n_showers": 5000},
         "rows": {
-            "model": {"auc_high": {"value": 0.93, "error": 0.01}},
-            "real_vs_real": {"auc_high": {"value": 0.502, "error": 0.004}},
+            "model": {"cls_high_auc": {"value": 0.93, "error": 0.01}, "fpd": {"value": 0.5, "error": 0.01}},
+            "real_vs_real": {
+                "cls_high_auc": {"value": 0.502, "error": 0.004},
+                "fpd": {"value": 0.01, "error": 0.001},
+            },
         },
         "histograms": [
             {
@@ -153,13 +159,19 @@ def test_report_loads_with_all_images_in_chromium(chromium, tmp_path):
     checked = tmp_path / "report_checked.html"
     checked.write_text(page.replace("</body>", IMAGE_CHECK + "</body>"), encoding="utf-8")
     result = _chromium(
-        chromium, tmp_path / "profile-dom", "--virtual-time-budget=10000", "--dump-dom", checked.as_uri()
+        chromium,
+        tmp_path / "profile-dom",
+        "--window-size=1280,2400",
+        "--virtual-time-budget=10000",
+        "--dump-dom",
+        checked.as_uri(),
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    match = re.search(r"IMAGES (\d+) LOADED (\d+) END", result.stdout)
+    match = re.search(r"IMAGES (\d+) LOADED (\d+) TABLE_FITS (\w+) END", result.stdout)
     assert match, f"the load check did not run; stdout tail: {result.stdout[-500:]}"
     assert int(match.group(1)) == n_plots
     assert int(match.group(2)) == n_plots
+    assert match.group(3) == "true"
     assert "published numbers (arXiv:2410.21611)" in result.stdout
 
     screenshot = tmp_path / "report.png"

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import scipy.stats
 import torch
 
 from pipelines.geometry import THRESHOLD_MEV
@@ -14,8 +15,17 @@ from pipelines.io.jetnet import read_jetnet, write_jetnet
 from pipelines.models.mdma import ModelConfig, build_generator, count_parameters, save_generator
 from pipelines.models.multiplicity import MultiplicitySettings, fit_multiplicity, save_multiplicity
 from pipelines.pointcloud import points_to_voxels, voxels_to_points
-from pipelines.sample import SampleSettings, clean_energies, jets_from_points, main, rotate_alpha
-from pipelines.transforms import jet_transform, save_transform, shower_transform
+from pipelines.sample import (
+    Sampler,
+    SampleSettings,
+    clean_energies,
+    generate_points,
+    jets_from_points,
+    main,
+    noise_generator,
+    rotate_alpha,
+)
+from pipelines.transforms import PointTransform, Transform, jet_transform, save_transform, shower_transform
 
 torch.set_num_threads(1)
 FAST = {"timing_batch_sizes": [1, 4], "timing_repeats": 1, "batch_size": 16, "progress": False}
@@ -124,6 +134,55 @@ def test_n_from_reference_takes_the_hit_count_of_the_resampled_shower(shower_inp
     n_ref = np.array([ref[e] for e in energies.astype(np.float32).tolist()])
     assert gen["n_points"] == n_ref.sum()
     assert np.all(np.count_nonzero(showers, axis=1) <= n_ref)
+
+
+class Tracer(torch.nn.Module):
+    """Stand-in generator whose output tells where each point came from:
+    (log(E_inc / MeV) - 10, slot index, first noise component, n / mean_n + 1000 at padded slots)."""
+
+    def forward(self, noise, cond, mask):
+        b, m, _ = noise.shape
+        slot = torch.arange(m, dtype=torch.float32).expand(b, m)
+        return torch.stack([cond[:, :1].expand(b, m), slot, noise[..., 0],
+                            cond[:, 1:2].expand(b, m) + 1000.0 * mask], dim=-1)  # fmt: skip
+
+
+def _tracer_sampler() -> Sampler:
+    names = ("energy", "layer", "alpha", "r")
+    unit = {"type": "Standardize", "mean": 0.0, "std": 1.0}
+    identity = PointTransform(names, {k: Transform.from_dict(unit) for k in names})
+    return Sampler(Tracer(), ModelConfig(kind="showers", mean_n=8.0), identity, None, torch.device("cpu"))
+
+
+def test_generate_points_puts_every_point_in_its_cloud_with_fresh_noise() -> None:
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(0, 30, 60)
+    lengths[[3, 17]] = 0
+    energies = np.exp(rng.uniform(np.log(1e3), np.log(1e6), (60, 1)))
+    sampler = _tracer_sampler()
+    pts = generate_points(sampler, energies, lengths, noise_generator(sampler.device, 5), 7, 100)
+    assert pts.shape == (lengths.sum(), 4) and pts.dtype == np.float64
+    cloud = np.repeat(np.arange(60), lengths)
+    e32 = (np.log(energies[:, 0]) - 10.0).astype(np.float32)
+    np.testing.assert_array_equal(pts[:, 0], e32[cloud])  # clouds in input order
+    np.testing.assert_array_equal(pts[:, 1], np.concatenate([np.arange(k) for k in lengths]))
+    np.testing.assert_array_equal(pts[:, 3], (lengths / np.float32(8.0)).astype(np.float32)[cloud])  # no pads
+    noise = pts[:, 2]
+    assert len(np.unique(noise)) == len(noise)  # one fresh draw per real point
+    assert scipy.stats.kstest(noise, "norm").pvalue > 1e-3
+    # seeded; independent of the batching (noise is drawn once per request, in sorted-cloud order)
+    again = generate_points(sampler, energies, lengths, noise_generator(sampler.device, 5), 1000, 10_000)
+    np.testing.assert_array_equal(again, pts)
+    other = generate_points(sampler, energies, lengths, noise_generator(sampler.device, 6), 7, 100)
+    assert not np.array_equal(other[:, 2], noise)
+    assert generate_points(sampler, energies[:2], np.zeros(2, int), noise_generator("cpu", 0)).shape == (0, 4)
+
+
+def test_generate_points_needs_the_noise_generator_on_the_model_device() -> None:
+    sampler = _tracer_sampler()
+    sampler.device = torch.device("meta")
+    with pytest.raises(ValueError, match="torch_gen is on cpu"):
+        generate_points(sampler, np.ones((1, 1)), np.ones(1, int), noise_generator("cpu", 0))
 
 
 def test_alpha_rotation_preserves_energy_and_hits_and_rolls_the_grid(ds2) -> None:

@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import scipy.stats
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -230,6 +231,80 @@ def test_point_transform_checks_shape_and_empty(fitted_shower):
     assert fitted_shower.transform(np.zeros((0, 4)), rng=np.random.default_rng(0)).shape == (0, 4)
     with pytest.raises(NotFittedError):
         jet_transform().transform(np.ones((2, 3)))
+
+
+# ------------------------------------------------------------------------ torch inverse (sampling)
+
+#: latent values: any float64 (NaN, +-inf and +-1e308 included) with the extremes drawn often
+LATENT = st.floats(width=64) | st.sampled_from([1e6, -1e6, np.nan, np.inf, -np.inf, 0.0, 40.0, -40.0])
+ELEMENTARY = {
+    "Dequantize": Dequantize(7),
+    "MinMaxLogit": MinMaxLogit(eps=1e-5, low=0.0, high=16.0),
+    "Standardize": Transform.from_dict({"type": "Standardize", "mean": 0.7, "std": 2.5}),
+    "Log": Log(),
+    **{f"BoxCox({lm})": Transform.from_dict({"type": "BoxCox", "lmbda": lm, "mean": 0.3, "std": 1.7})
+       for lm in (-1.5, -0.3, 0.0, 0.08, 0.5, 2.0)},
+}
+
+
+def _torch_inverse(t: Transform, z: np.ndarray) -> np.ndarray:
+    out = t.inverse_transform_torch(torch.from_numpy(z))
+    assert out.dtype == torch.float64
+    return out.numpy()
+
+
+@settings(max_examples=40, deadline=None)
+@given(name=st.sampled_from(sorted(ELEMENTARY)), z=st.lists(LATENT, min_size=1, max_size=30))
+def test_torch_inverse_matches_numpy(name, z):
+    t, z = ELEMENTARY[name], np.array(z)
+    expected, got = t.inverse_transform(z), _torch_inverse(t, z)
+    if name == "Dequantize":
+        assert np.array_equal(got, expected)
+    else:
+        np.testing.assert_allclose(got, expected, rtol=1e-12, atol=0)  # NaN only where numpy has NaN
+    if name not in ("Standardize", "Log"):  # the guarded inverses: never NaN, inside their range
+        assert not np.any(np.isnan(got))
+
+
+@settings(max_examples=40, deadline=None)
+@given(z=st.lists(st.tuples(LATENT, LATENT, LATENT, LATENT), min_size=1, max_size=40))
+def test_torch_inverse_of_fitted_shower_transform_matches_numpy(ds2, fitted_shower, z):
+    z = np.array(z, dtype=np.float64)
+    expected, got = fitted_shower.inverse_transform(z), _torch_inverse(fitted_shower, z)
+    assert np.array_equal(got[:, 1:], expected[:, 1:])  # bin indices: exactly
+    np.testing.assert_allclose(got[:, 0], expected[:, 0], rtol=1e-12, atol=0)
+    assert np.all(np.isfinite(got)) and np.all(got[:, 0] >= 0)
+    assert np.all(got[:, 1:] <= [ds2.n_layers - 1, ds2.n_alpha - 1, ds2.n_r - 1]) and got[:, 1:].min() >= 0
+
+
+def test_torch_inverse_many_points_and_jets(fitted_shower):
+    z = np.random.default_rng(6).normal(0.0, 4.0, (100_000, 4))
+    expected, got = fitted_shower.inverse_transform(z), _torch_inverse(fitted_shower, z)
+    assert np.array_equal(got[:, 1:], expected[:, 1:])
+    np.testing.assert_allclose(got[:, 0], expected[:, 0], rtol=1e-12, atol=0)
+    rng = np.random.default_rng(2)
+    x = np.column_stack([rng.normal(0, 0.2, 3000), rng.uniform(-0.5, 0.5, 3000), rng.lognormal(-4, 1, 3000)])
+    jets = jet_transform().fit(x)
+    zj = np.concatenate([jets.transform(x), [[1e6, -1e6, 1e6], [np.nan, np.inf, -np.inf], [0.0, 0.0, -1e6]]])
+    np.testing.assert_allclose(_torch_inverse(jets, zj), jets.inverse_transform(zj), rtol=1e-12, atol=0)
+    # float32 input (the generator's output) is computed and returned in float64
+    z32 = torch.from_numpy(z[:100]).float()
+    got32 = fitted_shower.inverse_transform_torch(z32)
+    assert got32.dtype == torch.float64
+    expected32 = fitted_shower.inverse_transform(z32.numpy())
+    assert np.array_equal(got32[:, 1:].numpy(), expected32[:, 1:])
+    np.testing.assert_allclose(got32[:, 0].numpy(), expected32[:, 0], rtol=1e-12, atol=0)
+
+
+def test_torch_inverse_checks_its_input(fitted_shower):
+    with pytest.raises(ValueError, match=r"expected \(P, 4\)"):
+        fitted_shower.inverse_transform_torch(torch.zeros(3, 3))
+    with pytest.raises(ValueError, match="expected a torch tensor"):
+        fitted_shower.inverse_transform_torch(np.zeros((3, 4)))
+    with pytest.raises(ValueError, match="1-d column"):
+        Dequantize(3).inverse_transform_torch(torch.zeros(2, 2))
+    with pytest.raises(NotFittedError):
+        BoxCox().inverse_transform_torch(torch.zeros(2))
 
 
 # ------------------------------------------------------------------------------------- serialisation

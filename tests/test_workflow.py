@@ -95,3 +95,22 @@ def test_tiny_run_is_reproducible_and_up_to_date(tiny_run):
     assert res.returncode == 0, res.stderr
     assert samples.stat().st_mtime_ns != before
     np.testing.assert_array_equal(read_calochallenge(samples, load_geometry("2"))[1], first)
+
+
+def test_full_config_plans_a_run_on_real_files(tmp_path):
+    """config/full.yaml (published model size, real files) validates and plans every stage."""
+    work = copy_repository(tmp_path)
+    shutil.copytree(REPO / "config", work / "config")
+    full = yaml.safe_load((work / "config" / "full.yaml").read_text())
+    for entry in full["datasets"].values():
+        for role in ("train", "reference"):
+            path = tmp_path / f"{entry['kind']}_{role}.h5"
+            path.write_bytes(b"")
+            entry["source"]["files"][role] = str(path)
+    (work / "config" / "full.yaml").write_text(yaml.safe_dump(full))
+    res = _snakemake(work, "-n", "-p", "--cores", "2", "--configfile", "config/full.yaml")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "generate_showers" not in res.stdout and "generate_jets" not in res.stdout
+    for rule in ("validate_data", "convert", "train", "sample", "evaluate", "report"):
+        assert rule in res.stdout
+    assert "--real-data" in res.stdout  # published CaloChallenge rows shown for real files

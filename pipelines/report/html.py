@@ -4,11 +4,12 @@ and generation timings (JSON). The PNGs are also written to ``--plots-dir`` for 
 
 Timing JSON (written by the sampling stage) is read tolerantly: top-level scalars (device, parameter
 count, ...) are shown as run information; every object below the top level whose values are all
-scalars becomes one table row; keys on the way to it become columns: integer-like keys as
-``batch_size``, other keys joined as ``group`` (e.g. a device name); scalars beside nested objects
-are copied into the rows beneath them. So ``{"device": "cpu", "n_parameters": 66416, "batch_sizes":
-{"1": {"ms_per_shower": 3.1, "ms_per_shower_voxelised": 4.0}}}`` and ``{"results": [{"batch_size": 1,
-"ms_per_shower": 3.1}]}`` both give a row per batch size with every field as a column.
+scalars (a list of scalars counts as one) becomes one table row; keys on the way to it become columns:
+integer-like keys as ``batch_size``, other keys name the table (``group``, e.g. a device name); scalars
+beside nested objects are copied into the rows beneath them. Rows are shown as one table per group (a
+group of one row as a key/value list). So ``{"device": "cpu", "n_parameters": 66416, "batch_sizes":
+{"1": {"ms_per_shower": 3.1, "ms_per_shower_voxelised": 4.0}}}`` and ``{"batch_sizes": [{"batch_size":
+1, "ms_per_shower": 3.1}]}`` both give a table "batch_sizes" with a row per batch size.
 """
 
 from __future__ import annotations
@@ -28,8 +29,16 @@ import numpy as np
 
 from pipelines.io.atomic import atomic_path
 from pipelines.io.errors import DataError
-from pipelines.report import published
-from pipelines.report.plots import PlotRecord, PlotStyle, plot_run, slug, training_curve_figure, write_png
+from pipelines.report import metric_catalogue, published
+from pipelines.report.plots import (
+    PlotRecord,
+    PlotStyle,
+    plot_run,
+    slug,
+    training_curve_figure,
+    training_panels,
+    write_png,
+)
 
 log = logging.getLogger(__name__)
 
@@ -290,16 +299,44 @@ def read_training_curve(path: str | Path) -> TrainingCurve:
     return TrainingCurve(step_label or "row", steps, numeric)
 
 
-@dataclass(frozen=True)
-class TimingTable:
-    """Generation timings: run information (key, value) and a table of per-batch-size rows."""
+#: training-log columns that are bookkeeping, summarised in the caption instead of drawn as panels.
+BOOKKEEPING_COLUMNS = ("epoch", "elapsed_s")
 
-    info: list[tuple[str, str]]
+
+def training_summary(curve: TrainingCurve) -> str:
+    """One line on a training log: logged entries and step range, last epoch, elapsed wall time."""
+    steps = curve.steps[np.isfinite(curve.steps)]
+    parts = [f"{len(curve.steps)} logged entries"]
+    if steps.size:
+        first, last = format_scalar(float(steps.min())), format_scalar(float(steps.max()))
+        parts[0] += f", {curve.step_label} {first}–{last}"
+    for column, text in (("epoch", "last epoch {}"), ("elapsed_s", "{} s wall time")):
+        values = curve.columns.get(column)
+        if values is not None and np.any(np.isfinite(values)):
+            parts.append(text.format(format_scalar(float(np.nanmax(values)))))
+    return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class TimingGroup:
+    """One table of timing rows: its ``name`` (the JSON keys leading to it), columns and formatted rows."""
+
+    name: str
     columns: list[str]
     rows: list[list[str]]
 
 
+@dataclass(frozen=True)
+class TimingTable:
+    """Generation timings: run information (key, value) and one table per group of rows."""
+
+    info: list[tuple[str, str]]
+    groups: list[TimingGroup]
+
+
 def _is_scalar(value: object) -> bool:
+    if isinstance(value, list):
+        return all(item is None or isinstance(item, str | int | float | bool) for item in value)
     return value is None or isinstance(value, str | int | float | bool)
 
 
@@ -325,7 +362,9 @@ def _timing_records(node: object, context: dict, records: list[dict]) -> None:
 
 
 def format_scalar(value: object) -> str:
-    """Human-readable table cell for a JSON scalar (floats to 4 significant digits)."""
+    """Human-readable table cell for a JSON scalar (floats to 4 significant digits; lists comma-joined)."""
+    if isinstance(value, list):
+        return ", ".join(format_scalar(item) for item in value)
     if value is None:
         return MISSING
     if isinstance(value, bool) or isinstance(value, str):
@@ -354,13 +393,19 @@ def load_timing(path: str | Path) -> TimingTable:
             _timing_records(value, context, records)
     if not info and not records:
         raise DataError(f"{path}: timing JSON holds nothing to show")
-    columns: list[str] = []
+    grouped: dict[str, list[dict]] = {}
     for record in records:
-        columns += [key for key in record if key not in columns]
-    lead = [key for key in ("group", "device", "batch_size") if key in columns]
-    columns = lead + [key for key in columns if key not in lead]
-    rows = [[format_scalar(record.get(column)) for column in columns] for record in records]
-    return TimingTable(info, columns, rows)
+        grouped.setdefault(str(record.pop("group", "")), []).append(record)
+    groups = []
+    for name, group_records in grouped.items():
+        columns: list[str] = []
+        for record in group_records:
+            columns += [key for key in record if key not in columns]
+        lead = [key for key in ("device", "batch_size") if key in columns]
+        columns = lead + [key for key in columns if key not in lead]
+        rows = [[format_scalar(record.get(column)) for column in columns] for record in group_records]
+        groups.append(TimingGroup(name, columns, rows))
+    return TimingTable(info, groups)
 
 
 # ---------------------------------------------------------------- formatting
@@ -387,49 +432,6 @@ def format_value_error(value: float | None, error: float | None = None, digits: 
     )
 
 
-_DESCRIPTIONS = (
-    (
-        "auc",
-        "classifier AUC (reference vs compared sample), isotonic-calibrated; "
-        "0.5 = indistinguishable, 1 = fully separable",
-    ),
-    (
-        "jsd",
-        "classifier Jensen-Shannon divergence (ln 2 - BCE) / ln 2; "
-        "0 = indistinguishable, 1 = fully separable",
-    ),
-    (
-        "fpd",
-        "Fréchet physics distance: Gaussian Fréchet distance extrapolated to infinite sample size; "
-        "0 = identical",
-    ),
-    (
-        "kpd",
-        "kernel physics distance: unbiased MMD² with kernel (x·y/d + 1)^4; 0 = identical, can be negative",
-    ),
-    ("w1m", "1-d Wasserstein distance of the relative jet mass m/pT"),
-    ("w1p", "1-d Wasserstein distance of the particle features (eta_rel, phi_rel, pt_rel), mean over the 3"),
-    ("w1efp", "1-d Wasserstein distance of the 5 prime energy-flow polynomials (n = 4, d = 4), mean"),
-    ("cov", "coverage from the energy mover's distance (higher is better, up to 1)"),
-    ("mmd", "minimum matching distance from the energy mover's distance (lower is better)"),
-)
-
-
-def describe_metric(name: str) -> tuple[str, str]:
-    """(meaning, scale) of a metric from its name; scale ``x1e3`` style suffixes are read off the name."""
-    text = name.lower()
-    compact = re.sub(r"[^a-z0-9]", "", text)
-    meaning = next((desc for key, desc in _DESCRIPTIONS if key in compact), "")
-    if "auc" in compact or "jsd" in compact:
-        if "low" in compact:
-            meaning += " — low-level inputs (log10 E_inc, voxel energies / E_inc)"
-        elif "high" in compact:
-            meaning += " — high-level inputs (layer energies, centres of energy, widths, sparsity)"
-    match = re.search(r"1e\+?(\d+)", text)
-    scale = f"value × 10^{match.group(1)}" if match else "as computed (no rescaling)"
-    return meaning or "(no description known for this metric name)", scale
-
-
 # ---------------------------------------------------------------- page assembly
 def data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
@@ -449,27 +451,87 @@ def _pair_names(paths: Sequence[str], labels: Sequence[str]) -> list[str]:
     return [Path(path).name for path in paths]
 
 
-def _metrics_table(runs: list[dict]) -> dict:
-    names: list[str] = []
-    for run in runs:
-        for row in run["metrics"]["rows"].values():
-            names += [name for name in row if name not in names]
-    rows = []
-    for run in runs:
-        for row_key, comparison in ROW_NAMES.items():
-            row = run["metrics"]["rows"][row_key]
+def scaled_value_error(entry: Mapping | None, factor: float) -> str:
+    """``value ± error`` of a metrics.json entry multiplied by ``factor`` (an em dash when absent)."""
+    if entry is None or entry.get("value") is None:
+        return MISSING
+    error = entry.get("error")
+    return format_value_error(entry["value"] * factor, None if error is None else error * factor)
+
+
+def metrics_tables(runs: list[dict]) -> list[dict]:
+    """One transposed metrics table per evaluation kind: a row per metric (grouped, see
+    :mod:`pipelines.report.metric_catalogue`), per run the columns "model vs reference" and "real vs real"."""
+    tables = []
+    for kind in KINDS:
+        kind_runs = [run for run in runs if run["kind"] == kind]
+        if not kind_runs:
+            continue
+        names = [name for run in kind_runs for row in run["metrics"]["rows"].values() for name in row]
+        groups: list[dict] = []
+        for info in metric_catalogue.select_metrics(names, kind):
+            if not groups or groups[-1]["name"] != info.group:
+                note = metric_catalogue.GROUP_NOTES[info.group]
+                groups.append({"name": info.group, "note": note, "rows": []})
             cells = [
-                format_value_error(row[name].get("value"), row[name].get("error")) if name in row else MISSING
-                for name in names
+                {
+                    "text": scaled_value_error(run["metrics"]["rows"][row_key].get(info.key), info.factor),
+                    "rvr": row_key != "model",
+                }
+                for run in kind_runs
+                for row_key in ROW_NAMES
             ]
-            rows.append(
-                {"run": run["label"], "comparison": comparison, "cells": cells, "rvr": row_key != "model"}
+            groups[-1]["rows"].append(
+                {
+                    "key": info.key,
+                    "label": info.label,
+                    "unit": info.unit,
+                    "meaning": info.meaning,
+                    "sub": info.sub,
+                    "cells": cells,
+                }
             )
-    legend = [
-        {"name": name, "meaning": describe_metric(name)[0], "scale": describe_metric(name)[1]}
-        for name in names
+        tables.append({"kind": kind, "runs": [run["label"] for run in kind_runs], "groups": groups})
+    return tables
+
+
+LAYER_SUFFIX = re.compile(r"^(?P<group>.+)_(?P<layer>\d+)$")
+
+
+def _separation_cell(value: float | None) -> dict:
+    """Table cell of a separation power with a red background whose strength grows with S (0..1)."""
+    if value is None:
+        return {"text": MISSING, "style": ""}
+    alpha = 0.55 * min(max(value, 0.0), 1.0)
+    return {"text": f"{value:.3g}", "style": f"background-color: rgba(214, 39, 40, {alpha:.3f})"}
+
+
+def separation_summary(histograms: Sequence[Mapping]) -> dict:
+    """Separation powers of a run: a list of single histograms and, for histograms named
+    ``<group>_<layer>`` (all groups with more than one layer), a layer x group matrix."""
+    per_layer: dict[str, dict[int, float | None]] = {}
+    for entry in histograms:
+        match = LAYER_SUFFIX.match(entry["name"])
+        if match and match.group("group") == entry["group"]:
+            layer = int(match.group("layer"))
+            per_layer.setdefault(entry["group"], {})[layer] = entry.get("separation_power")
+    per_layer = {group: layers for group, layers in per_layer.items() if len(layers) > 1}
+    singles = [
+        {
+            "group": e["group"],
+            "name": e["name"],
+            "xlabel": e["xlabel"],
+            "value": _separation_cell(e.get("separation_power"))["text"],
+        }
+        for e in histograms
+        if e["group"] not in per_layer
     ]
-    return {"columns": names, "rows": rows, "legend": legend}
+    layers = sorted({layer for values in per_layer.values() for layer in values})
+    matrix = [
+        {"layer": layer, "cells": [_separation_cell(per_layer[g].get(layer)) for g in per_layer]}
+        for layer in layers
+    ]
+    return {"singles": singles, "layer_groups": list(per_layer), "layer_rows": matrix}
 
 
 def _published_tables(runs: list[dict], models: tuple[str, ...]) -> tuple[list[dict], list[str]]:
@@ -573,17 +635,7 @@ def build_report(
                 "metrics_file": str(mpath),
                 "histograms_file": str(hpath),
                 "settings": _settings_items(metrics["settings"]),
-                "separation": [
-                    {
-                        "group": e["group"],
-                        "name": e["name"],
-                        "xlabel": e["xlabel"],
-                        "value": MISSING
-                        if e.get("separation_power") is None
-                        else f"{e['separation_power']:.4g}",
-                    }
-                    for e in metrics["histograms"]
-                ],
+                "separation": separation_summary(metrics["histograms"]),
                 "groups": [{"name": name, "plots": plots} for name, plots in groups.items()],
             }
         )
@@ -592,18 +644,19 @@ def build_report(
         zip(training_curves, _pair_names(training_curves, labels), strict=True)
     ):
         curve = read_training_curve(path)
+        shown = {k: v for k, v in curve.columns.items() if k not in BOOKKEEPING_COLUMNS} or curve.columns
         fig = training_curve_figure(
             curve.steps,
-            curve.columns,
+            shown,
             step_label=curve.step_label,
             window=settings.smoothing,
             style=settings.style(index),
         )
         png_path = plots_dir / f"training-{index}-{slug(name)}.png"
         png = write_png(fig, png_path, settings.dpi)
-        record = PlotRecord(
-            "training", name, f"training curve {Path(path).name}: " + ", ".join(curve.columns), png_path, png
-        )
+        panels = [" + ".join(curves) for _, curves in training_panels(shown)]
+        caption = f"{Path(path).name}: {training_summary(curve)}; panels: " + ", ".join(panels)
+        record = PlotRecord("training", name, caption, png_path, png)
         records.append(record)
         curves.append({"title": name, "caption": record.caption, "uri": data_uri(png), "file": png_path.name})
     timing_tables = [
@@ -616,7 +669,7 @@ def build_report(
     context = {
         "title": settings.title,
         "runs": runs,
-        "metrics_table": _metrics_table(runs),
+        "metrics_tables": metrics_tables(runs),
         "real_data": real_data,
         "citation": published.CITATION,
         "published_tables": published_tables,

@@ -15,7 +15,7 @@ import io
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import matplotlib as mpl
@@ -252,6 +252,11 @@ def histogram_figure(
     )
     ax.set_ylabel("Normalised entries (1/N dN/dx)")
     ax.legend(loc="best")
+    empty = [name for name, counts in ((style.reference_label, ref), (label, gen)) if counts.sum() <= 0]
+    if empty:
+        text = " and ".join(empty) + ": no entries within the histogram range"
+        box = {"facecolor": "white", "alpha": 0.85, "edgecolor": "none"}
+        ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", bbox=box, gid="empty")
     ratio, error = ratio_and_error(ref, gen)
     _ratio_panel(ax_ratio, edges, ratio, error, ref_rel, style)
     ax_ratio.set_xlabel(xlabel)
@@ -355,6 +360,16 @@ def layer_images_figure(
     return fig
 
 
+def training_panels(columns: Mapping[str, np.ndarray]) -> list[tuple[str, dict[str, np.ndarray]]]:
+    """Panels (y label, {curve name: values}) of a training log: one per column, except that all
+    learning-rate columns (names starting with ``lr``) share one panel, placed last."""
+    rates = {name: values for name, values in columns.items() if name.startswith("lr")}
+    panels = [(name, {name: values}) for name, values in columns.items() if name not in rates]
+    if rates:
+        panels.append(("learning rate", rates))
+    return panels
+
+
 @_styled
 def training_curve_figure(
     steps: np.ndarray,
@@ -364,22 +379,40 @@ def training_curve_figure(
     window: int = 0,
     style: PlotStyle = PlotStyle(),
 ) -> Figure:
-    """One panel per numeric column against the training step: raw values (faint) and a trailing moving
-    average over ``window`` entries (0: about 1/50 of the curve; 1: no smoothing)."""
+    """Panels (two per row) of the numeric columns against the training step, learning rates together
+    (:func:`training_panels`): raw values (faint) and a trailing moving average over ``window`` entries
+    (0: about 1/50 of the curve; 1: no smoothing)."""
     if not columns:
         raise ValueError("no numeric columns to plot")
-    fig = _figure(style, 1.6 * len(columns) + 0.4)
-    axes = fig.subplots(len(columns), 1, sharex=True, squeeze=False)[:, 0]
+    panels = training_panels(columns)
+    n_cols = 1 if len(panels) == 1 else 2
+    n_rows = math.ceil(len(panels) / n_cols)
+    fig = _figure(replace(style, width=style.width * (1.0 if n_cols == 1 else 1.7)), 2.0 * n_rows + 0.4)
+    grid = fig.subplots(n_rows, n_cols, sharex=True, squeeze=False)
+    axes = list(grid.ravel())
+    for ax in axes[len(panels) :]:
+        ax.remove()
     steps = np.asarray(steps, dtype=np.float64)
-    for ax, (name, values) in zip(axes, columns.items(), strict=True):
-        size = max(1, len(values) // 50) if window == 0 else window
-        ax.plot(steps, values, color=style.colour, alpha=0.3 if size > 1 else 1.0, linewidth=0.8)
-        if size > 1:
-            ax.plot(steps, smooth(values, size), color=style.colour, linewidth=1.4, label=f"mean of {size}")
-            if ax is axes[0]:
-                ax.legend(loc="best")
-        ax.set_ylabel(name)
-    axes[-1].set_xlabel(step_label)
+    for ax, (ylabel, curves) in zip(axes, panels, strict=False):
+        size = max(1, len(steps) // 50) if window == 0 else window
+        for index, (name, values) in enumerate(curves.items()):
+            colour = style.colour if index == 0 else "#333333"
+            raw_label = None if size > 1 else name
+            alpha = 0.3 if size > 1 else 1.0
+            ax.plot(steps, values, color=colour, alpha=alpha, linewidth=0.8, label=raw_label)
+            if size > 1:
+                mean_label = f"{name}, mean of {size}"
+                ax.plot(steps, smooth(values, size), color=colour, linewidth=1.4, label=mean_label)
+        if len(curves) > 1 or (size > 1 and ax is axes[0]):
+            ax.legend(loc="best")
+        if ylabel == "learning rate" and all(np.nanmin(v) > 0 for v in curves.values()):
+            ax.set_yscale("log")
+        ax.set_ylabel(ylabel)
+    for column in range(n_cols):
+        lowest = [grid[row, column] for row in range(n_rows) if grid[row, column] in axes[: len(panels)]]
+        if lowest:
+            lowest[-1].tick_params(labelbottom=True)
+            lowest[-1].set_xlabel(step_label)
     return fig
 
 
@@ -438,7 +471,9 @@ def plot_run(
     out_dir = Path(out_dir)
     records = []
     if metrics["kind"] == "showers":
-        shower_layers = list(shower_layers) if shower_layers else default_layers(histograms["mean_shower__reference"])
+        shower_layers = (
+            list(shower_layers) if shower_layers else default_layers(histograms["mean_shower__reference"])
+        )
 
     def emit(fig: Figure, group: str, name: str, title: str, caption: str) -> None:
         path = out_dir / f"{slug(label)}-{slug(group)}-{slug(name)}.png"
@@ -462,6 +497,13 @@ def plot_run(
         )
         sp = entry.get("separation_power")
         caption = f"{entry['xlabel']}; separation power S = {sp:.4g}" if sp is not None else entry["xlabel"]
+        empty = [
+            who
+            for who, part in ((style.reference_label, "reference"), (label, "generated"))
+            if float(np.sum(histograms[f"{name}__{part}"])) <= 0
+        ]
+        if empty:
+            caption += f"; {' and '.join(empty)}: no entries within the histogram range (S undefined)"
         emit(fig, entry["group"], name, name, caption)
     if metrics["kind"] == "showers":
         _plot_shower_extras(metrics, histograms, emit, label, style, shower_layers)

@@ -12,7 +12,10 @@ rule evaluate:
     params:
         stage=lambda wc: f"evaluate-{dataset(wc)['kind']}",
         geometry=lambda wc: f"--dataset {dataset(wc)['geometry']}" if dataset(wc)["kind"] == "showers" else "",
-        settings=lambda wc: as_json({"seed": config["seed"], **config["evaluation"][dataset(wc)["kind"]]}),
+        settings=lambda wc: as_json(
+            {"seed": config["seed"], **config["evaluation"][dataset(wc)["kind"]]}
+            | ({"dataset": wc.dataset} if dataset(wc)["kind"] == "jets" else {})
+        ),
         cache="results/cache/features",
         code=lambda wc: code_hash(f"pipelines.metrics.evaluate_{dataset(wc)['kind']}"),
     threads: 2
