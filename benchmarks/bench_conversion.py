@@ -21,7 +21,6 @@ import h5py
 import numpy as np
 
 from pipelines.geometry import load_geometry
-from pipelines.io.calochallenge import write_calochallenge
 from pipelines.pointcloud import points_to_voxels, voxels_to_points
 
 
@@ -32,8 +31,11 @@ def realistic_showers(n: int, seed: int, chunk: int = 5000):
     for start in range(0, n, chunk):
         m = min(chunk, n - start)
         occupancy = np.clip(rng.lognormal(np.log(0.25), 0.5, (m, 1)), 0.02, 0.85)
-        showers = np.where(rng.random((m, geometry.n_voxels)) < occupancy,
-                           rng.lognormal(0.0, 2.0, (m, geometry.n_voxels)), 0.0).astype(np.float32)  # fmt: skip
+        showers = np.where(
+            rng.random((m, geometry.n_voxels)) < occupancy,
+            rng.lognormal(0.0, 2.0, (m, geometry.n_voxels)),
+            0.0,
+        ).astype(np.float32)
         yield 10 ** rng.uniform(3, 6, m), showers
 
 
@@ -41,8 +43,13 @@ def write_file(path: Path, n: int) -> None:
     geometry = load_geometry("2")
     with h5py.File(path, "w") as f:
         e = f.create_dataset("incident_energies", shape=(n, 1), dtype=np.float32)
-        s = f.create_dataset("showers", shape=(n, geometry.n_voxels), dtype=np.float32,
-                             chunks=(100, geometry.n_voxels), compression="gzip")  # fmt: skip
+        s = f.create_dataset(
+            "showers",
+            shape=(n, geometry.n_voxels),
+            dtype=np.float32,
+            chunks=(100, geometry.n_voxels),
+            compression="gzip",
+        )
         start = 0
         for energies, showers in realistic_showers(n, seed=0):
             e[start : start + len(energies), 0] = energies
@@ -84,7 +91,9 @@ def voxelisation_ms(n: int = 2000) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--n", type=int, default=20000)
     parser.add_argument("--memory-only", action="store_true")
     args = parser.parse_args()
@@ -94,11 +103,17 @@ def main() -> None:
         seconds, rss = convert_in_subprocess(path, out)
         with h5py.File(out) as f:
             n_points = len(f["points"]["energy"])
-        print(f"convert {args.n} dataset-2 showers ({n_points / args.n:.0f} hits each): {seconds:.1f} s, "
-              f"{args.n / seconds:.0f} showers/s, {n_points / seconds / 1e6:.2f} M points/s, peak RSS {rss:.2f} GB")  # fmt: skip
+        print(
+            f"convert {args.n} dataset-2 showers ({n_points / args.n:.0f} hits each): {seconds:.1f} s, "
+            f"{args.n / seconds:.0f} showers/s, {n_points / seconds / 1e6:.2f} M points/s, "
+            f"peak RSS {rss:.2f} GB"
+        )
         if not args.memory_only:
             read = plain_read_seconds(path)
-            print(f"plain h5py read of the same file: {read:.1f} s -> convert / read = {seconds / read:.2f} (target <= 2)")
+            print(
+                f"plain h5py read of the same file: {read:.1f} s -> "
+                f"convert / read = {seconds / read:.2f} (target <= 2)"
+            )
     if not args.memory_only:
         print(f"voxelisation: {voxelisation_ms():.4f} ms per shower (1 thread; target <= 0.05)")
 

@@ -34,9 +34,11 @@ def main() -> None:
     print(f"dataset {args.dataset}: {args.n} showers in {wall:.2f} s wall ({cpu:.2f} s CPU), "
           f"{args.n / wall:.0f} showers/s wall, {args.n / cpu:.0f} showers/s CPU "
           f"(OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']})")  # fmt: skip
-    print(f"mean hits {hits.mean():.0f} (min {hits.min()}, max {hits.max()}), "
-          f"mean E_vis/E_inc {np.mean(showers.sum(axis=1) / energies):.4f}, "
-          f"output {showers.nbytes / 2**20:.0f} MiB float32")
+    print(
+        f"mean hits {hits.mean():.0f} (min {hits.min()}, max {hits.max()}), "
+        f"mean E_vis/E_inc {np.mean(showers.sum(axis=1) / energies):.4f}, "
+        f"output {showers.nbytes / 2**20:.0f} MiB float32"
+    )
 
 
 if __name__ == "__main__":

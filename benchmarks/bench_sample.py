@@ -70,8 +70,10 @@ def main() -> int:
     energies = np.exp(rng.uniform(np.log(1e3), np.log(1e6), 10_000))
     rows = time_generation(sampler, "showers", energies, settings, seed=1)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    print(f"MDMA dataset-2 size: {count_parameters(generator)} generator parameters; device {name}; "
-          f"torch {torch.__version__}; {torch.get_num_threads()} CPU thread(s)")
+    print(
+        f"MDMA dataset-2 size: {count_parameters(generator)} generator parameters; device {name}; "
+        f"torch {torch.__version__}; {torch.get_num_threads()} CPU thread(s)"
+    )
     print(f"{'batch':>7} {'ms/shower no voxelisation':>26} {'ms/shower with voxelisation':>28}")
     for r in rows:
         print(f"{r['batch_size']:>7} {r['ms_per_sample_without_conversion']:>26.2f} "

@@ -41,8 +41,14 @@ def synthetic_showers(n_showers: int, seed: int = 0) -> Clouds:
     r = np.minimum(rng.exponential(2.0, p), geometry.n_r - 1).astype(np.int64)
     energy = rng.lognormal(0.0, 2.0, p)
     points = np.stack([energy, layer, alpha, r], axis=1)
-    return Clouds(points, np.concatenate([[0], np.cumsum(n)]), e_inc[:, None],
-                  ("energy", "layer", "alpha", "r"), ("incident_energy",), np.zeros(n_showers, np.int8))
+    return Clouds(
+        points,
+        np.concatenate([[0], np.cumsum(n)]),
+        e_inc[:, None],
+        ("energy", "layer", "alpha", "r"),
+        ("incident_energy",),
+        np.zeros(n_showers, np.int8),
+    )
 
 
 def main() -> None:
@@ -61,13 +67,21 @@ def main() -> None:
     device = resolve_device(args.device)
     clouds = synthetic_showers(args.showers)
     transform = shower_transform(load_geometry("2")).fit(
-        clouds.points[:200_000].astype(np.float64), rng=np.random.default_rng(0))
+        clouds.points[:200_000].astype(np.float64), rng=np.random.default_rng(0)
+    )
     size = dataset2_config()
-    settings = TrainSettings(hidden=size.hidden, n_blocks=size.n_blocks, heads=size.heads,
-                             noise_dim=size.noise_dim,
-                             critic_hidden=size.critic_hidden, critic_blocks=size.critic_blocks,
-                             max_tokens=args.max_tokens, max_steps=args.steps + 1, amp=args.amp,
-                             num_workers=args.workers)
+    settings = TrainSettings(
+        hidden=size.hidden,
+        n_blocks=size.n_blocks,
+        heads=size.heads,
+        noise_dim=size.noise_dim,
+        critic_hidden=size.critic_hidden,
+        critic_blocks=size.critic_blocks,
+        max_tokens=args.max_tokens,
+        max_steps=args.steps + 1,
+        amp=args.amp,
+        num_workers=args.workers,
+    )
     config = settings.model_config("showers", 4, float(clouds.lengths.mean()))
     trainer = Trainer.create(settings, config, device)
     dataset = CloudDataset(clouds, transform, seed=0)
@@ -86,12 +100,18 @@ def main() -> None:
     seconds = time.perf_counter() - start
 
     print(f"device: {device} (amp {trainer.amp_dtype or 'off'}, torch threads {torch.get_num_threads()})")
-    print(f"generator parameters: {count_parameters(trainer.generator)}, "
-          f"critic parameters: {count_parameters(trainer.critic)}")
-    print(f"synthetic showers: {len(clouds)}, mean hits {clouds.lengths.mean():.0f}, "
-          f"max_tokens {args.max_tokens}, n_critic {settings.n_critic}, workers {args.workers}")
-    print(f"timed steps: {args.steps} in {seconds:.2f} s -> {seconds / args.steps:.3f} s/step, "
-          f"{n_clouds / seconds:.1f} showers/s (real showers through the critic)")
+    print(
+        f"generator parameters: {count_parameters(trainer.generator)}, "
+        f"critic parameters: {count_parameters(trainer.critic)}"
+    )
+    print(
+        f"synthetic showers: {len(clouds)}, mean hits {clouds.lengths.mean():.0f}, "
+        f"max_tokens {args.max_tokens}, n_critic {settings.n_critic}, workers {args.workers}"
+    )
+    print(
+        f"timed steps: {args.steps} in {seconds:.2f} s -> {seconds / args.steps:.3f} s/step, "
+        f"{n_clouds / seconds:.1f} showers/s (real showers through the critic)"
+    )
     if device.type == "cuda":
         print(f"peak GPU memory: {torch.cuda.max_memory_allocated() / 2**20:.1f} MiB")
     print(f"peak process RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.1f} MiB")

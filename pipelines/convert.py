@@ -40,8 +40,13 @@ def convert_showers(path: Path, dataset: str, out: Path, fractions, seed: int, c
                 writer.append(points, lengths, energies[:, None])
                 bar.update(len(energies))
         split = assign_split(n, fractions, seed)
-        attrs = {"kind": "showers", "dataset": dataset, "source": str(path), "split_seed": seed,
-                 "split_fractions": list(fractions)}  # fmt: skip
+        attrs = {
+            "kind": "showers",
+            "dataset": dataset,
+            "source": str(path),
+            "split_seed": seed,
+            "split_fractions": list(fractions),
+        }
         writer.finish(split, attrs)
     return {"clouds": n, "split": {name: int((split == k).sum()) for k, name in SPLIT_NAMES.items()}}
 
@@ -57,8 +62,13 @@ def convert_jets(path: Path, out: Path, fractions, seed: int, chunk_size: int) -
             points, lengths = jets_to_points(particles[start : start + chunk_size])
             writer.append(points, lengths, jets[start : start + chunk_size, :3])
         split = assign_split(n, fractions, seed)
-        attrs = {"kind": "jets", "n_particles": int(particles.shape[1]), "source": str(path),
-                 "split_seed": seed, "split_fractions": list(fractions)}  # fmt: skip
+        attrs = {
+            "kind": "jets",
+            "n_particles": int(particles.shape[1]),
+            "source": str(path),
+            "split_seed": seed,
+            "split_fractions": list(fractions),
+        }
         writer.finish(split, attrs)
     return {"clouds": n, "split": {name: int((split == k).sum()) for k, name in SPLIT_NAMES.items()}}
 

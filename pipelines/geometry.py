@@ -57,7 +57,8 @@ class Geometry:
     def layer_n_voxels(self) -> np.ndarray:
         """Voxels per layer: n_alpha * n_r (0 for empty layers)."""
         return np.array(
-            [(len(e) - 1) * a for e, a in zip(self.layer_r_edges, self.layer_n_alpha)], dtype=np.int64
+            [(len(e) - 1) * a for e, a in zip(self.layer_r_edges, self.layer_n_alpha, strict=True)],
+            dtype=np.int64,
         )
 
     @property
@@ -68,9 +69,11 @@ class Geometry:
     def is_regular(self) -> bool:
         """True when every layer has the same r edges and alpha count (datasets 2 and 3)."""
         first = self.layer_r_edges[0]
-        return len(first) > 1 and all(
-            len(e) == len(first) and np.array_equal(e, first) for e in self.layer_r_edges
-        ) and len(set(self.layer_n_alpha)) == 1
+        return (
+            len(first) > 1
+            and all(len(e) == len(first) and np.array_equal(e, first) for e in self.layer_r_edges)
+            and len(set(self.layer_n_alpha)) == 1
+        )
 
     def _require_regular(self) -> None:
         if not self.is_regular:
@@ -113,7 +116,7 @@ class Geometry:
     def voxel_index(self) -> np.ndarray:
         """(n_voxels, 3) integer (layer, alpha, r) of every voxel in flattened order."""
         rows = []
-        for layer, (edges, n_alpha) in enumerate(zip(self.layer_r_edges, self.layer_n_alpha)):
+        for layer, (edges, n_alpha) in enumerate(zip(self.layer_r_edges, self.layer_n_alpha, strict=True)):
             n_r = len(edges) - 1
             if n_r <= 0:
                 continue
@@ -125,7 +128,7 @@ class Geometry:
     def voxel_centres_mm(self) -> tuple[np.ndarray, np.ndarray]:
         """(x, y) in mm of every voxel centre in flattened order: x = r cos(alpha), y = r sin(alpha)."""
         xs, ys = [], []
-        for edges, n_alpha in zip(self.layer_r_edges, self.layer_n_alpha):
+        for edges, n_alpha in zip(self.layer_r_edges, self.layer_n_alpha, strict=True):
             if len(edges) < 2:
                 continue
             rc = 0.5 * (edges[1:] + edges[:-1])
@@ -144,9 +147,9 @@ class Geometry:
 
     def flat_index(self, layer: np.ndarray, alpha: np.ndarray, r: np.ndarray) -> np.ndarray:
         """Flattened voxel index of integer (layer, alpha, r) (regular geometries)."""
-        return (np.asarray(layer, np.int64) * self.n_alpha + np.asarray(alpha, np.int64)) * self.n_r + np.asarray(
-            r, np.int64
-        )
+        return (
+            np.asarray(layer, np.int64) * self.n_alpha + np.asarray(alpha, np.int64)
+        ) * self.n_r + np.asarray(r, np.int64)
 
 
 def parse_binning_xml(path: str | Path, name: str | None = None) -> Geometry:

@@ -23,10 +23,20 @@ Collisions = Literal["sum", "shift"]
 #: Neighbour moves (d_layer, d_alpha, d_r) tried in order for a colliding point in "shift" mode:
 #: the nearest cells of the same layer first, then the adjacent layers.
 NEIGHBOUR_MOVES = np.array(
-    [(0, 0, 1), (0, 0, -1), (0, 1, 0), (0, -1, 0), (1, 0, 0), (-1, 0, 0),
-     (0, 1, 1), (0, -1, 1), (0, 1, -1), (0, -1, -1)],
+    [
+        (0, 0, 1),
+        (0, 0, -1),
+        (0, 1, 0),
+        (0, -1, 0),
+        (1, 0, 0),
+        (-1, 0, 0),
+        (0, 1, 1),
+        (0, -1, 1),
+        (0, 1, -1),
+        (0, -1, -1),
+    ],
     dtype=np.int64,
-)  # fmt: skip
+)
 
 
 def voxels_to_points(showers: np.ndarray, geometry: Geometry) -> tuple[np.ndarray, np.ndarray]:

@@ -54,11 +54,31 @@ from pipelines.transforms import load_transform
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = 1
-CURVE_COLUMNS = ("step", "epoch", "lr_generator", "lr_critic", "loss_critic", "loss_generator",
-                 "wasserstein", "gradient_penalty", "mean_field", "elapsed_s")
+CURVE_COLUMNS = (
+    "step",
+    "epoch",
+    "lr_generator",
+    "lr_critic",
+    "loss_critic",
+    "loss_generator",
+    "wasserstein",
+    "gradient_penalty",
+    "mean_field",
+    "elapsed_s",
+)
 # Settings that may change between a run and its resumption (budget and bookkeeping only).
-RESUMABLE_CHANGES = frozenset({"max_steps", "max_minutes", "checkpoint_every", "keep_checkpoints",
-                               "log_every", "num_threads", "num_workers", "progress"})
+RESUMABLE_CHANGES = frozenset(
+    {
+        "max_steps",
+        "max_minutes",
+        "checkpoint_every",
+        "keep_checkpoints",
+        "log_every",
+        "num_threads",
+        "num_workers",
+        "progress",
+    }
+)
 _CKPT_RE = re.compile(r"^ckpt-(\d{9})\.pt$")
 
 
@@ -112,9 +132,22 @@ class TrainSettings:
         hints = typing.get_type_hints(type(self))
         for f in dataclasses.fields(self):
             _check_type(f.name, getattr(self, f.name), hints[f.name])
-        positive = ("hidden", "n_blocks", "heads", "noise_dim", "critic_hidden", "critic_blocks",
-                    "max_tokens", "n_critic", "checkpoint_every", "keep_checkpoints", "log_every",
-                    "schedule_steps", "max_steps", "num_threads")
+        positive = (
+            "hidden",
+            "n_blocks",
+            "heads",
+            "noise_dim",
+            "critic_hidden",
+            "critic_blocks",
+            "max_tokens",
+            "n_critic",
+            "checkpoint_every",
+            "keep_checkpoints",
+            "log_every",
+            "schedule_steps",
+            "max_steps",
+            "num_threads",
+        )
         for name in positive:
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -156,8 +189,11 @@ class TrainSettings:
         unknown = set(raw) - known
         if unknown:
             raise ValueError(f"unknown train settings {sorted(unknown)}; known: {sorted(known)}")
-        float_fields = {f.name for f in dataclasses.fields(cls) if typing.get_type_hints(cls)[f.name] in
-                        (float, float | None)}
+        float_fields = {
+            f.name
+            for f in dataclasses.fields(cls)
+            if typing.get_type_hints(cls)[f.name] in (float, float | None)
+        }
         raw = {k: float(v) if k in float_fields and type(v) is int else v for k, v in raw.items()}
         return cls(**raw)
 
@@ -167,10 +203,19 @@ class TrainSettings:
 
     def model_config(self, kind: str, point_dim: int, mean_n: float) -> ModelConfig:
         """The :class:`ModelConfig` these settings describe for data of ``kind``."""
-        return ModelConfig(kind=kind, point_dim=point_dim, cond_dim=condition_dim(kind), hidden=self.hidden,
-                           n_blocks=self.n_blocks, heads=self.heads, noise_dim=self.noise_dim,
-                           critic_hidden=self.critic_hidden, critic_blocks=self.critic_blocks,
-                           critic_norm=self.critic_norm, mean_n=mean_n)
+        return ModelConfig(
+            kind=kind,
+            point_dim=point_dim,
+            cond_dim=condition_dim(kind),
+            hidden=self.hidden,
+            n_blocks=self.n_blocks,
+            heads=self.heads,
+            noise_dim=self.noise_dim,
+            critic_hidden=self.critic_hidden,
+            critic_blocks=self.critic_blocks,
+            critic_norm=self.critic_norm,
+            mean_n=mean_n,
+        )
 
 
 def _check_type(name: str, value: Any, hint: Any) -> None:
@@ -205,8 +250,10 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda")
     if name == "cuda":
         raise ValueError("--device cuda requested, but CUDA is not available")
-    log.info("no usable CUDA device (CUDA_VISIBLE_DEVICES=%s): training on CPU",
-             os.environ.get("CUDA_VISIBLE_DEVICES"))
+    log.info(
+        "no usable CUDA device (CUDA_VISIBLE_DEVICES=%s): training on CPU",
+        os.environ.get("CUDA_VISIBLE_DEVICES"),
+    )
     return torch.device("cpu")
 
 
@@ -234,8 +281,14 @@ def set_threads(settings: TrainSettings) -> None:
 class BatchStream:
     """Endless stream of padded training batches; position (epoch, batch index) restorable exactly."""
 
-    def __init__(self, dataset: CloudDataset, sampler: BucketBatchSampler, num_workers: int = 0,
-                 epoch: int = 0, position: int = 0) -> None:
+    def __init__(
+        self,
+        dataset: CloudDataset,
+        sampler: BucketBatchSampler,
+        num_workers: int = 0,
+        epoch: int = 0,
+        position: int = 0,
+    ) -> None:
         self.dataset, self.sampler, self.num_workers = dataset, sampler, num_workers
         self.epoch, self.position = epoch, position
         self._iter: Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None
@@ -243,10 +296,11 @@ class BatchStream:
     def _start_epoch(self) -> None:
         self.sampler.set_epoch(self.epoch)
         self.dataset.set_epoch(self.epoch)
-        remaining = [list(map(int, b)) for b in self.sampler.batches()[self.position:]]
+        remaining = [list(map(int, b)) for b in self.sampler.batches()[self.position :]]
         if self.num_workers > 0:
-            loader = torch.utils.data.DataLoader(self.dataset, batch_sampler=remaining,
-                                                 collate_fn=collate_clouds, num_workers=self.num_workers)
+            loader = torch.utils.data.DataLoader(
+                self.dataset, batch_sampler=remaining, collate_fn=collate_clouds, num_workers=self.num_workers
+            )
             self._iter = iter(loader)
         else:
             self._iter = (collate_clouds(self._items(b)) for b in remaining)
@@ -290,10 +344,17 @@ def rng_state() -> dict[str, Any]:
     return {
         "torch": torch.get_rng_state(),
         "cuda": list(torch.cuda.get_rng_state_all()) if torch.cuda.is_available() else [],
-        "numpy": {"key": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
-                  "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
-        "python": {"version": int(py_version), "internal": [int(v) for v in py_internal],
-                   "gauss_next": py_gauss},
+        "numpy": {
+            "key": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "python": {
+            "version": int(py_version),
+            "internal": [int(v) for v in py_internal],
+            "gauss_next": py_gauss,
+        },
     }
 
 
@@ -345,28 +406,34 @@ class Trainer:
         opt_c = torch.optim.Adam(critic.parameters(), lr=settings.lr_critic, betas=betas)
 
         def factor(step: int) -> float:
-            return lr_factor(step, settings.warmup_steps, settings.total_schedule_steps,
-                             settings.lr_final_factor)
+            return lr_factor(
+                step, settings.warmup_steps, settings.total_schedule_steps, settings.lr_final_factor
+            )
 
         amp_dtype = autocast_dtype(settings.amp, device)
         use_scaler = amp_dtype == torch.float16
         schedulers = [torch.optim.lr_scheduler.LambdaLR(opt, factor) for opt in (opt_g, opt_c)]
         scalers = [torch.amp.GradScaler("cuda", enabled=use_scaler) for _ in range(2)]
-        return cls(settings, config, device, generator, critic, opt_g, opt_c, *schedulers, *scalers,
-                   amp_dtype)
+        return cls(
+            settings, config, device, generator, critic, opt_g, opt_c, *schedulers, *scalers, amp_dtype
+        )
 
     def _autocast(self) -> Any:
         if self.amp_dtype is None:
             return nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
 
-    def _inputs(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _inputs(
+        self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x, mask, raw = batch
         lengths = (~mask).sum(dim=1)
         cond = make_condition(raw[:, :-1], lengths, self.config.kind, self.config.mean_n)
-        return (x.to(self.device, non_blocking=True), mask.to(self.device, non_blocking=True),
-                cond.to(self.device, non_blocking=True))
+        return (
+            x.to(self.device, non_blocking=True),
+            mask.to(self.device, non_blocking=True),
+            cond.to(self.device, non_blocking=True),
+        )
 
     def _noise(self, mask: torch.Tensor) -> torch.Tensor:
         return torch.randn(*mask.shape, self.config.noise_dim, device=self.device)
@@ -437,15 +504,23 @@ class Trainer:
     def state(self, stream: BatchStream, data_fingerprint: dict[str, Any]) -> dict[str, Any]:
         return {
             "format_version": CHECKPOINT_FORMAT,
-            "step": self.step, "epoch": stream.epoch, "position": stream.position,
+            "step": self.step,
+            "epoch": stream.epoch,
+            "position": stream.position,
             "elapsed_s": self.elapsed_s,
-            "settings": dataclasses.asdict(self.settings), "config": dataclasses.asdict(self.config),
+            "settings": dataclasses.asdict(self.settings),
+            "config": dataclasses.asdict(self.config),
             "data": data_fingerprint,
-            "generator": self.generator.state_dict(), "critic": self.critic.state_dict(),
-            "opt_g": self.opt_g.state_dict(), "opt_c": self.opt_c.state_dict(),
-            "sched_g": self.sched_g.state_dict(), "sched_c": self.sched_c.state_dict(),
-            "scaler_g": self.scaler_g.state_dict(), "scaler_c": self.scaler_c.state_dict(),
-            "history": [list(row) for row in self.history], "rng": rng_state(),
+            "generator": self.generator.state_dict(),
+            "critic": self.critic.state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "opt_c": self.opt_c.state_dict(),
+            "sched_g": self.sched_g.state_dict(),
+            "sched_c": self.sched_c.state_dict(),
+            "scaler_g": self.scaler_g.state_dict(),
+            "scaler_c": self.scaler_c.state_dict(),
+            "history": [list(row) for row in self.history],
+            "rng": rng_state(),
         }
 
     def load_state(self, state: dict[str, Any], stream: BatchStream) -> None:
@@ -497,32 +572,42 @@ def latest_checkpoint(directory: Path) -> tuple[Path, dict[str, Any]] | None:
     return None
 
 
-def check_resumable(path: Path, state: dict[str, Any], settings: TrainSettings, config: ModelConfig,
-                    fingerprint: dict[str, Any]) -> None:
+def check_resumable(
+    path: Path,
+    state: dict[str, Any],
+    settings: TrainSettings,
+    config: ModelConfig,
+    fingerprint: dict[str, Any],
+) -> None:
     """ValueError if the checkpoint was made with other settings, model or data."""
     old = {k: v for k, v in state["settings"].items() if k not in RESUMABLE_CHANGES}
     new = {k: v for k, v in dataclasses.asdict(settings).items() if k not in RESUMABLE_CHANGES}
     diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     if diff or state["config"] != dataclasses.asdict(config) or state["data"] != fingerprint:
         what = f"settings {diff}" if diff else "model config or training data"
-        raise ValueError(f"checkpoint {path} was written with different {what}; "
-                         f"use a fresh --checkpoint-dir or restore the original settings")
+        raise ValueError(
+            f"checkpoint {path} was written with different {what}; "
+            f"use a fresh --checkpoint-dir or restore the original settings"
+        )
 
 
 # ---------------------------------------------------------------------------------------------- stage
 
 
-def _load_data(clouds_path: str, transforms_path: str, kind: str
-               ) -> tuple[Clouds, Any, np.ndarray, float]:
+def _load_data(clouds_path: str, transforms_path: str, kind: str) -> tuple[Clouds, Any, np.ndarray, float]:
     clouds = read_clouds(clouds_path)
     transform = load_transform(transforms_path)
     names = tuple(getattr(transform, "point_names", clouds.point_names))
     if names != tuple(clouds.point_names):
-        raise DataError(f"{transforms_path}: transform columns {names} do not match the point columns "
-                        f"{clouds.point_names} of {clouds_path}")
+        raise DataError(
+            f"{transforms_path}: transform columns {names} do not match the point columns "
+            f"{clouds.point_names} of {clouds_path}"
+        )
     if kind == "showers" and (not clouds.condition_names or clouds.condition_names[0] != "incident_energy"):
-        raise DataError(f"{clouds_path}: showers need 'incident_energy' (MeV) as first condition, "
-                        f"got {clouds.condition_names}")
+        raise DataError(
+            f"{clouds_path}: showers need 'incident_energy' (MeV) as first condition, "
+            f"got {clouds.condition_names}"
+        )
     train = clouds.split_indices(TRAIN)
     if len(train) == 0:
         raise DataError(f"{clouds_path}: the training split is empty")
@@ -547,8 +632,17 @@ def _write_json(path: str, data: dict[str, Any]) -> None:
         Path(tmp).write_text(json.dumps(data, indent=1, sort_keys=True, allow_nan=True) + "\n")
 
 
-def train(clouds_path: str, transforms_path: str, kind: str, settings: TrainSettings, checkpoint_dir: str,
-          out_model: str, out_curve: str, out_summary: str, device_name: str = "auto") -> dict[str, Any]:
+def train(
+    clouds_path: str,
+    transforms_path: str,
+    kind: str,
+    settings: TrainSettings,
+    checkpoint_dir: str,
+    out_model: str,
+    out_curve: str,
+    out_summary: str,
+    device_name: str = "auto",
+) -> dict[str, Any]:
     """Train (or resume) and write the generator, the loss curve and the summary; returns the summary."""
     if kind not in KINDS:
         raise ValueError(f"--kind must be one of {KINDS}, got {kind!r}")
@@ -556,12 +650,16 @@ def train(clouds_path: str, transforms_path: str, kind: str, settings: TrainSett
     device = resolve_device(device_name)
     clouds, transform, train_idx, mean_n = _load_data(clouds_path, transforms_path, kind)
     config = settings.model_config(kind, len(clouds.point_names), mean_n)
-    fingerprint = {"n_train": len(train_idx), "n_points": int(clouds.lengths[train_idx].sum()),
-                   "mean_n": mean_n}
+    fingerprint = {
+        "n_train": len(train_idx),
+        "n_points": int(clouds.lengths[train_idx].sum()),
+        "mean_n": mean_n,
+    }
 
     dataset = CloudDataset(clouds, transform, indices=train_idx, seed=settings.seed)
-    sampler = BucketBatchSampler(dataset.lengths, max_tokens=settings.max_tokens, shuffle=True,
-                                 seed=settings.seed)
+    sampler = BucketBatchSampler(
+        dataset.lengths, max_tokens=settings.max_tokens, shuffle=True, seed=settings.seed
+    )
     stream = BatchStream(dataset, sampler, settings.num_workers)
     trainer = Trainer.create(settings, config, device)
 
@@ -574,11 +672,23 @@ def train(clouds_path: str, transforms_path: str, kind: str, settings: TrainSett
         check_resumable(path, state, settings, config, fingerprint)
         trainer.load_state(state, stream)
         resumed_from = trainer.step
-        log.info("resuming from %s (step %d, epoch %d, batch %d)", path, trainer.step, stream.epoch,
-                 stream.position)
+        log.info(
+            "resuming from %s (step %d, epoch %d, batch %d)",
+            path,
+            trainer.step,
+            stream.epoch,
+            stream.position,
+        )
     n_gen, n_critic = count_parameters(trainer.generator), count_parameters(trainer.critic)
-    log.info("training %s MDMA on %s (amp %s): generator %d, critic %d parameters, %d training clouds",
-             kind, device, trainer.amp_dtype, n_gen, n_critic, len(train_idx))
+    log.info(
+        "training %s MDMA on %s (amp %s): generator %d, critic %d parameters, %d training clouds",
+        kind,
+        device,
+        trainer.amp_dtype,
+        n_gen,
+        n_critic,
+        len(train_idx),
+    )
 
     def budget_left() -> bool:
         if settings.max_steps is not None and trainer.step >= settings.max_steps:
@@ -589,8 +699,15 @@ def train(clouds_path: str, transforms_path: str, kind: str, settings: TrainSett
     start = time.perf_counter()
     elapsed_before = trainer.elapsed_s
     clouds_seen, last_saved, losses = 0, trainer.step, {}
-    bar = tqdm(total=settings.max_steps, initial=trainer.step, desc="train", unit="step", file=sys.stderr,
-               disable=not settings.progress, dynamic_ncols=True)
+    bar = tqdm(
+        total=settings.max_steps,
+        initial=trainer.step,
+        desc="train",
+        unit="step",
+        file=sys.stderr,
+        disable=not settings.progress,
+        dynamic_ncols=True,
+    )
     while budget_left():
         losses, n_clouds = trainer.train_step(stream)
         clouds_seen += n_clouds
@@ -611,21 +728,37 @@ def train(clouds_path: str, transforms_path: str, kind: str, settings: TrainSett
     if trainer.step != last_saved or found is None:
         write_checkpoint(ckpt_dir, trainer.state(stream, fingerprint), settings.keep_checkpoints)
 
-    extra = {"kind": kind, "step": trainer.step, "epoch": stream.epoch, "mean_n": mean_n,
-             "point_names": list(clouds.point_names), "condition_names": list(clouds.condition_names),
-             "settings": dataclasses.asdict(settings), "n_train": len(train_idx)}
+    extra = {
+        "kind": kind,
+        "step": trainer.step,
+        "epoch": stream.epoch,
+        "mean_n": mean_n,
+        "point_names": list(clouds.point_names),
+        "condition_names": list(clouds.condition_names),
+        "settings": dataclasses.asdict(settings),
+        "n_train": len(train_idx),
+    }
     save_generator(out_model, trainer.generator.cpu(), config, extra)
     _write_curve(out_curve, trainer.history)
     final = dict(zip(CURVE_COLUMNS, trainer.history[-1], strict=True)) if trainer.history else losses
     summary = {
-        "kind": kind, "steps": trainer.step, "epochs_started": stream.epoch + 1,
-        "resumed_from_step": resumed_from, "steps_this_run": trainer.step - resumed_from,
-        "wall_time_s": run_s, "total_train_time_s": trainer.elapsed_s,
+        "kind": kind,
+        "steps": trainer.step,
+        "epochs_started": stream.epoch + 1,
+        "resumed_from_step": resumed_from,
+        "steps_this_run": trainer.step - resumed_from,
+        "wall_time_s": run_s,
+        "total_train_time_s": trainer.elapsed_s,
         "showers_per_s": clouds_seen / run_s if run_s > 0 and clouds_seen else None,
-        "generator_parameters": n_gen, "critic_parameters": n_critic, "device": str(device),
+        "generator_parameters": n_gen,
+        "critic_parameters": n_critic,
+        "device": str(device),
         "amp": str(trainer.amp_dtype).replace("torch.", "") if trainer.amp_dtype else "off",
-        "n_train_clouds": len(train_idx), "mean_n": mean_n, "final_losses": final,
-        "settings": dataclasses.asdict(settings), "model_config": dataclasses.asdict(config),
+        "n_train_clouds": len(train_idx),
+        "mean_n": mean_n,
+        "final_losses": final,
+        "settings": dataclasses.asdict(settings),
+        "model_config": dataclasses.asdict(config),
     }
     _write_json(out_summary, summary)
     return summary
@@ -646,10 +779,23 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     settings = TrainSettings.from_json(args.settings)
-    summary = train(args.clouds, args.transforms, args.kind, settings, args.checkpoint_dir, args.out_model,
-                    args.out_curve, args.out_summary, args.device)
-    log.info("trained %d steps (%.1f s this run, %s showers/s)", summary["steps"], summary["wall_time_s"],
-             summary["showers_per_s"])
+    summary = train(
+        args.clouds,
+        args.transforms,
+        args.kind,
+        settings,
+        args.checkpoint_dir,
+        args.out_model,
+        args.out_curve,
+        args.out_summary,
+        args.device,
+    )
+    log.info(
+        "trained %d steps (%.1f s this run, %s showers/s)",
+        summary["steps"],
+        summary["wall_time_s"],
+        summary["showers_per_s"],
+    )
     return 0
 
 

@@ -55,8 +55,9 @@ _MAX = float(np.finfo(np.float64).max)
 
 #: The array functions the inverse formulas use; numpy and torch share these names except expit.
 _OP_NAMES = ("floor", "clip", "nan_to_num", "exp", "log", "where", "isfinite", "column_stack")
-_NUMPY_OPS = SimpleNamespace(**{n: getattr(np, n) for n in _OP_NAMES}, expit=special.expit,
-                             maximum=np.maximum)
+_NUMPY_OPS = SimpleNamespace(
+    **{n: getattr(np, n) for n in _OP_NAMES}, expit=special.expit, maximum=np.maximum
+)
 
 
 @functools.cache
@@ -64,8 +65,9 @@ def _torch_ops() -> SimpleNamespace:
     """The torch counterparts of :data:`_NUMPY_OPS` (torch is imported only when needed)."""
     import torch
 
-    return SimpleNamespace(**{n: getattr(torch, n) for n in _OP_NAMES}, expit=torch.sigmoid,
-                           maximum=torch.clamp_min)
+    return SimpleNamespace(
+        **{n: getattr(torch, n) for n in _OP_NAMES}, expit=torch.sigmoid, maximum=torch.clamp_min
+    )
 
 
 _REGISTRY: dict[str, type[Transform]] = {}
@@ -467,8 +469,10 @@ class PointTransform(Transform):
     def _check_shape(self, x: Any) -> Any:
         """``x`` (an array or tensor) checked to be (P, d)."""
         if x.ndim != 2 or x.shape[1] != len(self.point_names):
-            raise ValueError(f"PointTransform: expected (P, {len(self.point_names)}) points "
-                             f"{self.point_names}, got shape {tuple(x.shape)}")
+            raise ValueError(
+                f"PointTransform: expected (P, {len(self.point_names)}) points "
+                f"{self.point_names}, got shape {tuple(x.shape)}"
+            )
         return x
 
     def fit(self, x: np.ndarray, y: Any = None, *, rng: np.random.Generator | None = None) -> PointTransform:
@@ -540,8 +544,9 @@ def jet_transform() -> PointTransform:
 
 def save_transform(path: str | Path, t: Transform) -> None:
     """Write ``t`` as JSON, atomically (floats round-trip exactly; NaN/inf are refused)."""
-    text = json.dumps({"format": "pipelines-transform", "version": 1, "transform": t.to_dict()},
-                      indent=1, allow_nan=False)
+    text = json.dumps(
+        {"format": "pipelines-transform", "version": 1, "transform": t.to_dict()}, indent=1, allow_nan=False
+    )
     with atomic_path(path) as tmp:
         Path(tmp).write_text(text + "\n")
 
@@ -606,8 +611,10 @@ def fit_point_transform(
         raise ValueError(f"kind must be 'showers' or 'jets', got {kind!r}")
     t = factories[kind]()
     if tuple(clouds.point_names) != t.point_names:
-        raise DataError(f"{source}: point columns {tuple(clouds.point_names)} do not match the {kind} "
-                        f"transform's {t.point_names}")
+        raise DataError(
+            f"{source}: point columns {tuple(clouds.point_names)} do not match the {kind} "
+            f"transform's {t.point_names}"
+        )
     train = np.flatnonzero(np.asarray(clouds.split) == 0)
     lengths = np.asarray(clouds.lengths)
     if lengths[train].sum() < 2:

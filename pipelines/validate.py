@@ -38,8 +38,14 @@ def summarise_showers(path: Path, dataset: str) -> dict:
         hits += int(nnz.sum())
         zero += int((nnz == 0).sum())
         e_min, e_max = min(e_min, float(energies.min())), max(e_max, float(energies.max()))
-    return {"kind": "showers", "dataset": dataset, "showers": n, "mean_hits": hits / n,
-            "zero_hit_showers": zero, "incident_energy_mev": [e_min, e_max]}  # fmt: skip
+    return {
+        "kind": "showers",
+        "dataset": dataset,
+        "showers": n,
+        "mean_hits": hits / n,
+        "zero_hit_showers": zero,
+        "incident_energy_mev": [e_min, e_max],
+    }
 
 
 def summarise_jets(path: Path) -> dict:
@@ -47,8 +53,13 @@ def summarise_jets(path: Path) -> dict:
 
     particles, jets = read_jetnet(path)
     n_real = (particles[:, :, 3] > 0.5).sum(axis=1)
-    return {"kind": "jets", "jets": len(jets), "particle_slots": int(particles.shape[1]),
-            "mean_particles": float(n_real.mean()), "jet_pt_gev": [float(jets[:, 0].min()), float(jets[:, 0].max())]}  # fmt: skip
+    return {
+        "kind": "jets",
+        "jets": len(jets),
+        "particle_slots": int(particles.shape[1]),
+        "mean_particles": float(n_real.mean()),
+        "jet_pt_gev": [float(jets[:, 0].min()), float(jets[:, 0].max())],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,7 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", default="2", help="CaloChallenge dataset (showers only)")
     parser.add_argument("--out", type=Path, required=True, help="JSON summary to write")
     args = parser.parse_args(argv)
-    summary = summarise_showers(args.input, args.dataset) if args.kind == "showers" else summarise_jets(args.input)
+    summary = (
+        summarise_showers(args.input, args.dataset) if args.kind == "showers" else summarise_jets(args.input)
+    )
     summary = {"file": str(args.input), "sha256": file_sha256(args.input), **summary}
     with atomic_path(args.out) as tmp:
         tmp.write_text(json.dumps(summary, indent=2) + "\n")

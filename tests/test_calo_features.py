@@ -85,8 +85,10 @@ def test_high_level_vector_order():
 
 def test_irregular_geometry_and_bad_shape_rejected(tmp_path):
     xml = tmp_path / "b.xml"
-    xml.write_text('<Bins><Bin><Layer id="0" r_edges="0,1,2" n_bin_alpha="2"/>'
-                   '<Layer id="1" r_edges="0,1" n_bin_alpha="1"/></Bin></Bins>')
+    xml.write_text(
+        '<Bins><Bin><Layer id="0" r_edges="0,1,2" n_bin_alpha="2"/>'
+        '<Layer id="1" r_edges="0,1" n_bin_alpha="1"/></Bin></Bins>'
+    )
     with pytest.raises(ValueError, match="regular"):
         compute_features([1.0], np.zeros((1, 5)), parse_binning_xml(xml))
     with pytest.raises(ValueError, match="showers must be"):
@@ -149,22 +151,54 @@ def test_evaluate_showers_stage(tmp_path):
     e_ref, s_ref = _random_showers(60, 2)
     write_calochallenge(ref, e_ref, s_ref)
     write_calochallenge(gen, *_random_showers(30, 3, scale=2.0))
-    settings = json.dumps({"classifier_hidden": 8, "classifier_layers": 1, "classifier_epochs": 1,
-                           "fpd_n_sizes": 3, "fpd_n_draws": 2, "kpd_n_batches": 2, "chunk_size": 16})
-    argv = ["--reference", str(ref), "--generated", str(gen), "--dataset", "2", "--settings", settings,
-            "--cache-dir", str(tmp_path / "cache"), "--out-metrics", str(tmp_path / "m.json"),
-            "--out-histograms", str(tmp_path / "h.npz")]
+    settings = json.dumps(
+        {
+            "classifier_hidden": 8,
+            "classifier_layers": 1,
+            "classifier_epochs": 1,
+            "fpd_n_sizes": 3,
+            "fpd_n_draws": 2,
+            "kpd_n_batches": 2,
+            "chunk_size": 16,
+        }
+    )
+    argv = [
+        "--reference",
+        str(ref),
+        "--generated",
+        str(gen),
+        "--dataset",
+        "2",
+        "--settings",
+        settings,
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--out-metrics",
+        str(tmp_path / "m.json"),
+        "--out-histograms",
+        str(tmp_path / "h.npz"),
+    ]
     assert ev.main(argv) == 0
     m = json.loads((tmp_path / "m.json").read_text())
     assert m["kind"] == "showers" and m["dataset"] == "2" and m["settings"]["classifier_hidden"] == 8
     assert set(m["rows"]) == {"model", "real_vs_real"} and m["settings"]["n_compared"] == 30
     for row in m["rows"].values():
-        for key in ("fpd", "kpd", "cls_low_auc", "cls_low_jsd", "cls_high_auc", "cls_high_jsd",
-                    "separation_E_layer", "separation_voxel_energy"):
+        for key in (
+            "fpd",
+            "kpd",
+            "cls_low_auc",
+            "cls_low_jsd",
+            "cls_high_auc",
+            "cls_high_jsd",
+            "separation_E_layer",
+            "separation_voxel_energy",
+        ):
             assert set(row[key]) == {"value", "error"}
     # generated voxels are twice as energetic: the voxel spectrum separates more than real vs real
-    assert m["rows"]["model"]["separation_voxel_energy"]["value"] > \
-        3 * m["rows"]["real_vs_real"]["separation_voxel_energy"]["value"]
+    assert (
+        m["rows"]["model"]["separation_voxel_energy"]["value"]
+        > 3 * m["rows"]["real_vs_real"]["separation_voxel_energy"]["value"]
+    )
     with np.load(tmp_path / "h.npz") as h:
         for entry in m["histograms"]:
             n = entry["name"]

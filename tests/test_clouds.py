@@ -1,15 +1,22 @@
 import numpy as np
 import pytest
 
-from pipelines.io.clouds import CloudWriter, Clouds, assign_split, read_clouds, write_clouds
+from pipelines.io.clouds import Clouds, CloudWriter, assign_split, read_clouds, write_clouds
 from pipelines.io.errors import DataError
 
 
 def _clouds():
     lengths = np.array([2, 0, 3])
     points = np.arange(5 * 3, dtype=np.float32).reshape(5, 3)
-    return Clouds(points, np.r_[0, np.cumsum(lengths)], np.array([[1.0], [2.0], [3.0]]),
-                  ("a", "b", "c"), ("e",), np.array([0, 1, 2]), {"seed": 3})  # fmt: skip
+    return Clouds(
+        points,
+        np.r_[0, np.cumsum(lengths)],
+        np.array([[1.0], [2.0], [3.0]]),
+        ("a", "b", "c"),
+        ("e",),
+        np.array([0, 1, 2]),
+        {"seed": 3},
+    )
 
 
 def test_lengths_cloud_and_select():

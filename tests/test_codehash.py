@@ -8,8 +8,14 @@ from pipelines.codehash import code_hash, module_closure
 
 def test_closure_follows_imports():
     closure = module_closure("pipelines.convert")
-    assert {"pipelines.convert", "pipelines.pointcloud", "pipelines.geometry", "pipelines.io.clouds",
-            "pipelines.io.calochallenge", "pipelines.io.atomic"} <= closure  # fmt: skip
+    assert {
+        "pipelines.convert",
+        "pipelines.pointcloud",
+        "pipelines.geometry",
+        "pipelines.io.clouds",
+        "pipelines.io.calochallenge",
+        "pipelines.io.atomic",
+    } <= closure
     assert "pipelines.metrics" not in closure
 
 

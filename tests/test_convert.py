@@ -16,8 +16,28 @@ def test_convert_showers_keeps_every_hit_and_records_the_split(tmp_path, ds2):
     showers[4] = 0
     write_calochallenge(tmp_path / "in.h5", energies, showers)
     out = tmp_path / "clouds.h5"
-    assert cli(["convert", "--kind", "showers", "--dataset", "2", "--input", str(tmp_path / "in.h5"),
-                "--split", "0.6,0.2,0.2", "--seed", "3", "--chunk-size", "5", "--out", str(out)]) == 0  # fmt: skip
+    assert (
+        cli(
+            [
+                "convert",
+                "--kind",
+                "showers",
+                "--dataset",
+                "2",
+                "--input",
+                str(tmp_path / "in.h5"),
+                "--split",
+                "0.6,0.2,0.2",
+                "--seed",
+                "3",
+                "--chunk-size",
+                "5",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     clouds = read_clouds(out)
     assert len(clouds) == 23 and clouds.lengths[4] == 0
     np.testing.assert_allclose(clouds.conditions[:, 0], energies.astype(np.float32))
@@ -39,8 +59,19 @@ def test_convert_bad_input_is_a_clear_error_and_writes_nothing(tmp_path, capsys)
 def test_validate_writes_a_summary(tmp_path, ds2):
     energies, showers = random_showers(ds2, 9, seed=9, occupancy=0.01)
     write_calochallenge(tmp_path / "in.h5", energies, showers)
-    cli(["validate", "--kind", "showers", "--dataset", "2", "--input", str(tmp_path / "in.h5"),
-         "--out", str(tmp_path / "s.json")])  # fmt: skip
+    cli(
+        [
+            "validate",
+            "--kind",
+            "showers",
+            "--dataset",
+            "2",
+            "--input",
+            str(tmp_path / "in.h5"),
+            "--out",
+            str(tmp_path / "s.json"),
+        ]
+    )
     summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["showers"] == 9
     assert summary["mean_hits"] == pytest.approx(np.count_nonzero(showers) / 9)

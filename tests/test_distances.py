@@ -49,8 +49,12 @@ def test_fpd_matches_closed_form_of_two_gaussians():
     gen = rng.normal(size=(n, 3)) * np.array([1.5, 1.0, 0.8]) + np.array([0.3, 0.0, -0.2])
     value, err = frechet_physics_distance(real, gen, seed=3, n_draws=5, min_samples=4000, max_samples=20000)
     scale = np.abs(real).max(axis=0)  # features are normalised by max |real|
-    truth = _closed_form(np.zeros(3), np.diag(1 / scale**2), np.array([0.3, 0.0, -0.2]) / scale,
-                         np.diag(np.array([1.5, 1.0, 0.8]) ** 2 / scale**2))
+    truth = _closed_form(
+        np.zeros(3),
+        np.diag(1 / scale**2),
+        np.array([0.3, 0.0, -0.2]) / scale,
+        np.diag(np.array([1.5, 1.0, 0.8]) ** 2 / scale**2),
+    )
     assert value == pytest.approx(truth, rel=0.1)
     assert 0 <= err < 0.1 * truth
 
@@ -71,8 +75,7 @@ def test_mmd_matches_brute_force():
     x, y = rng.normal(size=(30, 4)), rng.normal(size=(25, 4)) + 0.5
     k = lambda a, b: (a @ b.T / 4 + 1) ** 4  # noqa: E731
     kxx, kyy, kxy = k(x, x), k(y, y), k(x, y)
-    truth = ((kxx.sum() - np.trace(kxx)) / (30 * 29) + (kyy.sum() - np.trace(kyy)) / (25 * 24)
-             - 2 * kxy.mean())
+    truth = (kxx.sum() - np.trace(kxx)) / (30 * 29) + (kyy.sum() - np.trace(kyy)) / (25 * 24) - 2 * kxy.mean()
     assert mmd2_unbiased_poly(x, y) == pytest.approx(truth, rel=1e-10)
 
 
@@ -80,8 +83,9 @@ def test_kpd_identical_near_zero_shifted_positive():
     rng = np.random.default_rng(6)
     real = rng.normal(size=(4000, 5))
     same, same_err = kernel_physics_distance(real, rng.normal(size=(4000, 5)), n_batches=6, batch_size=1000)
-    shifted, shifted_err = kernel_physics_distance(real, rng.normal(size=(4000, 5)) + 0.5, n_batches=6,
-                                                   batch_size=1000)
+    shifted, shifted_err = kernel_physics_distance(
+        real, rng.normal(size=(4000, 5)) + 0.5, n_batches=6, batch_size=1000
+    )
     assert abs(same) < max(3 * same_err, 1e-3)
     assert shifted > 10 * shifted_err > 0
 

@@ -50,8 +50,9 @@ def test_generator_is_permutation_equivariant_and_critic_invariant() -> None:
     out = gen(noise, cond, mask)
     out_perm = gen(noise[:, perm], cond, mask[:, perm])
     torch.testing.assert_close(out_perm, out[:, perm], rtol=1e-10, atol=1e-12)
-    torch.testing.assert_close(critic(x[:, perm], cond, mask[:, perm]), critic(x, cond, mask),
-                               rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(
+        critic(x[:, perm], cond, mask[:, perm]), critic(x, cond, mask), rtol=1e-10, atol=1e-12
+    )
     assert not torch.allclose(out[0, 0], out[0, 1])  # points differ: the check is not vacuous
 
 
@@ -72,7 +73,7 @@ def test_extra_padding_changes_nothing_and_padded_outputs_are_zero(norm: str) ->
     mask_big = torch.cat([mask, torch.ones(3, extra, dtype=torch.bool)], dim=1)
     out_big = gen(noise_big, cond, mask_big)
     torch.testing.assert_close(out_big[:, : noise.shape[1]], out, rtol=1e-10, atol=1e-12)
-    assert torch.all(out_big[:, noise.shape[1]:] == 0)
+    assert torch.all(out_big[:, noise.shape[1] :] == 0)
     torch.testing.assert_close(critic(x_big, cond, mask_big), critic(x, cond, mask), rtol=1e-10, atol=1e-12)
 
 

@@ -93,7 +93,12 @@ def test_shift_conserves_energy_on_dense_collisions(ds2):
     rng = np.random.default_rng(0)
     lengths = np.array([500, 0, 300])
     points = np.column_stack(
-        [rng.uniform(0.1, 1, 800), rng.integers(10, 12, 800), rng.integers(0, 3, 800), rng.integers(0, 3, 800)]
+        [
+            rng.uniform(0.1, 1, 800),
+            rng.integers(10, 12, 800),
+            rng.integers(0, 3, 800),
+            rng.integers(0, 3, 800),
+        ]
     ).astype(np.float32)
     summed, c1 = points_to_voxels(points, lengths, ds2)
     shifted, c2 = points_to_voxels(points, lengths, ds2, collisions="shift")

@@ -34,8 +34,9 @@ def test_shifted_gaussian_grows_with_shift():
     rng = np.random.default_rng(0)
     edges = np.linspace(-5, 6, 56)
     ref = histogram_counts(rng.normal(size=200_000), edges)
-    s = [separation_power(ref, histogram_counts(rng.normal(size=200_000) + d, edges))
-         for d in (0.0, 0.2, 1.0)]
+    s = [
+        separation_power(ref, histogram_counts(rng.normal(size=200_000) + d, edges)) for d in (0.0, 0.2, 1.0)
+    ]
     # small d: 1/2 sum (d p')^2 / (2 p) -> d^2 / 4 * Fisher information (= 1 for N(0, 1))
     assert s[0] < 2e-3
     assert s[1] == pytest.approx(0.2**2 / 4, rel=0.15)

@@ -26,8 +26,18 @@ REPO = Path(__file__).resolve().parents[1]
 torch.set_num_threads(1)
 
 # Small run used by the resume tests: 60 jets, ~6 batches per epoch, so runs cross epochs mid-way.
-RUN = {"max_tokens": 100, "num_threads": 1, "checkpoint_every": 4, "log_every": 2, "schedule_steps": 20,
-       "warmup_steps": 3, "progress": False, "mf_steps": 10, "lr_generator": 1e-3, "lr_critic": 1e-3}
+RUN = {
+    "max_tokens": 100,
+    "num_threads": 1,
+    "checkpoint_every": 4,
+    "log_every": 2,
+    "schedule_steps": 20,
+    "warmup_steps": 3,
+    "progress": False,
+    "mf_steps": 10,
+    "lr_generator": 1e-3,
+    "lr_critic": 1e-3,
+}
 TOTAL = 20
 
 
@@ -39,8 +49,14 @@ def _jet_clouds(n: int = 60, seed: int = 0) -> Clouds:
     pts = np.stack([rng.normal(0, 0.1, p), rng.normal(0, 0.1, p), rng.lognormal(-3, 1, p)], axis=1)
     split = np.zeros(n, np.int8)
     split[-5:] = 1
-    return Clouds(pts, np.concatenate([[0], np.cumsum(lengths)]), 1 + rng.random((n, 3)),
-                  ("eta_rel", "phi_rel", "pt_rel"), ("jet_pt", "jet_eta", "jet_mass"), split)
+    return Clouds(
+        pts,
+        np.concatenate([[0], np.cumsum(lengths)]),
+        1 + rng.random((n, 3)),
+        ("eta_rel", "phi_rel", "pt_rel"),
+        ("jet_pt", "jet_eta", "jet_mass"),
+        split,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -53,10 +69,26 @@ def jet_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def _argv(files: dict[str, Path], out: Path, settings: dict, kind: str = "jets") -> list[str]:
-    return ["--clouds", str(files["clouds"]), "--transforms", str(files["transforms"]), "--kind", kind,
-            "--settings", json.dumps(settings), "--checkpoint-dir", str(out / "ckpt"),
-            "--out-model", str(out / "model.pt"), "--out-curve", str(out / "curve.csv"),
-            "--out-summary", str(out / "summary.json"), "--device", "cpu"]
+    return [
+        "--clouds",
+        str(files["clouds"]),
+        "--transforms",
+        str(files["transforms"]),
+        "--kind",
+        kind,
+        "--settings",
+        json.dumps(settings),
+        "--checkpoint-dir",
+        str(out / "ckpt"),
+        "--out-model",
+        str(out / "model.pt"),
+        "--out-curve",
+        str(out / "curve.csv"),
+        "--out-summary",
+        str(out / "summary.json"),
+        "--device",
+        "cpu",
+    ]
 
 
 def _final_state(out: Path) -> dict:
@@ -98,7 +130,7 @@ def test_settings_defaults_and_validation() -> None:
         ('{"max_steps": null, "max_minutes": 5}', "schedule_steps"),
         ('{"hidden": 10, "heads": 4}', "divisible"),
         ('{"critic_norm": "batch"}', "critic_norm"),
-        ('[1, 2]', "JSON object"),
+        ("[1, 2]", "JSON object"),
         ('{"seed": ', "not valid JSON"),
     ]
     for text, message in bad:
@@ -151,11 +183,24 @@ def test_gan_learns_an_easy_target() -> None:
     n = 64
     lengths = rng.integers(2, 6, n)
     pts = (3.0 + 0.2 * rng.standard_normal((int(lengths.sum()), 1))).astype(np.float32)
-    clouds = Clouds(pts, np.concatenate([[0], np.cumsum(lengths)]), np.ones((n, 1)), ("v",), ("c",),
-                    np.zeros(n, np.int8))
-    s = T.TrainSettings(hidden=8, n_blocks=1, critic_hidden=8, critic_blocks=1, heads=2, lr_generator=3e-3,
-                        lr_critic=3e-3, warmup_steps=0, lr_final_factor=0.01, max_steps=60, max_tokens=128,
-                        gp_lambda=1.0, num_threads=1)
+    clouds = Clouds(
+        pts, np.concatenate([[0], np.cumsum(lengths)]), np.ones((n, 1)), ("v",), ("c",), np.zeros(n, np.int8)
+    )
+    s = T.TrainSettings(
+        hidden=8,
+        n_blocks=1,
+        critic_hidden=8,
+        critic_blocks=1,
+        heads=2,
+        lr_generator=3e-3,
+        lr_critic=3e-3,
+        warmup_steps=0,
+        lr_final_factor=0.01,
+        max_steps=60,
+        max_tokens=128,
+        gp_lambda=1.0,
+        num_threads=1,
+    )
     trainer = T.Trainer.create(s, s.model_config("jets", 1, float(lengths.mean())), torch.device("cpu"))
     dataset = CloudDataset(clouds, None, seed=0)
     stream = T.BatchStream(dataset, BucketBatchSampler(dataset.lengths, 128, seed=0))
@@ -199,8 +244,9 @@ def test_stage_outputs(straight_run: Path, jet_files: dict[str, Path]) -> None:
     _assert_same_tensors(generator.state_dict(), _final_state(straight_run)["generator"])
 
 
-def test_stop_and_resume_is_bit_identical(straight_run: Path, jet_files: dict[str, Path],
-                                          tmp_path: Path) -> None:
+def test_stop_and_resume_is_bit_identical(
+    straight_run: Path, jet_files: dict[str, Path], tmp_path: Path
+) -> None:
     assert T.main(_argv(jet_files, tmp_path, {**RUN, "max_steps": 7})) == 0  # "killed" after step 7
     (tmp_path / "model.pt").unlink()
     assert T.main(_argv(jet_files, tmp_path, {**RUN, "max_steps": TOTAL})) == 0
@@ -213,15 +259,18 @@ def test_stop_and_resume_is_bit_identical(straight_run: Path, jet_files: dict[st
         for p, state in ref[key]["state"].items():
             _assert_same_tensors(state, got[key]["state"][p])
     assert (ref["epoch"], ref["position"]) == (got["epoch"], got["position"])
-    _assert_same_tensors(load_generator(straight_run / "model.pt")[0].state_dict(),
-                         load_generator(tmp_path / "model.pt")[0].state_dict())
+    _assert_same_tensors(
+        load_generator(straight_run / "model.pt")[0].state_dict(),
+        load_generator(tmp_path / "model.pt")[0].state_dict(),
+    )
     ref_rows = [r.split(",")[:-1] for r in (straight_run / "curve.csv").read_text().splitlines()]
     got_rows = [r.split(",")[:-1] for r in (tmp_path / "curve.csv").read_text().splitlines()]
     assert ref_rows == got_rows  # identical losses, only the wall-clock column differs
 
 
-def test_sigkill_mid_run_then_resume_is_bit_identical(straight_run: Path, jet_files: dict[str, Path],
-                                                     tmp_path: Path) -> None:
+def test_sigkill_mid_run_then_resume_is_bit_identical(
+    straight_run: Path, jet_files: dict[str, Path], tmp_path: Path
+) -> None:
     settings = {**RUN, "max_steps": 100_000, "checkpoint_every": 1}  # would run for minutes
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "pipelines", "train", *_argv(jet_files, tmp_path, settings)]
@@ -245,8 +294,9 @@ def test_sigkill_mid_run_then_resume_is_bit_identical(straight_run: Path, jet_fi
         _assert_same_tensors(ref[key], got[key])
 
 
-def test_resume_refuses_other_settings_and_skips_broken_checkpoints(jet_files: dict[str, Path],
-                                                                   tmp_path: Path) -> None:
+def test_resume_refuses_other_settings_and_skips_broken_checkpoints(
+    jet_files: dict[str, Path], tmp_path: Path
+) -> None:
     assert T.main(_argv(jet_files, tmp_path, {**RUN, "max_steps": 8})) == 0
     with pytest.raises(ValueError, match="different settings.*hidden"):
         T.main(_argv(jet_files, tmp_path, {**RUN, "max_steps": 9, "hidden": 8}))
@@ -266,14 +316,24 @@ def test_bad_inputs_raise_data_errors(jet_files: dict[str, Path], tmp_path: Path
     with pytest.raises(DataError, match="test_only.h5.*training split is empty"):
         T.main(_argv(files, tmp_path, {**RUN, "max_steps": 1}))
     rng = np.random.default_rng(1)
-    shower_pts = np.stack([rng.exponential(5.0, 40), rng.integers(0, 3, 40), rng.integers(0, 4, 40),
-                           rng.integers(0, 5, 40)], axis=1)
-    showers = Clouds(shower_pts, [0, 10, 25, 40], [[1000.0], [-5.0], [2e4]],
-                     ("energy", "layer", "alpha", "r"), ("incident_energy",), np.zeros(3, np.int8))
+    shower_pts = np.stack(
+        [rng.exponential(5.0, 40), rng.integers(0, 3, 40), rng.integers(0, 4, 40), rng.integers(0, 5, 40)],
+        axis=1,
+    )
+    showers = Clouds(
+        shower_pts,
+        [0, 10, 25, 40],
+        [[1000.0], [-5.0], [2e4]],
+        ("energy", "layer", "alpha", "r"),
+        ("incident_energy",),
+        np.zeros(3, np.int8),
+    )
     write_clouds(tmp_path / "showers.h5", showers)
     geometry = SimpleNamespace(n_layers=3, n_alpha=4, n_r=5)
-    save_transform(tmp_path / "st.json", shower_transform(geometry).fit(shower_pts.astype(np.float64),
-                                                                         rng=np.random.default_rng(0)))
+    save_transform(
+        tmp_path / "st.json",
+        shower_transform(geometry).fit(shower_pts.astype(np.float64), rng=np.random.default_rng(0)),
+    )
     files = {"clouds": tmp_path / "showers.h5", "transforms": tmp_path / "st.json"}
     with pytest.raises(DataError, match="showers.h5.*non-positive incident energies"):
         T.main(_argv(files, tmp_path, {**RUN, "max_steps": 1}, kind="showers"))
@@ -288,14 +348,23 @@ def test_shower_training_runs(tmp_path: Path) -> None:
     rng = np.random.default_rng(2)
     lengths = rng.integers(1, 12, 30)
     p = int(lengths.sum())
-    pts = np.stack([rng.exponential(5.0, p), rng.integers(0, 3, p), rng.integers(0, 4, p),
-                    rng.integers(0, 5, p)], axis=1)
-    showers = Clouds(pts, np.concatenate([[0], np.cumsum(lengths)]), 10 ** rng.uniform(3, 6, (30, 1)),
-                     ("energy", "layer", "alpha", "r"), ("incident_energy",), np.zeros(30, np.int8))
+    pts = np.stack(
+        [rng.exponential(5.0, p), rng.integers(0, 3, p), rng.integers(0, 4, p), rng.integers(0, 5, p)], axis=1
+    )
+    showers = Clouds(
+        pts,
+        np.concatenate([[0], np.cumsum(lengths)]),
+        10 ** rng.uniform(3, 6, (30, 1)),
+        ("energy", "layer", "alpha", "r"),
+        ("incident_energy",),
+        np.zeros(30, np.int8),
+    )
     write_clouds(tmp_path / "showers.h5", showers)
     geometry = SimpleNamespace(n_layers=3, n_alpha=4, n_r=5)
-    save_transform(tmp_path / "st.json",
-                   shower_transform(geometry).fit(pts.astype(np.float64), rng=np.random.default_rng(0)))
+    save_transform(
+        tmp_path / "st.json",
+        shower_transform(geometry).fit(pts.astype(np.float64), rng=np.random.default_rng(0)),
+    )
     files = {"clouds": tmp_path / "showers.h5", "transforms": tmp_path / "st.json"}
     assert T.main(_argv(files, tmp_path, {**RUN, "max_steps": 3}, kind="showers")) == 0
     generator, config, _ = load_generator(tmp_path / "model.pt")

@@ -191,8 +191,10 @@ def test_shower_transform_structure(ds2, fitted_shower):
 @given(data=st.data())
 def test_shower_round_trip_exact(ds2, fitted_shower, data):
     n = data.draw(st.integers(1, 50))
-    bins = [st.lists(st.integers(0, m - 1) | st.sampled_from([0, m - 1]), min_size=n, max_size=n)
-            for m in (ds2.n_layers, ds2.n_alpha, ds2.n_r)]
+    bins = [
+        st.lists(st.integers(0, m - 1) | st.sampled_from([0, m - 1]), min_size=n, max_size=n)
+        for m in (ds2.n_layers, ds2.n_alpha, ds2.n_r)
+    ]
     energy = st.floats(1e-6, 1e7) | st.sampled_from([1e-6, 0.015, 1e7])
     e = data.draw(st.lists(energy, min_size=n, max_size=n))
     x = np.column_stack([e, *(data.draw(b) for b in bins)]).astype(np.float64)
@@ -242,8 +244,10 @@ ELEMENTARY = {
     "MinMaxLogit": MinMaxLogit(eps=1e-5, low=0.0, high=16.0),
     "Standardize": Transform.from_dict({"type": "Standardize", "mean": 0.7, "std": 2.5}),
     "Log": Log(),
-    **{f"BoxCox({lm})": Transform.from_dict({"type": "BoxCox", "lmbda": lm, "mean": 0.3, "std": 1.7})
-       for lm in (-1.5, -0.3, 0.0, 0.08, 0.5, 2.0)},
+    **{
+        f"BoxCox({lm})": Transform.from_dict({"type": "BoxCox", "lmbda": lm, "mean": 0.3, "std": 1.7})
+        for lm in (-1.5, -0.3, 0.0, 0.08, 0.5, 2.0)
+    },
 }
 
 

@@ -30,8 +30,18 @@ def test_default_config_dry_run_plans_every_stage(tmp_path):
     work = copy_repository(tmp_path)
     res = _snakemake(work, "-n", "--cores", "2")
     assert res.returncode == 0, res.stderr
-    for rule in ("generate_showers", "generate_jets", "validate_data", "convert", "fit_transforms",
-                 "train_multiplicity", "train", "sample", "evaluate", "report"):  # fmt: skip
+    for rule in (
+        "generate_showers",
+        "generate_jets",
+        "validate_data",
+        "convert",
+        "fit_transforms",
+        "train_multiplicity",
+        "train",
+        "sample",
+        "evaluate",
+        "report",
+    ):
         assert rule in res.stdout
 
 
@@ -90,8 +100,17 @@ def test_tiny_run_is_reproducible_and_up_to_date(tiny_run):
     first = read_calochallenge(samples, load_geometry("2"))[1]
     res = _snakemake(tiny_run, "-n", "--cores", "1", "--configfile", "tests/config/tiny.yaml")
     assert "Nothing to be done" in res.stdout + res.stderr
-    res = _snakemake(tiny_run, "--cores", "2", "--configfile", "tests/config/tiny.yaml", "--forcerun", "sample",
-                     "--until", "sample")  # fmt: skip
+    res = _snakemake(
+        tiny_run,
+        "--cores",
+        "2",
+        "--configfile",
+        "tests/config/tiny.yaml",
+        "--forcerun",
+        "sample",
+        "--until",
+        "sample",
+    )
     assert res.returncode == 0, res.stderr
     assert samples.stat().st_mtime_ns != before
     np.testing.assert_array_equal(read_calochallenge(samples, load_geometry("2"))[1], first)
@@ -114,3 +133,11 @@ def test_full_config_plans_a_run_on_real_files(tmp_path):
     for rule in ("validate_data", "convert", "train", "sample", "evaluate", "report"):
         assert rule in res.stdout
     assert "--real-data" in res.stdout  # published CaloChallenge rows shown for real files
+
+
+@pytest.mark.slow
+def test_snakemake_report_collects_the_plots(tiny_run):
+    res = _snakemake(tiny_run, "--configfile", "tests/config/tiny.yaml", "--report", "workflow_report.html")
+    assert res.returncode == 0, res.stderr
+    page = (tiny_run / "workflow_report.html").read_text()
+    assert "layer_profile" in page and "relative_mass" in page

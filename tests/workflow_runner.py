@@ -44,7 +44,9 @@ def run_workflow(
 ) -> None:
     """Run (or dry-run) the workflow in ``workdir``; raises if a job fails."""
     configfiles = [configfile] if configfile else []
-    with SnakemakeApi(OutputSettings(dryrun=dryrun, quiet={Quietness.PROGRESS}, show_failed_logs=True)) as api:
+    with SnakemakeApi(
+        OutputSettings(dryrun=dryrun, quiet={Quietness.PROGRESS}, show_failed_logs=True)
+    ) as api:
         workflow = api.workflow(
             resource_settings=ResourceSettings(cores=cores),
             config_settings=ConfigSettings(configfiles=configfiles),

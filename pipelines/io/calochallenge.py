@@ -124,5 +124,8 @@ def write_calochallenge(path: str | Path, incident_energies: np.ndarray, showers
         f.create_dataset(ENERGY_KEY, data=energies, compression="gzip")
         chunk_rows = max(1, min(len(showers), 2**20 // max(1, showers.shape[1])))
         f.create_dataset(
-            SHOWER_KEY, data=showers, compression="gzip", chunks=(chunk_rows, showers.shape[1]) if len(showers) else None
+            SHOWER_KEY,
+            data=showers,
+            compression="gzip",
+            chunks=(chunk_rows, showers.shape[1]) if len(showers) else None,
         )

@@ -120,7 +120,9 @@ class CloudWriter:
         self._file = h5py.File(tmp, "w")
         group = self._file.create_group("points")
         self._columns = [
-            group.create_dataset(name, shape=(0,), maxshape=(None,), dtype=self.dtypes[name], chunks=(1 << 18,))
+            group.create_dataset(
+                name, shape=(0,), maxshape=(None,), dtype=self.dtypes[name], chunks=(1 << 18,)
+            )
             for name in self.point_names
         ]
         return self

@@ -210,9 +210,9 @@ def scan_file(
     return FileScan(ShowerFeatures.concatenate(parts), voxel_sum, max_voxel, counts)
 
 
-def load_rows(path: str | Path, geometry: Geometry, index: np.ndarray, chunk_size: int = 2000) -> tuple[
-    np.ndarray, np.ndarray
-]:
+def load_rows(
+    path: str | Path, geometry: Geometry, index: np.ndarray, chunk_size: int = 2000
+) -> tuple[np.ndarray, np.ndarray]:
     """Incident energies (m,) and thresholded showers (m, n_voxels) float32 of the sorted rows ``index``."""
     index = np.asarray(index, dtype=np.int64)
     energies = np.empty(len(index), dtype=np.float64)
@@ -270,8 +270,14 @@ def histogram_specs(
                 HistogramSpec(f"{group}_{layer:02d}", f"{label}, layer {layer}", logx, True, group, edges)
             )
     specs.append(
-        HistogramSpec("voxel_energy", "voxel energy [MeV]", True, True, "voxel_energy",
-                      voxel_energy_edges(max_reference_voxel, threshold))
+        HistogramSpec(
+            "voxel_energy",
+            "voxel energy [MeV]",
+            True,
+            True,
+            "voxel_energy",
+            voxel_energy_edges(max_reference_voxel, threshold),
+        )
     )
     return specs
 

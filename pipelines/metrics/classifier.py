@@ -158,6 +158,11 @@ def classifier_test(
     aucs, jsds = (tuple(float(s[k]) for s in scores) for k in (0, 1))
     log.info("classifier AUC %.4f, JSD %.4f over %d run(s)", np.mean(aucs), np.mean(jsds), config.runs)
     return ClassifierResult(
-        float(np.mean(aucs)), float(np.std(aucs)), float(np.mean(jsds)), float(np.std(jsds)),
-        aucs, jsds, config,
+        float(np.mean(aucs)),
+        float(np.std(aucs)),
+        float(np.mean(jsds)),
+        float(np.std(jsds)),
+        aucs,
+        jsds,
+        config,
     )

@@ -123,7 +123,10 @@ def frechet_physics_distance(
         means.append(np.mean(vals))
     inv_n = 1.0 / sizes.astype(np.float64)
     params, cov = curve_fit(
-        lambda t, a, b: a + b * t, inv_n, np.asarray(means), p0=(max(min(means), 0.0), 0.0),
+        lambda t, a, b: a + b * t,
+        inv_n,
+        np.asarray(means),
+        p0=(max(min(means), 0.0), 0.0),
         bounds=([0.0, 0.0], [np.inf, np.inf]),
     )
     return float(params[0]), float(np.sqrt(cov[0, 0]))

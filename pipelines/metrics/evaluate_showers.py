@@ -94,7 +94,8 @@ class EvaluateShowersSettings:
             ok = (
                 isinstance(value, bool)
                 if isinstance(default, bool)
-                else isinstance(value, (int, float)) and not isinstance(value, bool)
+                else isinstance(value, (int, float))
+                and not isinstance(value, bool)
                 and (isinstance(value, int) or isinstance(default, float))
             )
             if not ok:
@@ -166,16 +167,21 @@ def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
         np.savez(f, **arrays)
 
 
-def reference_scan(reference: Path, geometry: Geometry, half_a: np.ndarray, cache_dir: Path,
-                   chunk_size: int) -> FileScan:
+def reference_scan(
+    reference: Path, geometry: Geometry, half_a: np.ndarray, cache_dir: Path, chunk_size: int
+) -> FileScan:
     """Reference features, voxel-energy counts and half-A voxel sums, from the cache when possible."""
     path = cache_dir / f"calo_reference_{cache_key(reference, geometry.name)}.npz"
     if path.exists():
         log.info("reference features from cache %s", path)
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
-        return FileScan(ShowerFeatures.from_arrays(arrays, "f_"), arrays["voxel_sum"],
-                        float(arrays["max_voxel"]), arrays["voxel_counts"])
+        return FileScan(
+            ShowerFeatures.from_arrays(arrays, "f_"),
+            arrays["voxel_sum"],
+            float(arrays["max_voxel"]),
+            arrays["voxel_counts"],
+        )
     rows = np.zeros(check_layout(reference, geometry), dtype=bool)
     rows[half_a] = True
     first = scan_file(reference, geometry, None, chunk_size, rows=rows)
@@ -184,8 +190,15 @@ def reference_scan(reference: Path, geometry: Geometry, half_a: np.ndarray, cach
     for start, _e, s in iter_calochallenge(reference, geometry, chunk_size):
         counts[start : start + len(s)] = voxel_energy_counts(s, edges)
     scan = FileScan(first.features, first.voxel_sum, first.max_voxel, counts)
-    _save_npz(path, {**scan.features.to_arrays("f_"), "voxel_sum": scan.voxel_sum,
-                     "max_voxel": np.array(scan.max_voxel), "voxel_counts": counts})
+    _save_npz(
+        path,
+        {
+            **scan.features.to_arrays("f_"),
+            "voxel_sum": scan.voxel_sum,
+            "max_voxel": np.array(scan.max_voxel),
+            "voxel_counts": counts,
+        },
+    )
     log.info("cached reference features in %s", path)
     return scan
 
@@ -224,8 +237,9 @@ def _classifier_entries(name: str, real: np.ndarray, other: np.ndarray, cfg: Cla
     }
 
 
-def evaluate(reference: Path, generated: Path, dataset: str, settings: EvaluateShowersSettings,
-             cache_dir: Path) -> tuple[dict, dict[str, np.ndarray]]:
+def evaluate(
+    reference: Path, generated: Path, dataset: str, settings: EvaluateShowersSettings, cache_dir: Path
+) -> tuple[dict, dict[str, np.ndarray]]:
     """Compute (metrics.json content, histograms.npz arrays)."""
     geometry = load_geometry(dataset)
     n_ref, n_gen = check_layout(reference, geometry), check_layout(generated, geometry)
@@ -248,8 +262,16 @@ def evaluate(reference: Path, generated: Path, dataset: str, settings: EvaluateS
         arrays[f"{spec.name}__edges"] = spec.edges
         arrays[f"{spec.name}__reference"] = h_a
         arrays[f"{spec.name}__generated"] = h_g
-        hist_list.append({"name": spec.name, "xlabel": spec.xlabel, "logx": spec.logx, "logy": spec.logy,
-                          "group": spec.group, "separation_power": s_model[-1]})
+        hist_list.append(
+            {
+                "name": spec.name,
+                "xlabel": spec.xlabel,
+                "logx": spec.logx,
+                "logy": spec.logy,
+                "group": spec.group,
+                "separation_power": s_model[-1],
+            }
+        )
     arrays["mean_shower__reference"] = (ref.voxel_sum / len(half_a)).reshape(geometry.grid_shape)
     arrays["mean_shower__generated"] = (gen.voxel_sum / len(gen_rows)).reshape(geometry.grid_shape)
     lo, hi = np.log10(ref.features.e_inc.min()), np.log10(ref.features.e_inc.max())
@@ -267,8 +289,15 @@ def evaluate(reference: Path, generated: Path, dataset: str, settings: EvaluateS
     xa, xb, xg = fa.high_level_vector(), fb.high_level_vector(), fg.high_level_vector()
     for row, other in (("model", xg), ("real_vs_real", xb)):
         log.info("FPD/KPD (%s)", row)
-        fpd = frechet_physics_distance(xa, other, settings.seed, settings.fpd_n_sizes, settings.fpd_n_draws,
-                                       settings.fpd_min_samples, settings.fpd_max_samples)
+        fpd = frechet_physics_distance(
+            xa,
+            other,
+            settings.seed,
+            settings.fpd_n_sizes,
+            settings.fpd_n_draws,
+            settings.fpd_min_samples,
+            settings.fpd_max_samples,
+        )
         kpd = kernel_physics_distance(
             xa, other, settings.seed, settings.kpd_n_batches, settings.kpd_batch_size
         )

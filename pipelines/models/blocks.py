@@ -90,8 +90,14 @@ class MeanFieldBlock(nn.Module):
     token <- token + GLU_cond([token, attention(token, points)]); point <- point + MLP([point, token]).
     """
 
-    def __init__(self, hidden: int, cond_dim: int, heads: int, norm: str = "none",
-                 activation: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+    def __init__(
+        self,
+        hidden: int,
+        cond_dim: int,
+        heads: int,
+        norm: str = "none",
+        activation: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> None:
         super().__init__()
         self.attention = TokenAttention(hidden, heads, norm)
         self.token_gate = GLUGate(2 * hidden, cond_dim, hidden, norm)
@@ -99,8 +105,9 @@ class MeanFieldBlock(nn.Module):
         self.point_out = make_linear(hidden, hidden, norm)
         self.activation = activation or nn.functional.leaky_relu
 
-    def forward(self, x: torch.Tensor, token: torch.Tensor, cond: torch.Tensor,
-                mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, token: torch.Tensor, cond: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """x (B, N, h), token (B, 1, h), cond (B, c), mask (B, N) -> (x, token), same shapes."""
         attended = self.attention(token, x, mask)
         token = token + self.token_gate(torch.cat([token, attended], dim=-1), cond)

@@ -36,8 +36,9 @@ def condition_dim(kind: str) -> int:
     raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
 
 
-def make_condition(raw_conditions: torch.Tensor | np.ndarray, lengths: torch.Tensor | np.ndarray,
-                   kind: str, mean_n: float) -> torch.Tensor:
+def make_condition(
+    raw_conditions: torch.Tensor | np.ndarray, lengths: torch.Tensor | np.ndarray, kind: str, mean_n: float
+) -> torch.Tensor:
     """Model condition (B, cond_dim) float32 from raw per-cloud conditions and hit counts.
 
     showers: raw_conditions[:, 0] is the incident energy in MeV -> [log(E_inc / MeV) - 10, n / mean_n];
@@ -48,8 +49,9 @@ def make_condition(raw_conditions: torch.Tensor | np.ndarray, lengths: torch.Ten
     raw = torch.as_tensor(raw_conditions)
     n = torch.as_tensor(lengths).to(device=raw.device, dtype=torch.float32).reshape(-1, 1)
     if raw.ndim != 2 or raw.shape[0] != n.shape[0]:
-        raise ValueError(f"raw_conditions {tuple(raw.shape)} must be (B, c) with B = len(lengths) "
-                         f"= {n.shape[0]}")
+        raise ValueError(
+            f"raw_conditions {tuple(raw.shape)} must be (B, c) with B = len(lengths) = {n.shape[0]}"
+        )
     n_term = n / float(mean_n)
     if kind == "showers":
         energy = raw[:, :1].to(torch.float64)
@@ -109,15 +111,34 @@ class ModelConfig:
 
 def dataset2_config(mean_n: float = 1.0) -> ModelConfig:
     """Shower model of about the published CaloChallenge dataset-2 MDMA size (~66k generator parameters)."""
-    return ModelConfig(kind="showers", point_dim=4, cond_dim=2, hidden=44, n_blocks=3, heads=4,
-                       noise_dim=4, critic_hidden=44, critic_blocks=3, critic_norm="weight", mean_n=mean_n)
+    return ModelConfig(
+        kind="showers",
+        point_dim=4,
+        cond_dim=2,
+        hidden=44,
+        n_blocks=3,
+        heads=4,
+        noise_dim=4,
+        critic_hidden=44,
+        critic_blocks=3,
+        critic_norm="weight",
+        mean_n=mean_n,
+    )
 
 
 class MDMAGenerator(nn.Module):
     """Noise (B, N, noise_dim) + condition (B, c) + mask (B, N) -> points (B, N, point_dim)."""
 
-    def __init__(self, point_dim: int, cond_dim: int, hidden: int, n_blocks: int, heads: int,
-                 noise_dim: int, mean_n: float = 1.0) -> None:
+    def __init__(
+        self,
+        point_dim: int,
+        cond_dim: int,
+        hidden: int,
+        n_blocks: int,
+        heads: int,
+        noise_dim: int,
+        mean_n: float = 1.0,
+    ) -> None:
         super().__init__()
         self.noise_dim = noise_dim
         self.mean_n = float(mean_n)
@@ -137,8 +158,16 @@ class MDMAGenerator(nn.Module):
 class MDMACritic(nn.Module):
     """Points (B, N, point_dim) + condition + mask -> Wasserstein critic scores (B,)."""
 
-    def __init__(self, point_dim: int, cond_dim: int, hidden: int, n_blocks: int, heads: int,
-                 mean_n: float = 1.0, norm: str = "weight") -> None:
+    def __init__(
+        self,
+        point_dim: int,
+        cond_dim: int,
+        hidden: int,
+        n_blocks: int,
+        heads: int,
+        mean_n: float = 1.0,
+        norm: str = "weight",
+    ) -> None:
         super().__init__()
         self.mean_n = float(mean_n)
         self.embed = GLUGate(point_dim, cond_dim, hidden, norm)
@@ -159,8 +188,9 @@ class MDMACritic(nn.Module):
         hidden = nn.functional.leaky_relu(self.head_in(torch.cat([token, cond.to(token.dtype)], dim=-1)))
         return self.head_out(hidden).squeeze(-1)
 
-    def forward_with_features(self, x: torch.Tensor, cond: torch.Tensor,
-                              mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward_with_features(
+        self, x: torch.Tensor, cond: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(scores (B,), final tokens (B, hidden))."""
         token = self.features(x, cond, mask)
         return self.score(token, cond), token
@@ -171,14 +201,28 @@ class MDMACritic(nn.Module):
 
 def build_generator(config: ModelConfig) -> MDMAGenerator:
     """Generator for ``config``."""
-    return MDMAGenerator(config.point_dim, config.cond_dim, config.hidden, config.n_blocks, config.heads,
-                         config.noise_dim, mean_n=config.mean_n)
+    return MDMAGenerator(
+        config.point_dim,
+        config.cond_dim,
+        config.hidden,
+        config.n_blocks,
+        config.heads,
+        config.noise_dim,
+        mean_n=config.mean_n,
+    )
 
 
 def build_critic(config: ModelConfig) -> MDMACritic:
     """Critic for ``config``."""
-    return MDMACritic(config.point_dim, config.cond_dim, config.critic_hidden, config.critic_blocks,
-                      config.heads, mean_n=config.mean_n, norm=config.critic_norm)
+    return MDMACritic(
+        config.point_dim,
+        config.cond_dim,
+        config.critic_hidden,
+        config.critic_blocks,
+        config.heads,
+        mean_n=config.mean_n,
+        norm=config.critic_norm,
+    )
 
 
 def count_parameters(module: nn.Module) -> int:
@@ -186,8 +230,9 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
-def save_generator(path: str | Path, generator: MDMAGenerator, config: ModelConfig,
-                   extra: dict[str, Any] | None = None) -> None:
+def save_generator(
+    path: str | Path, generator: MDMAGenerator, config: ModelConfig, extra: dict[str, Any] | None = None
+) -> None:
     """Write {"format_version", "config", "state_dict", "extra"} atomically (torch.save, no pickled objects).
 
     ``extra`` must hold only weights_only-loadable values (numbers, strings, lists, dicts, tensors).
@@ -202,8 +247,9 @@ def save_generator(path: str | Path, generator: MDMAGenerator, config: ModelConf
         torch.save(payload, tmp)
 
 
-def load_generator(path: str | Path, map_location: str | torch.device = "cpu"
-                   ) -> tuple[MDMAGenerator, ModelConfig, dict[str, Any]]:
+def load_generator(
+    path: str | Path, map_location: str | torch.device = "cpu"
+) -> tuple[MDMAGenerator, ModelConfig, dict[str, Any]]:
     """Load a :func:`save_generator` file (weights_only) -> (generator in eval mode, config, extra)."""
     path = Path(path)
 
