@@ -17,19 +17,24 @@ PACKAGE = "pipelines"
 ROOT = Path(__file__).resolve().parent
 
 
-def module_path(module: str) -> Path | None:
-    """Source file of a ``pipelines`` module, or None if it is not one."""
+def module_path(module: str, root: Path | None = None) -> Path | None:
+    """Source file of a ``pipelines`` module under ``root`` (default: this package), or None."""
     if module != PACKAGE and not module.startswith(PACKAGE + "."):
         return None
+    root = ROOT if root is None else root
     rel = Path(*module.split(".")[1:])
-    for candidate in (ROOT / rel.with_suffix(".py"), ROOT / rel / "__init__.py"):
+    for candidate in (root / rel.with_suffix(".py"), root / rel / "__init__.py"):
         if candidate.is_file():
             return candidate
     return None
 
 
-def _imports(path: Path, module: str) -> set[str]:
-    """``pipelines`` modules imported anywhere in a source file (absolute and relative imports)."""
+@cache
+def _imports(path: Path, module: str, root: Path, mtime_ns: int) -> frozenset[str]:
+    """``pipelines`` modules imported anywhere in a source file (absolute and relative imports).
+
+    Cached per file version (``mtime_ns``), since every stage's closure reads the shared modules.
+    """
     found = set()
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
@@ -42,11 +47,10 @@ def _imports(path: Path, module: str) -> set[str]:
                 base = ".".join(parts[: len(parts) - node.level + 1] + ([base] if base else []))
             found.add(base)
             found.update(f"{base}.{alias.name}" for alias in node.names)
-    return {m for m in found if module_path(m) is not None}
+    return frozenset(m for m in found if module_path(m, root) is not None)
 
 
-@cache
-def module_closure(module: str) -> frozenset[str]:
+def module_closure(module: str, root: Path | None = None) -> frozenset[str]:
     """``module`` and every ``pipelines`` module it depends on through imports."""
     seen: set[str] = set()
     todo = [module]
@@ -54,22 +58,27 @@ def module_closure(module: str) -> frozenset[str]:
         name = todo.pop()
         if name in seen:
             continue
-        path = module_path(name)
+        path = module_path(name, root)
         if path is None:
             raise ValueError(f"{name} is not a module of the {PACKAGE} package")
         seen.add(name)
-        todo.extend(_imports(path, name) - seen)
+        todo.extend(_imports(path, name, root or ROOT, path.stat().st_mtime_ns) - seen)
     return frozenset(seen)
 
 
-def code_hash(*modules: str, extra_files: tuple[str, ...] = ()) -> str:
-    """SHA-256 (16 hex digits) over the sources of ``modules``, their dependencies and ``extra_files``."""
-    names = sorted(set().union(*(module_closure(m) for m in modules)))
+def code_hash(*modules: str, extra_files: tuple[str, ...] = (), root: str | Path | None = None) -> str:
+    """SHA-256 (16 hex digits) over the sources of ``modules``, their dependencies and ``extra_files``.
+
+    ``root`` is the ``pipelines`` package directory to read (default: the imported one); the
+    workflow passes its own copy, so the hash follows the code the jobs will run.
+    """
+    root = ROOT if root is None else Path(root)
+    names = sorted(set().union(*(module_closure(m, root) for m in modules)))
     h = hashlib.sha256()
     for name in names:
         h.update(name.encode())
-        h.update(module_path(name).read_bytes())
+        h.update(module_path(name, root).read_bytes())
     for rel in sorted(extra_files):
         h.update(rel.encode())
-        h.update((ROOT / rel).read_bytes())
+        h.update((root / rel).read_bytes())
     return h.hexdigest()[:16]

@@ -37,6 +37,7 @@ from pipelines.batching import BucketBatchSampler, CloudDataset, collate_clouds
 from pipelines.io.atomic import atomic_path
 from pipelines.io.clouds import TRAIN, Clouds, read_clouds
 from pipelines.io.errors import DataError
+from pipelines.io.hashing import file_sha256
 from pipelines.models.mdma import (
     KINDS,
     MDMACritic,
@@ -572,6 +573,25 @@ def latest_checkpoint(directory: Path) -> tuple[Path, dict[str, Any]] | None:
     return None
 
 
+def resume_mismatch(
+    state: dict[str, Any],
+    settings: TrainSettings,
+    config: ModelConfig,
+    fingerprint: dict[str, Any],
+) -> str | None:
+    """What differs between a checkpoint and this run (settings, model, data, code), or None."""
+    old = {k: v for k, v in state["settings"].items() if k not in RESUMABLE_CHANGES}
+    new = {k: v for k, v in dataclasses.asdict(settings).items() if k not in RESUMABLE_CHANGES}
+    diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    if diff:
+        return f"settings {diff}"
+    if state["config"] != dataclasses.asdict(config):
+        return "model config"
+    old_data = state["data"]
+    changed = sorted(k for k in set(old_data) | set(fingerprint) if old_data.get(k) != fingerprint.get(k))
+    return f"inputs {changed}" if changed else None
+
+
 def check_resumable(
     path: Path,
     state: dict[str, Any],
@@ -579,15 +599,12 @@ def check_resumable(
     config: ModelConfig,
     fingerprint: dict[str, Any],
 ) -> None:
-    """ValueError if the checkpoint was made with other settings, model or data."""
-    old = {k: v for k, v in state["settings"].items() if k not in RESUMABLE_CHANGES}
-    new = {k: v for k, v in dataclasses.asdict(settings).items() if k not in RESUMABLE_CHANGES}
-    diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-    if diff or state["config"] != dataclasses.asdict(config) or state["data"] != fingerprint:
-        what = f"settings {diff}" if diff else "model config or training data"
+    """ValueError if the checkpoint was made with other settings, model, data or code."""
+    what = resume_mismatch(state, settings, config, fingerprint)
+    if what:
         raise ValueError(
             f"checkpoint {path} was written with different {what}; "
-            f"use a fresh --checkpoint-dir or restore the original settings"
+            f"use a fresh --checkpoint-dir, restore the original settings or pass --restart-on-mismatch"
         )
 
 
@@ -642,8 +659,15 @@ def train(
     out_curve: str,
     out_summary: str,
     device_name: str = "auto",
+    code_version: str = "",
+    restart_on_mismatch: bool = False,
 ) -> dict[str, Any]:
-    """Train (or resume) and write the generator, the loss curve and the summary; returns the summary."""
+    """Train (or resume) and write the generator, the loss curve and the summary; returns the summary.
+
+    A checkpoint is resumed only if it was written for the same settings, model, input files
+    (content hashes) and ``code_version``; otherwise a ValueError, or, with ``restart_on_mismatch``
+    (what the workflow passes), the stale checkpoints are removed and training starts afresh.
+    """
     if kind not in KINDS:
         raise ValueError(f"--kind must be one of {KINDS}, got {kind!r}")
     set_threads(settings)
@@ -654,6 +678,9 @@ def train(
         "n_train": len(train_idx),
         "n_points": int(clouds.lengths[train_idx].sum()),
         "mean_n": mean_n,
+        "clouds_sha256": file_sha256(clouds_path),
+        "transforms_sha256": file_sha256(transforms_path),
+        "code_version": code_version,
     }
 
     dataset = CloudDataset(clouds, transform, indices=train_idx, seed=settings.seed)
@@ -666,6 +693,13 @@ def train(
     ckpt_dir = Path(checkpoint_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     found = latest_checkpoint(ckpt_dir)
+    if found is not None and restart_on_mismatch:
+        what = resume_mismatch(found[1], settings, config, fingerprint)
+        if what:
+            log.warning("checkpoints in %s were written with different %s: starting afresh", ckpt_dir, what)
+            for stale in checkpoint_paths(ckpt_dir):
+                stale.unlink()
+            found = None
     resumed_from = 0
     if found is not None:
         path, state = found
@@ -776,6 +810,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out-curve", required=True, help="loss curve CSV")
     p.add_argument("--out-summary", required=True, help="summary JSON")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--code-version", default="", help="version of the training code, kept in checkpoints")
+    p.add_argument(
+        "--restart-on-mismatch",
+        action="store_true",
+        help="discard checkpoints written for other settings, inputs or code instead of failing",
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     settings = TrainSettings.from_json(args.settings)
@@ -789,6 +829,8 @@ def main(argv: list[str] | None = None) -> int:
         args.out_curve,
         args.out_summary,
         args.device,
+        args.code_version,
+        args.restart_on_mismatch,
     )
     log.info(
         "trained %d steps (%.1f s this run, %s showers/s)",

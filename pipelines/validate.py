@@ -8,7 +8,6 @@ downstream rules depend on, so a changed input file reruns everything after it.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 from pathlib import Path
@@ -18,15 +17,7 @@ import numpy as np
 from pipelines.geometry import load_geometry
 from pipelines.io.atomic import atomic_path
 from pipelines.io.calochallenge import iter_calochallenge
-
-
-def file_sha256(path: str | Path, block: int = 1 << 22) -> str:
-    """Hex SHA-256 of a file's content."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(block):
-            h.update(chunk)
-    return h.hexdigest()
+from pipelines.io.hashing import file_sha256
 
 
 def summarise_showers(path: Path, dataset: str) -> dict:

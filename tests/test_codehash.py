@@ -1,3 +1,4 @@
+import os
 import shutil
 
 import pytest
@@ -19,19 +20,27 @@ def test_closure_follows_imports():
     assert "pipelines.metrics" not in closure
 
 
-def test_hash_changes_with_dependency_edits_only(tmp_path, monkeypatch):
+def test_hash_changes_with_dependency_edits_only(tmp_path):
     root = tmp_path / "pipelines"
     shutil.copytree(codehash.ROOT, root, ignore=shutil.ignore_patterns("__pycache__", "data"))
-    monkeypatch.setattr(codehash, "ROOT", root)
-    module_closure.cache_clear()
-    before = code_hash("pipelines.convert")
+    before = code_hash("pipelines.convert", root=root)
+    assert before == code_hash("pipelines.convert")
     (root / "geometry.py").write_text((root / "geometry.py").read_text() + "\n# edit\n")
-    module_closure.cache_clear()
-    assert code_hash("pipelines.convert") != before
-    cli_before = code_hash("pipelines.io.atomic")
+    assert code_hash("pipelines.convert", root=root) != before
+    assert code_hash("pipelines.convert") == before  # the other copy is untouched
+    cli_before = code_hash("pipelines.io.atomic", root=root)
     (root / "cli.py").write_text((root / "cli.py").read_text() + "\n# edit\n")
-    assert code_hash("pipelines.io.atomic") == cli_before
-    module_closure.cache_clear()
+    assert code_hash("pipelines.io.atomic", root=root) == cli_before
+
+
+def test_new_imports_are_followed(tmp_path):
+    root = tmp_path / "pipelines"
+    shutil.copytree(codehash.ROOT, root, ignore=shutil.ignore_patterns("__pycache__", "data"))
+    assert "pipelines.metrics.separation" not in module_closure("pipelines.io.atomic", root)
+    path = root / "io" / "atomic.py"
+    path.write_text(path.read_text() + "\nfrom pipelines.metrics import separation  # noqa\n")
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    assert "pipelines.metrics.separation" in module_closure("pipelines.io.atomic", root)
 
 
 def test_unknown_module_is_an_error():

@@ -308,6 +308,35 @@ def test_resume_refuses_other_settings_and_skips_broken_checkpoints(
     assert not list((tmp_path / "ckpt").glob("*.part"))
 
 
+def test_changed_code_or_inputs_never_resume_a_stale_checkpoint(
+    jet_files: dict[str, Path], tmp_path: Path
+) -> None:
+    """The workflow reuses one checkpoint folder: a new code version, new input files or new
+    settings must retrain from step 0 (with --restart-on-mismatch) or refuse (without)."""
+    summary = tmp_path / "summary.json"
+    assert T.main([*_argv(jet_files, tmp_path, {**RUN, "max_steps": 4}), "--code-version", "a"]) == 0
+    with pytest.raises(ValueError, match="different inputs.*code_version"):
+        T.main([*_argv(jet_files, tmp_path, {**RUN, "max_steps": 6}), "--code-version", "b"])
+    argv = [
+        *_argv(jet_files, tmp_path, {**RUN, "max_steps": 6}),
+        "--code-version",
+        "b",
+        "--restart-on-mismatch",
+    ]
+    assert T.main(argv) == 0
+    assert json.loads(summary.read_text())["resumed_from_step"] == 0
+    assert T.main([*argv[:-1], "--restart-on-mismatch"]) == 0  # same everything: resumes
+    assert json.loads(summary.read_text())["resumed_from_step"] == 6
+    transforms = tmp_path / "other_transforms.json"
+    transforms.write_text(
+        jet_files["transforms"].read_text().replace("\n", "\n ")
+    )  # same transform, new bytes
+    files = {**jet_files, "transforms": transforms}
+    argv = [*_argv(files, tmp_path, {**RUN, "max_steps": 6}), "--code-version", "b", "--restart-on-mismatch"]
+    assert T.main(argv) == 0
+    assert json.loads(summary.read_text())["resumed_from_step"] == 0
+
+
 def test_bad_inputs_raise_data_errors(jet_files: dict[str, Path], tmp_path: Path) -> None:
     clouds = _jet_clouds()
     clouds.split[:] = 2  # no training clouds

@@ -33,6 +33,7 @@ from numpy.typing import NDArray
 
 from pipelines.io.atomic import atomic_path
 from pipelines.io.errors import DataError
+from pipelines.io.hashing import file_sha256
 from pipelines.io.jetnet import read_jetnet
 from pipelines.metrics import efp, jet_metrics
 from pipelines.metrics.jet_metrics import JetMetricSettings, JetSample, make_sample
@@ -86,20 +87,12 @@ class EvaluateJetsSettings(JetMetricSettings):
 # ---------------------------------------------------------------- cache
 
 
-def _sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def reference_cache_key(reference: Path) -> str:
     """sha256 over the reference file's bytes, the metric source files and the cache format version."""
     h = hashlib.sha256(CACHE_VERSION.encode())
-    h.update(_sha256_file(reference).encode())
+    h.update(file_sha256(reference).encode())
     for src in CACHE_SOURCES:
-        h.update(_sha256_file(src).encode())
+        h.update(file_sha256(src).encode())
     return h.hexdigest()
 
 

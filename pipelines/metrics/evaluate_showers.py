@@ -29,6 +29,7 @@ import numpy as np
 from pipelines.geometry import KNOWN_DATASETS, THRESHOLD_MEV, Geometry, load_geometry
 from pipelines.io.atomic import atomic_path
 from pipelines.io.calochallenge import check_layout, iter_calochallenge
+from pipelines.io.hashing import file_sha256
 from pipelines.metrics.calo_features import (
     FileScan,
     HistogramSpec,
@@ -137,14 +138,6 @@ def comparison_rows(n_reference: int, n_generated: int) -> tuple[np.ndarray, np.
 # ---------------------------------------------------------------- reference cache
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def code_hash(dataset: str) -> str:
     """sha256 of every source file (and the binning XML) that shapes the cached reference features."""
     files = sorted((PACKAGE_ROOT / "metrics").glob("*.py")) + [
@@ -159,7 +152,7 @@ def code_hash(dataset: str) -> str:
 
 
 def cache_key(reference: Path, dataset: str) -> str:
-    return f"ds{dataset}-{_sha256_file(reference)[:24]}-{code_hash(dataset)[:24]}"
+    return f"ds{dataset}-{file_sha256(reference)[:24]}-{code_hash(dataset)[:24]}"
 
 
 def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -329,7 +322,7 @@ def evaluate(
             "comparison": "model: generated rows vs reference even rows (half A); real_vs_real: reference "
             "odd rows (half B) vs half A; same sizes",
             "fpd_kpd_units": "raw values (published tables quote x 1e3)",
-            "reference_sha256": _sha256_file(reference),
+            "reference_sha256": file_sha256(reference),
         },
         "histograms": hist_list,
     }

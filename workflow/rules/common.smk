@@ -4,7 +4,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, workflow.basedir)
-from pipelines.codehash import code_hash  # noqa: E402
+from pipelines import codehash  # noqa: E402
 
 PY = f"{sys.executable} -m pipelines"
 DATASETS = config["datasets"]
@@ -16,6 +16,11 @@ wildcard_constraints:
     dataset=NAME,
     model=NAME,
     role="train|reference",
+
+
+def code_hash(*modules, **kwargs):
+    """Hash of the workflow's own copy of the pipelines code that ``modules`` depend on."""
+    return codehash.code_hash(*modules, root=Path(workflow.basedir) / "pipelines", **kwargs)
 
 
 def dataset(wc):

@@ -46,4 +46,5 @@ rule train:
     shell:
         "PIPELINES_NUM_THREADS={threads} {PY} train --clouds {input.clouds} --transforms {input.transforms} --kind {params.kind}"
         " --settings '{params.settings}' --checkpoint-dir {params.checkpoints}"
+        " --code-version {params.code} --restart-on-mismatch"
         " --out-model {output.model} --out-curve {output.curve} --out-summary {output.summary} 2> {log}"
