@@ -42,6 +42,7 @@ from tqdm import tqdm
 from pipelines.geometry import THRESHOLD_MEV, Geometry, load_geometry
 from pipelines.io.atomic import atomic_path
 from pipelines.io.errors import DataError
+from pipelines.settings import settings_object
 
 log = logging.getLogger(__name__)
 
@@ -82,13 +83,7 @@ class SampleSettings:
 
     @classmethod
     def from_json(cls, text: str | None) -> SampleSettings:
-        raw = json.loads(text) if text else {}
-        if not isinstance(raw, dict):
-            raise ValueError("--settings must be a JSON object")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(raw) - known
-        if unknown:
-            raise ValueError(f"unknown sample settings {sorted(unknown)}; known: {sorted(known)}")
+        raw = settings_object(text, cls, "sample")
         if "timing_batch_sizes" in raw:
             raw["timing_batch_sizes"] = tuple(raw["timing_batch_sizes"])
         return cls(**raw)

@@ -50,6 +50,7 @@ from pipelines.models.mdma import (
     make_condition,
     save_generator,
 )
+from pipelines.settings import settings_object
 from pipelines.transforms import load_transform
 
 log = logging.getLogger(__name__)
@@ -180,16 +181,7 @@ class TrainSettings:
     @classmethod
     def from_json(cls, text: str | None) -> TrainSettings:
         """Parse the ``--settings`` JSON object; unknown keys or wrong types are a ValueError."""
-        try:
-            raw = json.loads(text) if text else {}
-        except json.JSONDecodeError as err:
-            raise ValueError(f"--settings is not valid JSON: {err}") from err
-        if not isinstance(raw, dict):
-            raise ValueError(f"--settings must be a JSON object, got {text!r}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(raw) - known
-        if unknown:
-            raise ValueError(f"unknown train settings {sorted(unknown)}; known: {sorted(known)}")
+        raw = settings_object(text, cls, "train")
         float_fields = {
             f.name
             for f in dataclasses.fields(cls)

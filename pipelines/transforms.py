@@ -42,6 +42,7 @@ from scipy import optimize, special
 
 from pipelines.io.atomic import atomic_path
 from pipelines.io.errors import DataError
+from pipelines.settings import settings_object
 
 if TYPE_CHECKING:
     import torch
@@ -581,14 +582,7 @@ class FitSettings:
 
     @classmethod
     def from_json(cls, text: str | None) -> FitSettings:
-        raw = json.loads(text) if text else {}
-        if not isinstance(raw, dict):
-            raise ValueError(f"--settings must be a JSON object, got {text!r}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(raw) - known
-        if unknown:
-            raise ValueError(f"unknown fit-transforms settings {sorted(unknown)}; known: {sorted(known)}")
-        s = cls(**raw)
+        s = cls(**settings_object(text, cls, "fit-transforms"))
         if not isinstance(s.max_fit_points, int) or s.max_fit_points < 0:
             raise ValueError(f"max_fit_points must be a non-negative integer, got {s.max_fit_points!r}")
         return s

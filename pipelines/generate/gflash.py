@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import sys
 from pathlib import Path
@@ -40,6 +39,7 @@ from scipy.special import gammainc
 from tqdm import tqdm
 
 from pipelines.geometry import THRESHOLD_MEV, Geometry, load_geometry
+from pipelines.settings import settings_object
 
 #: Showers per independent random stream; chunk sizes must be multiples of it.
 BLOCK_SIZE = 100
@@ -101,17 +101,7 @@ class GFlashSettings:
     @classmethod
     def from_json(cls, text: str | None) -> GFlashSettings:
         """Parse a ``--settings`` JSON object; unknown keys are a ValueError."""
-        try:
-            raw = json.loads(text) if text else {}
-        except json.JSONDecodeError as err:
-            raise ValueError(f"--settings is not valid JSON: {err}") from err
-        if not isinstance(raw, dict):
-            raise ValueError(f"--settings must be a JSON object, got {text!r}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(raw) - known
-        if unknown:
-            raise ValueError(f"unknown generate-showers settings {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**raw)
+        return cls(**settings_object(text, cls, "generate-showers"))
 
 
 # --------------------------------------------------------------------------------- parametrisation

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -40,6 +39,7 @@ import numpy as np
 from tqdm import tqdm
 
 from pipelines.io.jetnet import write_jetnet
+from pipelines.settings import settings_object
 
 log = logging.getLogger(__name__)
 
@@ -104,12 +104,7 @@ class JetGenSettings:
     @classmethod
     def from_dict(cls, values: dict | None) -> JetGenSettings:
         """Build settings from a JSON object; unknown keys are a ValueError."""
-        values = dict(values or {})
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown jet-generator settings {unknown}; known: {sorted(known)}")
-        return cls(**values)
+        return cls(**settings_object(values, cls, "jet-generator"))
 
 
 def _check_args(n_jets: int, jet_type: str, n_particles: int, seed: int) -> None:
@@ -303,13 +298,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        values = json.loads(args.settings)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"--settings is not valid JSON: {err}") from err
-    if not isinstance(values, dict):
-        raise ValueError("--settings must be a JSON object")
-    settings = JetGenSettings.from_dict(values)
+    settings = JetGenSettings.from_dict(settings_object(args.settings, JetGenSettings, "jet-generator"))
     pf, jf = generate_jets(
         args.n_jets, args.jet_type, args.n_particles, args.seed, settings, progress=not args.no_progress
     )

@@ -38,6 +38,7 @@ from pipelines.io.jetnet import read_jetnet
 from pipelines.metrics import efp, jet_metrics
 from pipelines.metrics.jet_metrics import JetMetricSettings, JetSample, make_sample
 from pipelines.metrics.separation import histogram_counts, separation_power
+from pipelines.settings import settings_object
 
 log = logging.getLogger(__name__)
 
@@ -62,16 +63,7 @@ class EvaluateJetsSettings(JetMetricSettings):
     @classmethod
     def from_json(cls, text: str) -> EvaluateJetsSettings:
         """Parse a JSON object; unknown keys or wrong types are a ValueError."""
-        try:
-            raw = json.loads(text) if text.strip() else {}
-        except json.JSONDecodeError as err:
-            raise ValueError(f"--settings is not valid JSON: {err}") from err
-        if not isinstance(raw, dict):
-            raise ValueError(f"--settings must be a JSON object, got {type(raw).__name__}")
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(raw) - set(fields))
-        if unknown:
-            raise ValueError(f"unknown evaluate-jets settings {unknown}; allowed: {sorted(fields)}")
+        raw = settings_object(text, cls, "evaluate-jets")
         for key, value in raw.items():
             want = type(getattr(cls(), key))
             ok = isinstance(value, want) and not (want is int and isinstance(value, bool))

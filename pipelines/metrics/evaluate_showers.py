@@ -45,6 +45,7 @@ from pipelines.metrics.calo_features import (
 from pipelines.metrics.classifier import ClassifierConfig, classifier_test, low_level_inputs
 from pipelines.metrics.distances import frechet_physics_distance, kernel_physics_distance
 from pipelines.metrics.separation import histogram_counts, separation_power
+from pipelines.settings import settings_object
 
 log = logging.getLogger(__name__)
 
@@ -83,13 +84,7 @@ class EvaluateShowersSettings:
     @classmethod
     def from_json(cls, text: str | None) -> EvaluateShowersSettings:
         """Parse a JSON object; unknown keys and wrongly typed values are a ValueError."""
-        data = json.loads(text) if text else {}
-        if not isinstance(data, dict):
-            raise ValueError(f"--settings must be a JSON object, got {type(data).__name__}")
-        known = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - set(known))
-        if unknown:
-            raise ValueError(f"unknown evaluate-showers settings {unknown}; known: {sorted(known)}")
+        data = settings_object(text, cls, "evaluate-showers")
         for key, value in data.items():
             default = getattr(cls, key)
             ok = (

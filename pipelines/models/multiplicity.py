@@ -16,7 +16,6 @@ Two families, both saved as plain JSON and sampled with a seeded numpy Generator
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import sys
@@ -29,6 +28,7 @@ from scipy import special
 
 from pipelines.io.atomic import atomic_path
 from pipelines.io.errors import DataError
+from pipelines.settings import settings_object
 
 log = logging.getLogger(__name__)
 
@@ -65,13 +65,7 @@ class MultiplicitySettings:
 
     @classmethod
     def from_json(cls, text: str | None) -> MultiplicitySettings:
-        raw = json.loads(text) if text else {}
-        if not isinstance(raw, dict):
-            raise ValueError("--settings must be a JSON object")
-        unknown = set(raw) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown multiplicity settings: {sorted(unknown)}")
-        return cls(**raw)
+        return cls(**settings_object(text, cls, "multiplicity"))
 
 
 # ----------------------------------------------------------------------------------------------

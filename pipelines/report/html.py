@@ -39,6 +39,7 @@ from pipelines.report.plots import (
     training_panels,
     write_png,
 )
+from pipelines.settings import settings_object
 
 log = logging.getLogger(__name__)
 
@@ -136,21 +137,7 @@ def _coerce_scalar(key: str, value: object, kind: type) -> object:
 
 def parse_settings(text: str | Mapping | None) -> ReportSettings:
     """ReportSettings from a JSON object string or mapping; unknown keys and bad types are ValueErrors."""
-    if text is None or text == "":
-        return ReportSettings()
-    if isinstance(text, str):
-        try:
-            raw = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"report --settings is not valid JSON: {err}") from err
-    else:
-        raw = dict(text)
-    if not isinstance(raw, dict):
-        raise ValueError(f"report --settings must be a JSON object, got {type(raw).__name__}")
-    known = {f.name for f in fields(ReportSettings)}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise ValueError(f"unknown report settings {unknown}; known: {sorted(known)}")
+    raw = settings_object(text, ReportSettings, "report")
     values = {key: _coerce(key, value) for key, value in raw.items()}
     if "ratio_range" in values and len(values["ratio_range"]) != 2:
         raise ValueError(f"report setting ratio_range must have 2 entries, got {raw['ratio_range']!r}")
