@@ -17,7 +17,7 @@ from tqdm import tqdm
 from pipelines.geometry import load_geometry
 from pipelines.io.calochallenge import check_layout, iter_calochallenge
 from pipelines.io.clouds import SPLIT_NAMES, CloudWriter, assign_split
-from pipelines.pointcloud import POINT_DTYPES, POINT_NAMES, voxels_to_points
+from pipelines.pointcloud import POINT_DTYPES, POINT_NAMES, voxels_to_columns
 
 JET_POINT_NAMES = ("eta_rel", "phi_rel", "pt_rel")
 JET_CONDITION_NAMES = ("jet_pt", "jet_eta", "jet_mass")
@@ -36,8 +36,8 @@ def convert_showers(path: Path, dataset: str, out: Path, fractions, seed: int, c
     with CloudWriter(out, POINT_NAMES, ("incident_energy",), POINT_DTYPES) as writer:
         with tqdm(total=n, desc=f"convert {path.name}", unit="shower", file=sys.stderr) as bar:
             for _, energies, showers in iter_calochallenge(path, geometry, chunk_size):
-                points, lengths = voxels_to_points(showers, geometry)
-                writer.append(points, lengths, energies[:, None])
+                columns, lengths = voxels_to_columns(showers, geometry)
+                writer.append_columns(columns, lengths, energies[:, None])
                 bar.update(len(energies))
         split = assign_split(n, fractions, seed)
         attrs = {

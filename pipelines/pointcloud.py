@@ -44,29 +44,45 @@ def voxels_to_points(showers: np.ndarray, geometry: Geometry) -> tuple[np.ndarra
 
     Points of one shower are contiguous and in voxel order; zero-hit showers have length 0.
     """
-    showers = np.asarray(showers)
-    if showers.ndim != 2 or showers.shape[1] != geometry.n_voxels:
-        raise ValueError(f"showers of shape {showers.shape} do not fit dataset {geometry.name}")
-    flat_showers = showers.reshape(-1)
-    flat = np.flatnonzero(flat_showers)
-    rows, cols = np.divmod(flat, geometry.n_voxels)
-    points = _point_table(geometry)[cols]
-    points[:, 0] = flat_showers[flat]
-    lengths = np.bincount(rows, minlength=len(showers)).astype(np.int64)
+    columns, lengths = voxels_to_columns(showers, geometry)
+    points = np.empty((len(columns["energy"]), len(POINT_NAMES)), dtype=np.float32)
+    for j, name in enumerate(POINT_NAMES):
+        points[:, j] = columns[name]
     return points, lengths
 
 
-def _point_table(geometry: Geometry) -> np.ndarray:
-    """(n_voxels, 4) float32 rows (0, layer, alpha, r) of every voxel, cached per geometry."""
-    table = _TABLES.get(id(geometry))
-    if table is None or table[0] is not geometry:
-        points = np.zeros((geometry.n_voxels, 4), dtype=np.float32)
-        points[:, 1:] = geometry.voxel_index
-        table = _TABLES[id(geometry)] = (geometry, points)
-    return table[1]
+def voxels_to_columns(showers: np.ndarray, geometry: Geometry) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """:func:`voxels_to_points` as columns in their storage dtypes (:data:`POINT_DTYPES`).
+
+    The column-wise layout is what the point-cloud files store, and it avoids a (P, 4) float
+    intermediate: the conversion stage's hot path.
+    """
+    showers = np.ascontiguousarray(showers)
+    if showers.ndim != 2 or showers.shape[1] != geometry.n_voxels:
+        raise ValueError(f"showers of shape {showers.shape} do not fit dataset {geometry.name}")
+    hit = showers != 0
+    lengths = np.count_nonzero(hit, axis=1).astype(np.int64)
+    flat = np.flatnonzero(hit)
+    voxel = flat - np.repeat(np.arange(len(showers), dtype=np.int64) * geometry.n_voxels, lengths)
+    columns = {"energy": np.take(showers.reshape(-1), flat)}
+    for name, table in zip(POINT_NAMES[1:], _bin_tables(geometry), strict=True):
+        columns[name] = np.take(table, voxel)
+    return columns, lengths
 
 
-_TABLES: dict[int, tuple[Geometry, np.ndarray]] = {}
+def _bin_tables(geometry: Geometry) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(layer, alpha, r) bin of every voxel as three uint8 arrays, cached per geometry."""
+    cached = _TABLES.get(id(geometry))
+    if cached is None or cached[0] is not geometry:
+        index = geometry.voxel_index
+        if index.max(initial=0) > np.iinfo(np.uint8).max:
+            raise ValueError(f"dataset {geometry.name}: bin indices do not fit the uint8 point columns")
+        tables = tuple(np.ascontiguousarray(index[:, j], dtype=np.uint8) for j in range(3))
+        cached = _TABLES[id(geometry)] = (geometry, tables)
+    return cached[1]
+
+
+_TABLES: dict[int, tuple[Geometry, tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
 
 
 def _layer_tables(geometry: Geometry) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -87,12 +103,27 @@ def _clamped_bins(points: np.ndarray, geometry: Geometry) -> tuple[np.ndarray, n
     return layer, alpha, r
 
 
-def _regular_local_index(points: np.ndarray, geometry: Geometry) -> np.ndarray:
-    """Flat voxel index within the shower of points in a regular grid, clamped (fast path)."""
+def _regular_keys(columns: np.ndarray, lengths: np.ndarray, geometry: Geometry) -> np.ndarray:
+    """Flat voxel index (shower * n_voxels + voxel) of points in a regular grid, clamped (fast path).
+
+    ``columns`` is a contiguous (4, P) float32 copy of the points (column-strided arithmetic on
+    the (P, 4) array is several times slower); it is clamped in place. Truncation after
+    fmax(., 0) is the floor, and fmax maps NaN to 0. Keys are int32 (the caller keeps
+    len(lengths) * n_voxels below 2**31).
+    """
     n_layers, n_alpha, n_r = geometry.grid_shape
-    high = np.array([n_layers - 1, n_alpha - 1, n_r - 1], dtype=np.float32)
-    coords = np.minimum(np.fmax(points[:, 1:4], np.float32(0)), high).astype(np.int32)
-    return (coords[:, 0] * n_alpha + coords[:, 1]) * n_r + coords[:, 2]
+    high = np.array([[n_layers - 1], [n_alpha - 1], [n_r - 1]], dtype=np.float32)
+    coords = columns[1:4]
+    np.fmax(coords, np.float32(0), out=coords)
+    np.minimum(coords, high, out=coords)
+    bins = coords.astype(np.int32)
+    key = np.repeat(np.arange(len(lengths), dtype=np.int32) * np.int32(geometry.n_voxels), lengths)
+    bins[0] *= n_alpha * n_r
+    bins[1] *= n_r
+    key += bins[0]
+    key += bins[1]
+    key += bins[2]
+    return key
 
 
 def _shift_collisions(
@@ -157,6 +188,8 @@ def points_to_voxels(
     if points.ndim != 2 or points.shape[1] != 4 or lengths.sum() != len(points):
         raise ValueError(f"points {points.shape} and lengths (sum {lengths.sum()}) do not match")
     n, n_vox = len(lengths), geometry.n_voxels
+    if chunk_voxels >= 2**31:
+        raise ValueError("chunk_voxels must stay below 2**31 (int32 voxel keys)")
     start, _, n_r = _layer_tables(geometry)
     out = np.zeros((n, n_vox), dtype=np.float32)
     offsets = np.concatenate([[0], np.cumsum(lengths)])
@@ -165,17 +198,18 @@ def points_to_voxels(
     for s0 in range(0, n, per_chunk):
         s1 = min(n, s0 + per_chunk)
         p = points[offsets[s0] : offsets[s1]]
-        shower = np.repeat(np.arange(s1 - s0, dtype=np.int64), lengths[s0:s1])
         if collisions == "sum" and geometry.is_regular:
-            local = _regular_local_index(p, geometry)
+            columns = np.ascontiguousarray(p.T, dtype=np.float32)
+            energy, key = columns[0], _regular_keys(columns, lengths[s0:s1], geometry)
         else:
+            shower = np.repeat(np.arange(s1 - s0, dtype=np.int64), lengths[s0:s1])
             layer, alpha, r = _clamped_bins(p, geometry)
-            local = start[layer] + alpha * n_r[layer] + r
-        key = shower * n_vox + local
+            key = shower * n_vox + start[layer] + alpha * n_r[layer] + r
+            energy = p[:, 0].astype(np.float32)
         hit = np.zeros((s1 - s0) * n_vox, dtype=bool)
         hit[key] = True
         n_collided += len(key) - int(np.count_nonzero(hit))
         if collisions == "shift":
             key = shower * n_vox + _shift_collisions(shower, layer, alpha, r, geometry)
-        np.add.at(out[s0:s1].reshape(-1), key, p[:, 0].astype(np.float32))
+        np.add.at(out[s0:s1].reshape(-1), key, energy)
     return out, int(n_collided)

@@ -55,6 +55,25 @@ def test_writer_appends_chunks_and_is_atomic(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["w.h5"]
 
 
+def test_writer_takes_columns_and_checks_integer_columns(tmp_path):
+    dtypes = {"e": "float32", "k": "uint8"}
+    with CloudWriter(tmp_path / "c.h5", ("e", "k"), ("x",), dtypes) as w:
+        w.append_columns({"k": np.array([3, 255], np.uint8), "e": np.array([0.5, 1.5])}, [2], [[1.0]])
+        with pytest.raises(ValueError, match="not the point columns"):
+            w.append_columns({"e": np.zeros(1)}, [1], [[1.0]])
+        with pytest.raises(ValueError, match="do not match"):
+            w.append_columns({"e": np.zeros(2), "k": np.zeros(2, np.uint8)}, [1], [[1.0]])
+        with pytest.raises(ValueError, match="column k holds values that are not uint8"):
+            w.append(np.array([[1.0, 2.5]]), [1], [[1.0]])
+        with pytest.raises(ValueError, match="column k holds values that are not uint8"):
+            w.append(np.array([[1.0, 256.0]]), [1], [[1.0]])
+        w.append(np.array([[2.0, 7.0]]), [1], [[2.0]])
+        w.finish(np.array([0, 0]), {})
+    r = read_clouds(tmp_path / "c.h5")
+    np.testing.assert_array_equal(r.points, [[0.5, 3], [1.5, 255], [2.0, 7]])
+    np.testing.assert_array_equal(r.offsets, [0, 2, 3])
+
+
 def test_inconsistent_clouds_are_rejected():
     with pytest.raises(ValueError, match="offsets"):
         Clouds(np.zeros((3, 1)), [0, 2], [[1.0]], ("a",), ("e",), [0])

@@ -4,7 +4,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipelines.geometry import load_geometry
-from pipelines.pointcloud import points_to_voxels, voxels_to_points
+from pipelines.pointcloud import (
+    POINT_DTYPES,
+    POINT_NAMES,
+    points_to_voxels,
+    voxels_to_columns,
+    voxels_to_points,
+)
 from tests.conftest import random_showers
 
 
@@ -58,6 +64,44 @@ def test_out_of_grid_coordinates_are_clamped(ds2):
     assert showers[0, ds2.flat_index(44, 15, 8)] == 2.0
     assert showers[0, ds2.flat_index(0, 0, 0)] == 3.0
     assert collided == 0
+
+
+def test_infinite_coordinates_are_clamped_to_the_grid_edges(ds2):
+    points = np.array([[1.0, np.inf, -np.inf, np.inf], [2.0, -np.inf, np.inf, -np.inf]], np.float32)
+    showers, collided = points_to_voxels(points, np.array([1, 1]), ds2)
+    assert showers[0, ds2.flat_index(44, 0, 8)] == 1.0
+    assert showers[1, ds2.flat_index(0, 15, 0)] == 2.0
+    assert collided == 0
+
+
+@pytest.mark.parametrize("name", ["2", "1-pions"])
+def test_columns_are_the_points_in_their_storage_dtypes(name):
+    geometry = load_geometry(name)
+    _, showers = random_showers(geometry, 5, seed=2, occupancy=0.2)
+    points, lengths = voxels_to_points(showers, geometry)
+    columns, col_lengths = voxels_to_columns(showers, geometry)
+    np.testing.assert_array_equal(col_lengths, lengths)
+    assert list(columns) == list(POINT_NAMES)
+    for j, name in enumerate(POINT_NAMES):
+        assert columns[name].dtype == np.dtype(POINT_DTYPES[name])
+        np.testing.assert_array_equal(columns[name].astype(np.float32), points[:, j])
+
+
+def test_voxelisation_in_chunks_equals_one_pass(ds2):
+    rng = np.random.default_rng(3)
+    lengths = rng.integers(0, 400, 7)
+    points = np.column_stack(
+        [
+            rng.uniform(0, 5, lengths.sum()),
+            rng.uniform(-1, 46, lengths.sum()),
+            rng.uniform(0, 16, lengths.sum()),
+            rng.uniform(0, 9, lengths.sum()),
+        ]
+    ).astype(np.float32)
+    whole, collided = points_to_voxels(points, lengths, ds2)
+    chunked, collided_chunked = points_to_voxels(points, lengths, ds2, chunk_voxels=2 * ds2.n_voxels)
+    np.testing.assert_array_equal(chunked, whole)
+    assert collided == collided_chunked > 0
 
 
 def test_collisions_are_counted_and_summed(ds2):

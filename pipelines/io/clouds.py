@@ -10,6 +10,7 @@ attributes. In memory, points are one (P, d) float32 array. Zero-length clouds a
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -129,14 +130,31 @@ class CloudWriter:
 
     def append(self, points: np.ndarray, lengths: np.ndarray, conditions: np.ndarray) -> None:
         """Add clouds: their points (sum(lengths), d), lengths (n,) and conditions (n, c)."""
+        points = np.asarray(points)
+        if points.ndim != 2 or points.shape[1] != len(self.point_names):
+            raise ValueError(f"points of shape {points.shape} do not have {len(self.point_names)} columns")
+        columns = {name: points[:, j] for j, name in enumerate(self.point_names)}
+        self.append_columns(columns, lengths, conditions)
+
+    def append_columns(
+        self, columns: Mapping[str, np.ndarray], lengths: np.ndarray, conditions: np.ndarray
+    ) -> None:
+        """Add clouds given column by column (name -> (sum(lengths),) values)."""
         lengths = np.asarray(lengths, dtype=np.int64)
-        if len(points) != lengths.sum():
+        n_new = int(lengths.sum())
+        if sorted(columns) != sorted(self.point_names):
+            raise ValueError(f"columns {sorted(columns)} are not the point columns {list(self.point_names)}")
+        if any(len(values) != n_new for values in columns.values()):
             raise ValueError("points and lengths do not match")
-        end = self._n_points + len(points)
-        for j, column in enumerate(self._columns):
-            values = points[:, j].astype(column.dtype)
-            if column.dtype.kind in "iu" and not np.array_equal(values, points[:, j]):
-                raise ValueError(f"column {column.name} holds values that are not {column.dtype} integers")
+        cast = []
+        for name, column in zip(self.point_names, self._columns, strict=True):
+            given = np.asarray(columns[name])
+            values = given.astype(column.dtype, copy=False)
+            if column.dtype.kind in "iu" and values is not given and not np.array_equal(values, given):
+                raise ValueError(f"column {name} holds values that are not {column.dtype} integers")
+            cast.append(values)
+        end = self._n_points + n_new
+        for column, values in zip(self._columns, cast, strict=True):
             column.resize(end, axis=0)
             column[self._n_points :] = values
         self._n_points = end
