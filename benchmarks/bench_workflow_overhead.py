@@ -30,20 +30,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from workflow_runner import copy_repository  # noqa: E402
+from workflow_runner import STAGE_RULES, copy_repository  # noqa: E402
 
-STAGE_ORDER = (
-    "generate_showers",
-    "generate_jets",
-    "validate_data",
-    "convert",
-    "fit_transforms",
-    "train_multiplicity",
-    "train",
-    "sample",
-    "evaluate",
-    "report",
-)
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 TIMED_RUN = """
 import json, sys, time
@@ -83,7 +71,7 @@ def fake_outputs(workdir: Path) -> None:
     outputs = [line.split("\t")[:3] for line in summary.splitlines()[1:] if "\t" in line]
     now = time.time()
     for path, _, rule in outputs:
-        age = len(STAGE_ORDER) - STAGE_ORDER.index(rule)
+        age = len(STAGE_RULES) - STAGE_RULES.index(rule)
         target = workdir / path
         if rule == "report" and not path.endswith(".html"):
             target.mkdir(parents=True, exist_ok=True)  # the plots directory

@@ -28,7 +28,7 @@ import pytest
 import torch
 import yaml
 from slurm_cluster import SlurmCluster, slurm_cluster  # noqa: F401  (session fixture)
-from workflow_runner import copy_repository
+from workflow_runner import STAGE_RULES, copy_repository
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -115,18 +115,7 @@ def test_every_job_went_through_sbatch(runs, slurm_cluster: SlurmCluster):  # no
     workdir, _, text = runs
     jobs = submissions(text)
     rules = {rule for _, rule in jobs}
-    assert rules == {
-        "generate_showers",
-        "generate_jets",
-        "validate_data",
-        "convert",
-        "fit_transforms",
-        "train_multiplicity",
-        "train",
-        "sample",
-        "evaluate",
-        "report",
-    }
+    assert rules == set(STAGE_RULES)
     assert len(jobs) == 2 * (2 + 2 + 7)  # per data set: 2 generate, 2 validate, 7 stages
     for job_id, rule in jobs:
         info = slurm_cluster.show_job(job_id)

@@ -15,7 +15,7 @@ import yaml
 from pipelines.geometry import load_geometry
 from pipelines.io.calochallenge import read_calochallenge
 from pipelines.io.jetnet import read_jetnet
-from tests.workflow_runner import REPO, copy_repository, run_workflow
+from tests.workflow_runner import REPO, STAGE_RULES, copy_repository, run_workflow
 
 TINY = REPO / "tests" / "config" / "tiny.yaml"
 
@@ -30,18 +30,7 @@ def test_default_config_dry_run_plans_every_stage(tmp_path):
     work = copy_repository(tmp_path)
     res = _snakemake(work, "-n", "--cores", "2")
     assert res.returncode == 0, res.stderr
-    for rule in (
-        "generate_showers",
-        "generate_jets",
-        "validate_data",
-        "convert",
-        "fit_transforms",
-        "train_multiplicity",
-        "train",
-        "sample",
-        "evaluate",
-        "report",
-    ):
+    for rule in STAGE_RULES:
         assert rule in res.stdout
 
 

@@ -20,6 +20,19 @@ from snakemake.api import (
 from snakemake.settings.enums import Quietness
 
 REPO = Path(__file__).resolve().parents[1]
+#: Every rule of the workflow that writes files, in the order data flows through them.
+STAGE_RULES = (
+    "generate_showers",
+    "generate_jets",
+    "validate_data",
+    "convert",
+    "fit_transforms",
+    "train_multiplicity",
+    "train",
+    "sample",
+    "evaluate",
+    "report",
+)
 COPIED = ("Snakefile", "config.yaml", "workflow", "pipelines", "profiles", "tests/config")
 
 
