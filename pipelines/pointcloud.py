@@ -106,15 +106,15 @@ def _clamped_bins(points: np.ndarray, geometry: Geometry) -> tuple[np.ndarray, n
 def _regular_keys(columns: np.ndarray, lengths: np.ndarray, geometry: Geometry) -> np.ndarray:
     """Flat voxel index (shower * n_voxels + voxel) of points in a regular grid, clamped (fast path).
 
-    ``columns`` is a contiguous (4, P) float32 copy of the points (column-strided arithmetic on
-    the (P, 4) array is several times slower); it is clamped in place. Truncation after
+    ``columns`` is a contiguous (4, P) floating copy of the points (column-strided arithmetic
+    on the (P, 4) array is several times slower); it is clamped in place. Truncation after
     fmax(., 0) is the floor, and fmax maps NaN to 0. Keys are int32 (the caller keeps
     len(lengths) * n_voxels below 2**31).
     """
     n_layers, n_alpha, n_r = geometry.grid_shape
-    high = np.array([[n_layers - 1], [n_alpha - 1], [n_r - 1]], dtype=np.float32)
+    high = np.array([[n_layers - 1], [n_alpha - 1], [n_r - 1]], dtype=columns.dtype)
     coords = columns[1:4]
-    np.fmax(coords, np.float32(0), out=coords)
+    np.fmax(coords, 0, out=coords)
     np.minimum(coords, high, out=coords)
     bins = coords.astype(np.int32)
     key = np.repeat(np.arange(len(lengths), dtype=np.int32) * np.int32(geometry.n_voxels), lengths)
@@ -199,8 +199,9 @@ def points_to_voxels(
         s1 = min(n, s0 + per_chunk)
         p = points[offsets[s0] : offsets[s1]]
         if collisions == "sum" and geometry.is_regular:
-            columns = np.ascontiguousarray(p.T, dtype=np.float32)
-            energy, key = columns[0], _regular_keys(columns, lengths[s0:s1], geometry)
+            columns = np.ascontiguousarray(p.T, dtype=np.result_type(p.dtype, np.float32))
+            energy = columns[0].astype(np.float32, copy=False)
+            key = _regular_keys(columns, lengths[s0:s1], geometry)
         else:
             shower = np.repeat(np.arange(s1 - s0, dtype=np.int64), lengths[s0:s1])
             layer, alpha, r = _clamped_bins(p, geometry)

@@ -66,6 +66,16 @@ def test_out_of_grid_coordinates_are_clamped(ds2):
     assert collided == 0
 
 
+def test_coordinates_are_floored_in_their_own_precision(ds2):
+    """float64 coordinates just below an integer stay in the lower bin (no float32 rounding)."""
+    points = np.array([[1.0, 4.9999999999, 2.9999999999, 6.9999999999]])
+    for collisions in ("sum", "shift"):
+        showers, _ = points_to_voxels(points, np.array([1]), ds2, collisions=collisions)
+        assert showers[0, ds2.flat_index(4, 2, 6)] == 1.0
+    showers, _ = points_to_voxels(np.array([[3, 4, 2, 6]], dtype=np.int16), np.array([1]), ds2)
+    assert showers[0, ds2.flat_index(4, 2, 6)] == 3.0
+
+
 def test_infinite_coordinates_are_clamped_to_the_grid_edges(ds2):
     points = np.array([[1.0, np.inf, -np.inf, np.inf], [2.0, -np.inf, np.inf, -np.inf]], np.float32)
     showers, collided = points_to_voxels(points, np.array([1, 1]), ds2)
