@@ -83,10 +83,7 @@ class SampleSettings:
 
     @classmethod
     def from_json(cls, text: str | None) -> SampleSettings:
-        raw = settings_object(text, cls, "sample")
-        if "timing_batch_sizes" in raw:
-            raw["timing_batch_sizes"] = tuple(raw["timing_batch_sizes"])
-        return cls(**raw)
+        return cls(**settings_object(text, cls, "sample"))
 
 
 @dataclass

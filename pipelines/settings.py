@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import types
+import typing
 from collections.abc import Mapping
 from typing import Any
 
@@ -11,8 +13,10 @@ from typing import Any
 def settings_object(text: str | Mapping | None, cls: type, stage: str) -> dict[str, Any]:
     """The checked keys of a ``--settings`` JSON object (a string or a mapping) for dataclass ``cls``.
 
-    ValueError, naming the stage, when the text is not valid JSON, not an object, or has keys
-    that are not fields of ``cls``. Value types are checked by the dataclass itself.
+    ValueError, naming the stage, when the text is not valid JSON, not an object, has keys that
+    are not fields of ``cls``, or has a value of the wrong type for its field (see
+    :func:`checked_value`; values come back converted, e.g. JSON lists to tuples). Value ranges
+    are checked by the dataclass itself.
     """
     if text is None or (isinstance(text, str) and not text.strip()):
         return {}
@@ -29,4 +33,43 @@ def settings_object(text: str | Mapping | None, cls: type, stage: str) -> dict[s
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ValueError(f"unknown {stage} settings {unknown}; known: {sorted(known)}")
-    return dict(raw)
+    hints = typing.get_type_hints(cls)
+    return {key: checked_value(f"{stage} setting {key}", value, hints[key]) for key, value in raw.items()}
+
+
+def checked_value(what: str, value: Any, hint: Any) -> Any:
+    """``value`` checked against the type ``hint`` in JSON terms, converted; ValueError naming ``what``.
+
+    Supported hints: bool, int, float, str, ``X | None`` and tuples (``tuple[X, ...]`` or fixed
+    length). Booleans are not numbers, an int is accepted for a float (and becomes one), and a
+    list is accepted for a tuple (and becomes one).
+    """
+    if isinstance(hint, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        for option in options:
+            if option is not type(None):
+                try:
+                    return checked_value(what, value, option)
+                except ValueError:
+                    pass
+        raise ValueError(f"{what} must be {_describe(hint)}, got {value!r}")
+    if typing.get_origin(hint) is tuple:
+        args = typing.get_args(hint)
+        if not isinstance(value, list | tuple):
+            raise ValueError(f"{what} must be a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            args = (args[0],) * len(value)
+        elif len(value) != len(args):
+            raise ValueError(f"{what} must have {len(args)} entries, got {value!r}")
+        return tuple(checked_value(what, item, arg) for item, arg in zip(value, args, strict=True))
+    if hint is float and type(value) in (int, float):
+        return float(value)
+    if hint in (bool, int, str) and type(value) is hint:
+        return value
+    raise ValueError(f"{what} must be {_describe(hint)}, got {value!r}")
+
+
+def _describe(hint: Any) -> str:
+    return hint.__name__ if isinstance(hint, type) else str(hint)

@@ -22,7 +22,6 @@ import random
 import re
 import sys
 import time
-import types
 import typing
 from collections.abc import Iterator
 from contextlib import nullcontext
@@ -50,7 +49,7 @@ from pipelines.models.mdma import (
     make_condition,
     save_generator,
 )
-from pipelines.settings import settings_object
+from pipelines.settings import checked_value, settings_object
 from pipelines.transforms import load_transform
 
 log = logging.getLogger(__name__)
@@ -133,7 +132,7 @@ class TrainSettings:
     def __post_init__(self) -> None:
         hints = typing.get_type_hints(type(self))
         for f in dataclasses.fields(self):
-            _check_type(f.name, getattr(self, f.name), hints[f.name])
+            checked_value(f"train setting {f.name}", getattr(self, f.name), hints[f.name])
         positive = (
             "hidden",
             "n_blocks",
@@ -181,14 +180,7 @@ class TrainSettings:
     @classmethod
     def from_json(cls, text: str | None) -> TrainSettings:
         """Parse the ``--settings`` JSON object; unknown keys or wrong types are a ValueError."""
-        raw = settings_object(text, cls, "train")
-        float_fields = {
-            f.name
-            for f in dataclasses.fields(cls)
-            if typing.get_type_hints(cls)[f.name] in (float, float | None)
-        }
-        raw = {k: float(v) if k in float_fields and type(v) is int else v for k, v in raw.items()}
-        return cls(**raw)
+        return cls(**settings_object(text, cls, "train"))
 
     @property
     def total_schedule_steps(self) -> int:
@@ -209,18 +201,6 @@ class TrainSettings:
             critic_norm=self.critic_norm,
             mean_n=mean_n,
         )
-
-
-def _check_type(name: str, value: Any, hint: Any) -> None:
-    allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
-    for t in allowed:
-        if t is type(None) and value is None:
-            return
-        if t is float and type(value) in (float, int):
-            return
-        if t in (int, str, bool) and type(value) is t:
-            return
-    raise ValueError(f"settings: {name} must be of type {hint}, got {value!r}")
 
 
 # ------------------------------------------------------------------------------------------- device

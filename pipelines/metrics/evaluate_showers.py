@@ -84,19 +84,7 @@ class EvaluateShowersSettings:
     @classmethod
     def from_json(cls, text: str | None) -> EvaluateShowersSettings:
         """Parse a JSON object; unknown keys and wrongly typed values are a ValueError."""
-        data = settings_object(text, cls, "evaluate-showers")
-        for key, value in data.items():
-            default = getattr(cls, key)
-            ok = (
-                isinstance(value, bool)
-                if isinstance(default, bool)
-                else isinstance(value, (int, float))
-                and not isinstance(value, bool)
-                and (isinstance(value, int) or isinstance(default, float))
-            )
-            if not ok:
-                raise ValueError(f"setting {key} must be {type(default).__name__}, got {value!r}")
-        return cls(**data)
+        return cls(**settings_object(text, cls, "evaluate-showers"))
 
     def classifier_config(self) -> ClassifierConfig:
         return ClassifierConfig(

@@ -101,47 +101,9 @@ class ReportSettings:
         )
 
 
-_SETTING_TYPES = {
-    "title": str,
-    "dpi": int,
-    "figure_width": float,
-    "reference_label": str,
-    "colours": (str,),
-    "ratio_range": (float,),
-    "shower_layers": (int,),
-    "smoothing": int,
-    "published_models": (str,),
-}
-
-
-def _coerce(key: str, value: object) -> object:
-    kind = _SETTING_TYPES[key]
-    if isinstance(kind, tuple):
-        if not isinstance(value, list | tuple):
-            raise ValueError(f"report setting {key!r} must be a list, got {value!r}")
-        return tuple(_coerce_scalar(key, item, kind[0]) for item in value)
-    return _coerce_scalar(key, value, kind)
-
-
-def _coerce_scalar(key: str, value: object, kind: type) -> object:
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise ValueError(f"report setting {key!r} has an invalid value {value!r}")
-    if kind is str:
-        if not isinstance(value, str):
-            raise ValueError(f"report setting {key!r} must be a string, got {value!r}")
-        return value
-    if isinstance(value, str) or (kind is int and not float(value).is_integer()):
-        raise ValueError(f"report setting {key!r} must be a {kind.__name__}, got {value!r}")
-    return kind(value)
-
-
 def parse_settings(text: str | Mapping | None) -> ReportSettings:
     """ReportSettings from a JSON object string or mapping; unknown keys and bad types are ValueErrors."""
-    raw = settings_object(text, ReportSettings, "report")
-    values = {key: _coerce(key, value) for key, value in raw.items()}
-    if "ratio_range" in values and len(values["ratio_range"]) != 2:
-        raise ValueError(f"report setting ratio_range must have 2 entries, got {raw['ratio_range']!r}")
-    return ReportSettings(**values)
+    return ReportSettings(**settings_object(text, ReportSettings, "report"))
 
 
 # ---------------------------------------------------------------- inputs
