@@ -22,8 +22,9 @@ def module_path(module: str, root: Path | None = None) -> Path | None:
     if module != PACKAGE and not module.startswith(PACKAGE + "."):
         return None
     root = ROOT if root is None else root
-    rel = Path(*module.split(".")[1:])
-    for candidate in (root / rel.with_suffix(".py"), root / rel / "__init__.py"):
+    parts = module.split(".")[1:]
+    candidates = [root.joinpath(*parts[:-1], parts[-1] + ".py")] if parts else []
+    for candidate in (*candidates, root.joinpath(*parts, "__init__.py")):
         if candidate.is_file():
             return candidate
     return None

@@ -46,3 +46,14 @@ def test_new_imports_are_followed(tmp_path):
 def test_unknown_module_is_an_error():
     with pytest.raises(ValueError, match="not a module"):
         module_closure("pipelines.nope")
+
+
+def test_imports_from_the_package_itself_are_followed(tmp_path):
+    """``from pipelines import geometry`` names the package and its submodule."""
+    root = tmp_path / "pipelines"
+    shutil.copytree(codehash.ROOT, root, ignore=shutil.ignore_patterns("__pycache__", "data"))
+    path = root / "io" / "atomic.py"
+    path.write_text(path.read_text() + "\nfrom pipelines import geometry  # noqa\n")
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    assert {"pipelines", "pipelines.geometry"} <= module_closure("pipelines.io.atomic", root)
+    assert codehash.module_path("pipelines", root) == root / "__init__.py"

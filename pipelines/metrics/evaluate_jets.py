@@ -14,7 +14,8 @@ reference with the full generated sample: relative jet mass, particle eta_rel / 
 (real particles only), the 5 prime EFPs (n = 4, d = 4) and the particle multiplicity.
 
 The reference EFPs (all 36 per jet) are cached in ``--cache-dir`` under a key = sha256 of the reference
-file's bytes combined with the sha256 of the metric source files (efp.py, jet_metrics.py).
+file's bytes combined with the hash of the code that computes them (efp and jet_metrics with all
+they import, see pipelines.codehash).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from pipelines import codehash
 from pipelines.io.atomic import atomic_path
 from pipelines.io.errors import DataError
 from pipelines.io.hashing import file_sha256
@@ -42,7 +44,6 @@ from pipelines.settings import settings_object
 
 log = logging.getLogger(__name__)
 
-CACHE_SOURCES = (Path(efp.__file__), Path(jet_metrics.__file__))
 CACHE_VERSION = "jet-efps-v1"
 # percentiles of the reference that bound the histogram ranges (robust to single outliers)
 RANGE_PERCENTILES = (0.05, 99.95)
@@ -74,11 +75,11 @@ class EvaluateJetsSettings(JetMetricSettings):
 
 
 def reference_cache_key(reference: Path) -> str:
-    """sha256 over the reference file's bytes, the metric source files and the cache format version."""
+    """sha256 over the reference file's bytes, the EFP code (efp and jet_metrics with all they import,
+    see :mod:`pipelines.codehash`) and the cache format version."""
     h = hashlib.sha256(CACHE_VERSION.encode())
     h.update(file_sha256(reference).encode())
-    for src in CACHE_SOURCES:
-        h.update(file_sha256(src).encode())
+    h.update(codehash.code_hash("pipelines.metrics.efp", "pipelines.metrics.jet_metrics").encode())
     return h.hexdigest()
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import io
 import json
 import logging
@@ -26,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipelines import codehash
 from pipelines.geometry import KNOWN_DATASETS, THRESHOLD_MEV, Geometry, load_geometry
 from pipelines.io.atomic import atomic_path
 from pipelines.io.calochallenge import check_layout, iter_calochallenge
@@ -48,8 +48,6 @@ from pipelines.metrics.separation import histogram_counts, separation_power
 from pipelines.settings import settings_object
 
 log = logging.getLogger(__name__)
-
-PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass(frozen=True)
@@ -122,20 +120,15 @@ def comparison_rows(n_reference: int, n_generated: int) -> tuple[np.ndarray, np.
 
 
 def code_hash(dataset: str) -> str:
-    """sha256 of every source file (and the binning XML) that shapes the cached reference features."""
-    files = sorted((PACKAGE_ROOT / "metrics").glob("*.py")) + [
-        PACKAGE_ROOT / "geometry.py",
-        PACKAGE_ROOT / "io" / "calochallenge.py",
-        PACKAGE_ROOT / "data" / KNOWN_DATASETS[dataset],
-    ]
-    h = hashlib.sha256()
-    for f in files:
-        h.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
-    return h.hexdigest()
+    """Hash of the code that shapes the cached reference features (this module and everything it
+    imports, see :mod:`pipelines.codehash`) and of the dataset's binning XML."""
+    return codehash.code_hash(
+        "pipelines.metrics.evaluate_showers", extra_files=(f"data/{KNOWN_DATASETS[dataset]}",)
+    )
 
 
-def cache_key(reference: Path, dataset: str) -> str:
-    return f"ds{dataset}-{file_sha256(reference)[:24]}-{code_hash(dataset)[:24]}"
+def cache_key(reference_sha256: str, dataset: str) -> str:
+    return f"ds{dataset}-{reference_sha256[:24]}-{code_hash(dataset)}"
 
 
 def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -144,10 +137,15 @@ def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
 
 
 def reference_scan(
-    reference: Path, geometry: Geometry, half_a: np.ndarray, cache_dir: Path, chunk_size: int
+    reference: Path,
+    reference_sha256: str,
+    geometry: Geometry,
+    half_a: np.ndarray,
+    cache_dir: Path,
+    chunk_size: int,
 ) -> FileScan:
     """Reference features, voxel-energy counts and half-A voxel sums, from the cache when possible."""
-    path = cache_dir / f"calo_reference_{cache_key(reference, geometry.name)}.npz"
+    path = cache_dir / f"calo_reference_{cache_key(reference_sha256, geometry.name)}.npz"
     if path.exists():
         log.info("reference features from cache %s", path)
         with np.load(path, allow_pickle=False) as z:
@@ -220,7 +218,8 @@ def evaluate(
     geometry = load_geometry(dataset)
     n_ref, n_gen = check_layout(reference, geometry), check_layout(generated, geometry)
     half_a, half_b, gen_rows = comparison_rows(n_ref, n_gen)
-    ref = reference_scan(reference, geometry, half_a, cache_dir, settings.chunk_size)
+    reference_sha256 = file_sha256(reference)
+    ref = reference_scan(reference, reference_sha256, geometry, half_a, cache_dir, settings.chunk_size)
     edges = voxel_energy_edges(ref.max_voxel)
     gen_mask = np.zeros(n_gen, dtype=bool)
     gen_mask[gen_rows] = True
@@ -305,7 +304,7 @@ def evaluate(
             "comparison": "model: generated rows vs reference even rows (half A); real_vs_real: reference "
             "odd rows (half B) vs half A; same sizes",
             "fpd_kpd_units": "raw values (published tables quote x 1e3)",
-            "reference_sha256": file_sha256(reference),
+            "reference_sha256": reference_sha256,
         },
         "histograms": hist_list,
     }
