@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import logging
 import sys
 
 from pipelines.io.errors import DataError
@@ -28,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in STAGES:
         print("usage: python -m pipelines <stage> [args]\nstages: " + ", ".join(STAGES), file=sys.stderr)
         return 0 if argv and argv[0] in ("-h", "--help") else 2
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     module = importlib.import_module(STAGES[argv[0]])
     try:
         return int(module.main(argv[1:]) or 0)

@@ -587,7 +587,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out-timing", required=True, help="timing and generation summary (.json)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     settings = SampleSettings.from_json(args.settings)
     if args.n_samples < 1:
         raise ValueError(f"--n-samples must be >= 1, got {args.n_samples}")
@@ -636,7 +635,3 @@ def main(argv: list[str] | None = None) -> int:
     with atomic_path(args.out_timing) as tmp:
         Path(tmp).write_text(json.dumps(report, indent=1) + "\n")
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -789,7 +789,6 @@ def main(argv: list[str] | None = None) -> int:
         help="discard checkpoints written for other settings, inputs or code instead of failing",
     )
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     settings = TrainSettings.from_json(args.settings)
     summary = train(
         args.clouds,
@@ -811,7 +810,3 @@ def main(argv: list[str] | None = None) -> int:
         summary["showers_per_s"],
     )
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

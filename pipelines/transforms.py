@@ -31,7 +31,6 @@ import functools
 import json
 import logging
 import math
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import SimpleNamespace
@@ -637,7 +636,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="output transform JSON")
     p.add_argument("--settings", default="{}", help='JSON object, e.g. {"max_fit_points": 5000000}')
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     settings = FitSettings.from_json(args.settings)
     geometry = None
     if args.kind == "showers":
@@ -653,7 +651,3 @@ def main(argv: list[str] | None = None) -> int:
     save_transform(args.out, t)
     log.info("wrote %s", args.out)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -167,7 +167,7 @@ def test_cli_writes_jetnet_file_and_refuses_bad_settings(tmp_path: Path) -> None
     # a fresh process, so that FastJet's first-use banner is exercised too: stdout must stay clean
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     run = subprocess.run(
-        [sys.executable, "-m", "pipelines.generate.pythia_jets", *argv],
+        [sys.executable, "-m", "pipelines", "generate-jets", *argv],
         capture_output=True,
         text=True,
         env=env,

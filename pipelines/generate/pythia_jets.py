@@ -297,7 +297,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="output .h5 path (JetNet layout)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     settings = JetGenSettings.from_dict(settings_object(args.settings, JetGenSettings, "jet-generator"))
     pf, jf = generate_jets(
         args.n_jets, args.jet_type, args.n_particles, args.seed, settings, progress=not args.no_progress
@@ -305,7 +304,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     write_jetnet(args.out, pf, jf)
     log.info("wrote %d %s jets (%d slots) to %s", len(pf), args.jet_type, args.n_particles, args.out)
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

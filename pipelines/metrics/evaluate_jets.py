@@ -282,7 +282,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-metrics", type=Path, required=True, help="metrics.json to write")
     parser.add_argument("--out-histograms", type=Path, required=True, help="histograms.npz to write")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     settings = EvaluateJetsSettings.from_json(args.settings)
     metrics, arrays = evaluate(args.reference, args.generated, settings, args.cache_dir)
     write_outputs(metrics, arrays, args.out_metrics, args.out_histograms)
@@ -292,7 +291,3 @@ def main(argv: list[str] | None = None) -> int:
         *(model[k]["value"] for k in ("W1M_x1e3", "W1P_x1e3", "W1EFP_x1e5", "FPD_x1e3", "KPD_x1e3")),
     )
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -321,7 +321,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-metrics", type=Path, required=True)
     parser.add_argument("--out-histograms", type=Path, required=True)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     settings = EvaluateShowersSettings.from_json(args.settings)
     metrics, arrays = evaluate(args.reference, args.generated, args.dataset, settings, args.cache_dir)
     buf = io.BytesIO()
@@ -332,7 +331,3 @@ def main(argv: list[str] | None = None) -> int:
         tmp.write_text(json.dumps(metrics, indent=2, allow_nan=False) + "\n")
     log.info("wrote %s and %s", args.out_metrics, args.out_histograms)
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -470,7 +469,6 @@ def main(argv: list[str] | None = None) -> int:
         "--dataset", default=None, help="CaloChallenge dataset (showers; default: clouds attrs)"
     )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     settings = MultiplicitySettings.from_json(args.settings)
     if Path(args.out).suffix != ".json":
         raise ValueError(f"--out must end in .json, got {args.out}")
@@ -501,7 +499,3 @@ def main(argv: list[str] | None = None) -> int:
     if args.out_plot:
         plot_multiplicity(args.out_plot, model, n, energies, seed=settings.seed)
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -666,7 +666,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="output HTML file")
     parser.add_argument("--plots-dir", required=True, help="directory for the PNG files")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     settings = parse_settings(args.settings)
     context, records = build_report(
         args.metrics,
