@@ -39,9 +39,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from pipelines.device import resolve_device
 from pipelines.geometry import THRESHOLD_MEV, Geometry, load_geometry
 from pipelines.io.atomic import atomic_path
 from pipelines.io.errors import DataError
+from pipelines.models.family import ShowerSampler
 from pipelines.settings import settings_object
 
 log = logging.getLogger(__name__)
@@ -88,14 +90,29 @@ class SampleSettings:
 
 @dataclass
 class Sampler:
-    """Everything needed to generate: generator, its config, point transform, multiplicity model."""
+    """Everything needed to generate: the family's sampler, point transform, multiplicity model.
 
-    generator: torch.nn.Module
-    config: Any  # pipelines.models.mdma.ModelConfig
+    ``generator`` is a :class:`~pipelines.models.family.PointSampler` (points in transformed space,
+    n from ``multiplicity``) or a :class:`~pipelines.models.family.ShowerSampler` (voxelised showers
+    directly; ``multiplicity`` is None).
+    """
+
+    generator: Any
     transform: Any  # fitted pipelines.transforms.PointTransform
-    multiplicity: Any  # pipelines.models.multiplicity model
+    multiplicity: Any  # pipelines.models.multiplicity model, None for shower samplers
     device: torch.device
     geometry: Geometry | None = None  # showers only
+    family: str = ""
+    parameters: int = 0
+
+    @property
+    def config(self) -> Any:
+        """The point sampler (it carries kind, point_dim, noise_dim and mean_n)."""
+        return self.generator
+
+    @property
+    def makes_showers(self) -> bool:
+        return isinstance(self.generator, ShowerSampler)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -237,6 +254,8 @@ def showers_from_conditions(
     from pipelines.pointcloud import points_to_voxels
 
     geo = sampler.geometry
+    if sampler.makes_showers:
+        return _showers_from_model(sampler, energies, torch_gen, settings, progress)
     n = np.asarray(n, dtype=np.int64)
     counts = _new_counts()
     showers = np.zeros((len(n), geo.n_voxels), dtype=np.float32) if voxelise else None
@@ -262,6 +281,28 @@ def showers_from_conditions(
             counts["n_collided"] += collided
             showers[s0:s1] = vox
             counts["seconds_convert"] += time.perf_counter() - t1
+        bar.update(s1 - s0)
+    bar.close()
+    return showers, counts
+
+
+def _showers_from_model(
+    sampler: Sampler,
+    energies: np.ndarray,
+    torch_gen: torch.Generator,
+    settings: SampleSettings,
+    progress: bool,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Showers from a shower sampler, chunk by chunk, with the counts summed over chunks."""
+    energies = np.asarray(energies, dtype=np.float64).reshape(-1)
+    showers = np.zeros((len(energies), sampler.geometry.n_voxels), dtype=np.float32)
+    counts = _new_counts()
+    bar = tqdm(total=len(energies), unit="shower", disable=not progress, file=sys.stderr, desc="sample")
+    for s0 in range(0, len(energies), settings.chunk_size):
+        s1 = min(len(energies), s0 + settings.chunk_size)
+        showers[s0:s1], c = sampler.generator.sample_showers(energies[s0:s1], torch_gen)
+        for key in counts:
+            counts[key] += c.get(key, 0)
         bar.update(s1 - s0)
     bar.close()
     return showers, counts
@@ -381,7 +422,7 @@ def time_generation(
         _sync(sampler.device)
         t0 = time.perf_counter()
         if kind == "showers":
-            n = sampler.multiplicity.sample(rng, conditions=cond)
+            n = None if sampler.makes_showers else sampler.multiplicity.sample(rng, conditions=cond)
             t_n = time.perf_counter() - t0
             _, counts = showers_from_conditions(sampler, cond, n, rng, torch_gen, quiet, voxelise=True)
             return t_n + counts["seconds_generate"], t_n + counts["seconds_generate"] + counts[
@@ -422,51 +463,49 @@ def time_generation(
 # ----------------------------------------------------------------------------------------------
 
 
-def resolve_device(name: str) -> torch.device:
-    """ "auto" -> cuda if available else cpu; "cuda" without a GPU is a ValueError."""
-    if name not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"--device must be auto, cpu or cuda, got {name!r}")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda requested but no CUDA device is available")
-    return torch.device(name)
-
-
 def load_sampler(
     model: str | Path,
-    multiplicity: str | Path,
+    multiplicity: str | Path | None,
     transforms: str | Path,
     kind: str,
     device: torch.device,
     geometry: Geometry | None = None,
 ) -> Sampler:
-    """Load generator, multiplicity model and point transform and check that they fit together."""
-    from pipelines.models.mdma import load_generator
+    """Load the model, its point transform and (where the family needs it) the multiplicity model."""
+    from pipelines.models.family import get_family
     from pipelines.models.multiplicity import load_multiplicity
+    from pipelines.models.store import load_model, read_model
     from pipelines.transforms import load_transform
 
-    generator, config, _ = load_generator(model, map_location=device)
-    if config.kind != kind:
-        raise ValueError(f"{model}: generator was built for {config.kind}, not {kind}")
+    if kind == "showers" and geometry is None:
+        raise ValueError("showers need a geometry")
+    payload = read_model(model)
+    if payload["kind"] != kind:
+        raise ValueError(f"{model}: the model was trained on {payload['kind']}, not {kind}")
     transform = load_transform(transforms)
     names = tuple(getattr(transform, "point_names", ()))
-    if len(names) != config.point_dim:
+    if names != tuple(payload["extra"].get("point_names", names)):
         raise DataError(
-            f"{transforms}: transform has columns {names}, the generator makes {config.point_dim}"
+            f"{transforms}: transform columns {names} differ from the model's "
+            f"{payload['extra']['point_names']}"
         )
-    mult = load_multiplicity(multiplicity)
-    if kind == "showers":
-        if geometry is None:
-            raise ValueError("showers need a geometry")
-        if mult.n_max > geometry.n_voxels:
+    generator, _ = load_model(model, transform, geometry, device)
+    n_params = sum(
+        int(v.numel()) for w in payload["weights"].values() for v in w.values() if v.dtype.is_floating_point
+    )
+    mult = None
+    if get_family(payload["family"]).needs_multiplicity():
+        if multiplicity is None:
+            raise ValueError(f"{model}: the {payload['family']!r} family needs --multiplicity")
+        mult = load_multiplicity(multiplicity)
+        if kind == "showers" and mult.n_max > geometry.n_voxels:
             raise DataError(
                 f"{multiplicity}: n_max {mult.n_max} exceeds the {geometry.n_voxels} voxels "
                 f"of dataset {geometry.name}"
             )
-        if not mult.conditional:
+        if kind == "showers" and not mult.conditional:
             log.warning("%s: multiplicity model is unconditional; n will not depend on E_inc", multiplicity)
-    return Sampler(generator.eval(), config, transform, mult, device, geometry)
+    return Sampler(generator, transform, mult, device, geometry, payload["family"], n_params)
 
 
 def _device_name(device: torch.device) -> str:
@@ -491,7 +530,9 @@ def run_showers(
     torch_gen = noise_generator(sampler.device, ss[2].generate_state(1)[0])
     ref_e, ref_n = reference_showers(reference, sampler.geometry, settings.n_from_reference)
     energies, idx = draw_energies(ref_e, n_samples, settings.energy_source, rng_e)
-    if settings.n_from_reference:
+    if sampler.makes_showers:
+        n = np.zeros(n_samples, dtype=np.int64)  # the model draws its own hit counts
+    elif settings.n_from_reference:
         n = ref_n[idx]
     else:
         n = sampler.multiplicity.sample(rng_n, conditions=energies)
@@ -503,6 +544,8 @@ def run_showers(
     if not np.all(np.isfinite(showers)) or showers.min() < 0:  # clean_energies makes this unreachable
         raise RuntimeError("generated showers contain NaN or negative energies")
     write_calochallenge(out, energies, showers)
+    if sampler.makes_showers:
+        n = np.count_nonzero(showers, axis=1)
     summary = _summary(counts, n, seconds)
     summary["n_hits_written_mean"] = float(np.count_nonzero(showers, axis=1).mean())
     return summary, ref_e
@@ -569,11 +612,11 @@ def _summary(counts: dict[str, Any], n: np.ndarray, seconds: float) -> dict[str,
 
 def main(argv: list[str] | None = None) -> int:
     """Stage ``sample``: generate showers (CaloChallenge HDF5) or jets (JetNet HDF5) plus timing.json."""
-    from pipelines.models.mdma import count_parameters
-
     p = argparse.ArgumentParser(prog="sample", description=main.__doc__)
-    p.add_argument("--model", required=True, help="generator file written by save_generator (.pt)")
-    p.add_argument("--multiplicity", required=True, help="multiplicity model (.json, train-multiplicity)")
+    p.add_argument("--model", required=True, help="model file written by the train stage (.pt)")
+    p.add_argument(
+        "--multiplicity", default=None, help="multiplicity model (.json), for families that need it"
+    )
     p.add_argument("--transforms", required=True, help="fitted point transform (.json, fit-transforms)")
     p.add_argument(
         "--reference", required=True, help="reference file whose E_inc (showers) / jets frame to match"
@@ -627,9 +670,10 @@ def main(argv: list[str] | None = None) -> int:
         "kind": args.kind, "dataset": args.dataset,
         "device": device.type, "device_name": _device_name(device),
         "torch_version": torch.__version__, "torch_threads": torch.get_num_threads(),
-        "generator_parameters": count_parameters(sampler.generator),
-        "multiplicity_family": sampler.multiplicity.family,
-        "conversion": "voxelisation + threshold" if args.kind == "showers" else "padding + jet features",
+        "family": sampler.family, "generator_parameters": sampler.parameters,
+        "multiplicity_family": sampler.multiplicity.family if sampler.multiplicity is not None else None,
+        "conversion": ("collision-free decoding + threshold" if sampler.makes_showers else
+                       "voxelisation + threshold" if args.kind == "showers" else "padding + jet features"),
         "timing": timing, "generation": summary, "seed": args.seed, "settings": dataclasses.asdict(settings),
     }  # fmt: skip
     with atomic_path(args.out_timing) as tmp:

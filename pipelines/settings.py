@@ -37,6 +37,32 @@ def settings_object(text: str | Mapping | None, cls: type, stage: str) -> dict[s
     return {key: checked_value(f"{stage} setting {key}", value, hints[key]) for key, value in raw.items()}
 
 
+def settings_dict(text: str | None, stage: str = "train") -> dict[str, Any]:
+    """A ``--settings`` value as a dict: a JSON object, or ``@path`` of a file holding one."""
+    if text is not None and text.startswith("@"):
+        path = text[1:]
+        try:
+            with open(path) as f:
+                text = f.read()
+        except OSError as err:
+            raise ValueError(f"{stage} --settings file {path}: {err}") from err
+    if text is None or not text.strip():
+        return {}
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{stage} --settings is not valid JSON: {err}") from err
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"{stage} --settings must be a JSON object, got {type(raw).__name__}")
+    return dict(raw)
+
+
+def checked_fields(cls: type, values: Mapping[str, Any], what: str) -> dict[str, Any]:
+    """``values`` for the fields of dataclass ``cls``, each checked and converted by its type hint."""
+    hints = typing.get_type_hints(cls)
+    return {key: checked_value(f"{what} setting {key}", value, hints[key]) for key, value in values.items()}
+
+
 def checked_value(what: str, value: Any, hint: Any) -> Any:
     """``value`` checked against the type ``hint`` in JSON terms, converted; ValueError naming ``what``.
 

@@ -7,12 +7,19 @@ scikit-learn estimator protocol (``fit`` returns ``self``, ``transform``, ``inve
 
 Showers (point columns energy [MeV], layer, alpha, r), following MDMA (arXiv:2408.04997):
     energy            -> BoxCox (maximum-likelihood lambda, then standardised)
-    layer, alpha, r   -> Dequantize(n_bins) -> MinMaxLogit(range [0, n_bins]) -> Standardize
+    layer, r          -> Dequantize(n_bins) -> MinMaxLogit(range [0, n_bins]) -> Standardize
+    alpha             -> Dequantize(n_alpha) -> Periodic(n_alpha) -> Standardize   (periodic: no
+                         logit; the inverse wraps modulo n_alpha before flooring)
 Jets (eta_rel, phi_rel, pt_rel):
     pt_rel            -> Log -> Standardize   (pt_rel > 0 spans decades; log makes it near Gaussian)
     eta_rel, phi_rel  -> Standardize          (already continuous, bounded and centred near 0; a
                                                 logit would need a hard range that R = 0.8 jets
                                                 can exceed after recentring)
+
+Every column is a :class:`Chain` that records the range of the raw column seen in ``fit``
+(``low``, ``high`` in the JSON); its inverse clamps into that range, so a sampled value never leaves
+what training saw (energies above the largest training deposit, say). A chain read from an older
+JSON file without the range loads and inverts as before, unclamped.
 
 Dequantisation noise is drawn from the ``rng`` passed to ``transform`` (the data loader redraws it
 every epoch), so ``transform(X, rng)`` of the same data with equally seeded generators is identical.
@@ -20,7 +27,9 @@ every epoch), so ``transform(X, rng)`` of the same data with equally seeded gene
 Every inverse is written once, against a tiny namespace of array functions (:data:`_NUMPY_OPS` or
 :func:`_torch_ops`), and so exists for numpy (``inverse_transform``) and for torch tensors on any
 device (``inverse_transform_torch``, float64, used when sampling on a GPU) with the same guards and
-the same fitted constants.
+the same fitted constants. The smooth forward transforms (Standardize, Log, BoxCox, Periodic and
+chains of them) also exist in torch (``transform_torch``, differentiable), for models that produce
+physical values and train in transformed space.
 """
 
 from __future__ import annotations
@@ -54,7 +63,7 @@ _LOG_MAX = math.log(np.finfo(np.float64).max)
 _MAX = float(np.finfo(np.float64).max)
 
 #: The array functions the inverse formulas use; numpy and torch share these names except expit.
-_OP_NAMES = ("floor", "clip", "nan_to_num", "exp", "log", "where", "isfinite", "column_stack")
+_OP_NAMES = ("floor", "clip", "nan_to_num", "exp", "log", "where", "isfinite", "column_stack", "remainder")
 _NUMPY_OPS = SimpleNamespace(
     **{n: getattr(np, n) for n in _OP_NAMES}, expit=special.expit, maximum=np.maximum
 )
@@ -138,6 +147,13 @@ class Transform:
     def _inverse(self, z: Any, xp: SimpleNamespace) -> Any:
         """The inverse formula on a float64 column, written with the array functions in ``xp``."""
         raise NotImplementedError
+
+    def transform_torch(self, x: torch.Tensor) -> torch.Tensor:
+        """Differentiable forward transform of a torch tensor (any shape, its dtype kept).
+
+        Only the smooth transforms have one (no dequantisation noise, no range checks).
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no torch forward transform")
 
     def fit_transform(
         self, x: np.ndarray, y: Any = None, *, rng: np.random.Generator | None = None
@@ -291,6 +307,41 @@ class MinMaxLogit(Transform):
 
 
 @register
+class Periodic(Transform):
+    """A periodic coordinate x (period ``period``, e.g. dequantised alpha in [0, n_alpha)) -> x / period.
+
+    The forward map wraps x modulo the period first, so it lands in [0, 1) with no logit (a logit
+    would push the seam, which is no boundary of the data, to infinity). The inverse wraps
+    ``z * period`` modulo the period into [0, period) (NaN and infinities go to 0), so a model
+    output anywhere on the real line decodes to a valid angle; a following :class:`Dequantize`
+    floors it to the bin.
+    """
+
+    _settings = ("period",)
+
+    def __init__(self, period: float):
+        if not (math.isfinite(float(period)) and float(period) > 0):
+            raise ValueError(f"Periodic: period must be a positive number, got {period}")
+        self.period = float(period)
+
+    def transform(self, x: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
+        x = _column(x, "Periodic")
+        if x.size and not np.all(np.isfinite(x)):
+            raise ValueError("Periodic: values must be finite")
+        w = np.remainder(x, self.period)
+        return np.where(w >= self.period, 0.0, w) / self.period
+
+    def _inverse(self, z: Any, xp: SimpleNamespace) -> Any:
+        y = xp.nan_to_num(z * self.period, nan=0.0, posinf=0.0, neginf=0.0)
+        w = xp.remainder(y, self.period)
+        # remainder(-1e-20, p) rounds to p itself: that angle is 0
+        return xp.where((w >= self.period) | (w < 0.0), 0.0, w)
+
+    def transform_torch(self, x: torch.Tensor) -> torch.Tensor:
+        return x.remainder(self.period) / self.period
+
+
+@register
 class Standardize(Transform):
     """x -> (x - mean) / std (population std; a zero std is replaced by 1)."""
 
@@ -317,6 +368,10 @@ class Standardize(Transform):
         self._check_fitted()
         return z * self.std + self.mean
 
+    def transform_torch(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_fitted()
+        return (x - self.mean) / self.std
+
 
 def _require_positive(x: np.ndarray, who: str) -> None:
     if x.size and not np.all(x > 0):
@@ -335,6 +390,13 @@ class Log(Transform):
 
     def _inverse(self, z: Any, xp: SimpleNamespace) -> Any:
         return _safe_exp(z, xp)
+
+    def transform_torch(self, x: torch.Tensor) -> torch.Tensor:
+        return x.log()
+
+    def transform_log_torch(self, log_x: torch.Tensor) -> torch.Tensor:
+        """The forward transform of x given log(x) (exact for x below the float range)."""
+        return log_x
 
 
 def boxcox_llf(lmbda: float, log_x: np.ndarray) -> float:
@@ -404,16 +466,36 @@ class BoxCox(Transform):
         t = xp.maximum(xp.where(xp.isfinite(t), t, _MAX), _TINY)
         return _safe_exp(xp.log(t) / self.lmbda, xp)
 
+    def transform_torch(self, x: torch.Tensor) -> torch.Tensor:
+        return self.transform_log_torch(x.log())
+
+    def transform_log_torch(self, log_x: torch.Tensor) -> torch.Tensor:
+        """The forward transform of x given log(x): a share times a total stays exact in log space."""
+        self._check_fitted()
+        y = log_x if abs(self.lmbda) < np.spacing(1.0) else (self.lmbda * log_x).expm1() / self.lmbda
+        return (y - self.mean) / self.std
+
 
 @register
 class Chain(Transform):
-    """Transforms applied one after another to the same column; the inverse runs them backwards."""
+    """Transforms applied one after another to the same column; the inverse runs them backwards.
 
-    def __init__(self, steps: Sequence[Transform]):
+    ``fit`` records the range [low, high] of the raw column; the inverse clamps its result into it
+    (NaN stays NaN). ``low`` / ``high`` are None for a chain read from a file written before the
+    range was recorded: such a chain inverts unclamped, exactly as it did.
+    """
+
+    def __init__(self, steps: Sequence[Transform], low: float | None = None, high: float | None = None):
         self.steps = list(steps)
         for s in self.steps:
             if not isinstance(s, Transform):
                 raise ValueError(f"Chain: {s!r} is not a Transform")
+        if (low is None) != (high is None):
+            raise ValueError("Chain: give both low and high of the fitted range, or neither")
+        if low is not None and not _finite_float(low, "Chain low") <= _finite_float(high, "Chain high"):
+            raise ValueError(f"Chain: need low <= high, got low={low}, high={high}")
+        self.low = None if low is None else float(low)
+        self.high = None if high is None else float(high)
 
     @property
     def is_fitted(self) -> bool:
@@ -421,6 +503,8 @@ class Chain(Transform):
 
     def fit(self, x: np.ndarray, y: Any = None, *, rng: np.random.Generator | None = None) -> Chain:
         x = _column(x, "Chain")
+        finite = x[np.isfinite(x)]
+        self.low, self.high = (float(finite.min()), float(finite.max())) if finite.size else (None, None)
         for s in self.steps:
             x = s.fit(x, rng=rng).transform(x, rng=rng)
         return self
@@ -431,19 +515,39 @@ class Chain(Transform):
             x = s.transform(x, rng=rng)
         return x
 
+    def transform_torch(self, x: torch.Tensor) -> torch.Tensor:
+        for s in self.steps:
+            x = s.transform_torch(x)
+        return x
+
+    def transform_log_torch(self, log_x: torch.Tensor) -> torch.Tensor:
+        """The forward transform of x given log(x); the first step must take log input (Log, BoxCox)."""
+        first = getattr(self.steps[0], "transform_log_torch", None) if self.steps else None
+        if first is None:
+            raise NotImplementedError("Chain: the first step does not take log input (needs Log or BoxCox)")
+        x = first(log_x)
+        for s in self.steps[1:]:
+            x = s.transform_torch(x)
+        return x
+
     def _inverse(self, z: Any, xp: SimpleNamespace) -> Any:
         for s in reversed(self.steps):
             z = s._inverse(z, xp)
+        if self.low is not None:
+            z = xp.clip(z, self.low, self.high)
         return z
 
     def to_dict(self) -> dict[str, Any]:
-        return {"type": "Chain", "steps": [s.to_dict() for s in self.steps]}
+        d: dict[str, Any] = {"type": "Chain", "steps": [s.to_dict() for s in self.steps]}
+        if self.low is not None:
+            d["low"], d["high"] = self.low, self.high
+        return d
 
     @classmethod
     def _from_fields(cls, d: dict[str, Any]) -> Chain:
-        if set(d) != {"steps"}:
-            raise ValueError(f"Chain: expected the field 'steps', got {sorted(d)}")
-        return cls([Transform.from_dict(s) for s in d["steps"]])
+        if "steps" not in d or not set(d) <= {"steps", "low", "high"}:
+            raise ValueError(f"Chain: expected the fields 'steps' (and 'low', 'high'), got {sorted(d)}")
+        return cls([Transform.from_dict(s) for s in d["steps"]], d.get("low"), d.get("high"))
 
 
 @register
@@ -517,6 +621,10 @@ def _coordinate_chain(n_bins: int) -> Chain:
     return Chain([Dequantize(n_bins), MinMaxLogit(eps=1e-5, low=0.0, high=float(n_bins)), Standardize()])
 
 
+def _periodic_chain(n_bins: int) -> Chain:
+    return Chain([Dequantize(n_bins), Periodic(float(n_bins)), Standardize()])
+
+
 def shower_transform(geometry: Any) -> PointTransform:
     """Unfitted transform of shower points (energy [MeV], layer, alpha, r) for a regular geometry."""
     return PointTransform(
@@ -524,7 +632,7 @@ def shower_transform(geometry: Any) -> PointTransform:
         {
             "energy": Chain([BoxCox()]),
             "layer": _coordinate_chain(geometry.n_layers),
-            "alpha": _coordinate_chain(geometry.n_alpha),
+            "alpha": _periodic_chain(geometry.n_alpha),
             "r": _coordinate_chain(geometry.n_r),
         },
     )

@@ -190,10 +190,22 @@ def test_evaluate_showers_stage(tmp_path):
             "cls_low_jsd",
             "cls_high_auc",
             "cls_high_jsd",
+            "cls_trees_high_auc",
+            "cls_trees_high_jsd",
             "separation_E_layer",
             "separation_voxel_energy",
         ):
             assert set(row[key]) == {"value", "error"}
+    # the tree test compares 30 vs 30 showers in each row; its settings are recorded
+    assert (
+        m["tree_classifier"]["model"]["n_per_class"]
+        == m["tree_classifier"]["real_vs_real"]["n_per_class"]
+        == 30
+    )
+    assert (
+        "5-fold" in m["settings"]["classifier_trees"]
+        and "not the published" in m["settings"]["classifier_network"]
+    )
     # generated voxels are twice as energetic: the voxel spectrum separates more than real vs real
     assert (
         m["rows"]["model"]["separation_voxel_energy"]["value"]

@@ -141,6 +141,14 @@ def test_evaluate_jets_outputs_follow_the_contract(tmp_path):
     # the generated eta is shifted by 0.05: the model row sees it, the real-vs-real row does not
     assert rows["model"]["W1P_eta_rel"]["value"] == pytest.approx(0.05, abs=0.015)
     assert rows["real_vs_real"]["W1P_eta_rel"]["value"] < 0.02
+    # so does the tree test on per-jet features (200 vs 200 jets in both rows)
+    assert (
+        rows["model"]["cls_trees_jet_auc"]["value"] > 0.7 > rows["real_vs_real"]["cls_trees_jet_auc"]["value"]
+    )
+    assert (
+        metrics["tree_classifier"]["model"]["n_per_class"] == 200
+        and metrics["tree_classifier"]["model"]["n_features"] == 93
+    )
 
     names = [h["name"] for h in metrics["histograms"]]
     expected = {

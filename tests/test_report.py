@@ -57,6 +57,7 @@ def _write_shower_run(directory: Path, *, dataset: str = "2", label_note: str = 
                 "fpd": {"value": 0.864978, "error": 0.0051452},
                 "kpd": {"value": -0.000012, "error": None},
                 "cls_low_auc": {"value": 0.61234, "error": 0.0123},
+                "cls_trees_high_auc": {"value": 0.9917, "error": 0.0012},
                 "mystery_score": {"value": 7.5, "error": None},
             },
             "real_vs_real": {
@@ -64,10 +65,17 @@ def _write_shower_run(directory: Path, *, dataset: str = "2", label_note: str = 
                 "fpd": {"value": 0.0107, "error": 0.0008},
                 "kpd": {"value": 0.0000004, "error": 0.0000021},
                 "cls_low_auc": {"value": 0.5012, "error": 0.004},
+                "cls_trees_high_auc": {"value": 0.5068, "error": 0.0043},
                 "mystery_score": {"value": 1.25, "error": None},
             },
         },
-        "settings": {"n_showers": 20000, "classifier": {"hidden": [64, 64]}, "note": label_note},
+        "settings": {
+            "n_showers": 20000,
+            "classifier": {"hidden": [64, 64]},
+            "note": label_note,
+            "classifier_network": "2 x 128 LeakyReLU MLP (not the published setting)",
+            "classifier_trees": "HistGradientBoostingClassifier, 5-fold",
+        },
         "histograms": [
             {
                 "name": "etot",
@@ -309,7 +317,11 @@ def _jet_metric_names() -> list[str]:
     bases += [f"W1P_{f}" for f in jet_metrics.PARTICLE_FEATURES]
     bases += [f"W1EFP_{g}" for g in jet_metrics.PRIME_EFP_NAMES]
     power = {"W1M": 3, "W1P": 3, "W1EFP": 5, "FPD": 3, "KPD": 3}
-    return bases + [f"{b}_x1e{power[b.split('_')[0]]}" for b in bases]
+    return (
+        bases
+        + [f"{b}_x1e{power[b.split('_')[0]]}" for b in bases]
+        + ["cls_trees_jet_auc", "cls_trees_jet_jsd"]
+    )
 
 
 def test_every_evaluated_metric_name_has_a_description():
@@ -317,7 +329,9 @@ def test_every_evaluated_metric_name_has_a_description():
     produced = {"E_ratio", "E_layer", "voxel_energy"} | {v[0] for v in calo_features._LAYER_HIST.values()}
     assert produced == set(SHOWER_GROUPS)
     shower_names = [f"separation_{g}" for g in SHOWER_GROUPS] + ["fpd", "kpd"]
-    shower_names += [f"cls_{level}_{score}" for level in ("low", "high") for score in ("auc", "jsd")]
+    shower_names += [
+        f"cls_{level}_{score}" for level in ("low", "high", "trees_high") for score in ("auc", "jsd")
+    ]
     for kind, names in (("showers", shower_names), ("jets", _jet_metric_names())):
         for name in names:
             info = metric_catalogue.metric_info(name, kind)
@@ -339,7 +353,7 @@ def test_jet_metrics_show_published_units_and_skip_raw_duplicates():
     shown = [info.key for info in metric_catalogue.select_metrics(names, "jets")]
     expected = ["W1M_x1e3", "W1P_x1e3"] + [f"W1P_{f}_x1e3" for f in ("eta_rel", "phi_rel", "pt_rel")]
     expected += ["W1EFP_x1e5"] + [f"W1EFP_{g}_x1e5" for g in jet_metrics.PRIME_EFP_NAMES]
-    expected += ["FPD_x1e3", "KPD_x1e3"]
+    expected += ["FPD_x1e3", "KPD_x1e3", "cls_trees_jet_auc", "cls_trees_jet_jsd"]
     assert shown == expected
     # without the scaled copies the raw names are shown (and scaled by the report)
     raw = [info.key for info in metric_catalogue.select_metrics(["KPD", "W1M"], "jets")]
@@ -513,13 +527,26 @@ def test_report_metrics_table_and_rows(plain_report):
     rows = {cls: cells for table, cls, cells in parsed if table == "metrics-showers"}
     header = next(cells for table, cls, cells in parsed if table == "metrics-showers")
     assert header == ["metric", "scale", "MDMA run", "meaning"]
-    keys = ["separation_E_ratio", "cls_low_auc", "fpd", "kpd", "mystery_score"]  # grouped order
+    keys = ["separation_E_ratio", "cls_trees_high_auc", "cls_low_auc", "fpd", "kpd", "mystery_score"]
     assert [key for key in rows if key in keys] == keys
     # the metrics file holds raw FPD 0.864978 ± 0.0051452 and KPD -1.2e-5: shown x 10^3
     assert rows["fpd"][:4] == ["FPD fpd", "× 10³", "865.0 \u00b1 5.1", "10.70 \u00b1 0.80"]
     assert rows["kpd"][1:4] == ["× 10³", "-0.012", "0.0004 \u00b1 0.0021"]
     assert rows["cls_low_auc"][1:4] == ["×1", "0.612 \u00b1 0.012", "0.5012 \u00b1 0.0040"]
     assert "ROC" in rows["cls_low_auc"][4] and "low-level" in rows["cls_low_auc"][4]
+    # the sensitive tree test comes first among the classifier rows; the group says which rows are
+    # comparable with the published tables and which settings this run used
+    trees = rows["cls_trees_high_auc"]
+    assert trees[:4] == [
+        "AUC trees, high-level cls_trees_high_auc",
+        "×1",
+        "0.9917 ± 0.0012",
+        "0.5068 ± 0.0043",
+    ]
+    assert "sensitive" in trees[4] and "published" in rows["cls_low_auc"][4]
+    note = next(c[0] for _, cls, c in parsed if cls == "group" and metric_catalogue.GROUP_CLASSIFIER in c[0])
+    assert "config/full.yaml" in note and "comparable with the published tables" in note
+    assert "MDMA run: trees: HistGradientBoostingClassifier, 5-fold; network: 2 x 128" in note
     assert rows["separation_E_ratio"][2:4] == ["0.0123", "0.002"]
     assert rows["mystery_score"][2:5] == ["7.5", "1.25", "(no description known for this metric name)"]
     groups = [cells[0] for table, cls, cells in parsed if table == "metrics-showers" and cls == "group"]
@@ -593,6 +620,7 @@ def test_published_rows_only_with_real_data(plain_report, real_report):
     assert "published-table" not in plain and "arXiv:2410.21611" not in plain
     page, _ = real_report
     assert "published numbers (arXiv:2410.21611)" in page
+    assert "the tree classifier test has no published counterpart" in page
     rows = {cells[0]: cells for table, _, cells in _parse(page).rows if table == "published-table"}
     assert set(rows) == {"submission", "GEANT4", "MDMA", "CaloPointFlow", "CaloDREAM"}
     raw = _csv_row("2", "MDMA")  # independent read of the shipped table

@@ -11,9 +11,11 @@ import torch
 
 from pipelines.geometry import THRESHOLD_MEV
 from pipelines.io.calochallenge import read_calochallenge, write_calochallenge
+from pipelines.io.clouds import Clouds
 from pipelines.io.jetnet import read_jetnet, write_jetnet
-from pipelines.models.mdma import ModelConfig, build_generator, count_parameters, save_generator
+from pipelines.models.family import TrainingData, family_settings, get_family
 from pipelines.models.multiplicity import MultiplicitySettings, fit_multiplicity, save_multiplicity
+from pipelines.models.store import save_model
 from pipelines.pointcloud import points_to_voxels, voxels_to_points
 from pipelines.sample import (
     Sampler,
@@ -29,6 +31,25 @@ from pipelines.transforms import PointTransform, Transform, jet_transform, save_
 
 torch.set_num_threads(1)
 FAST = {"timing_batch_sizes": [1, 4], "timing_repeats": 1, "batch_size": 16, "progress": False}
+TINY_FLOW = {"hidden": 8, "n_blocks": 1, "heads": 1, "time_dim": 8, "ode_steps": 2}
+
+
+def save_untrained_flow(
+    path, kind: str, points: np.ndarray, lengths: np.ndarray, conditions, transform, geometry=None
+) -> int:
+    """A flow-matching model file with its initial (seeded) weights; returns its weight count."""
+    names = ("energy", "layer", "alpha", "r") if kind == "showers" else ("eta_rel", "phi_rel", "pt_rel")
+    cond_names = ("incident_energy",) if kind == "showers" else ("jet_pt", "jet_eta", "jet_mass")
+    clouds = Clouds(points, np.concatenate([[0], np.cumsum(lengths)]), conditions, names, cond_names,
+                    np.zeros(len(lengths), np.int8))  # fmt: skip
+    idx = np.arange(len(lengths))
+    data = TrainingData(kind, clouds, transform, idx, idx, float(lengths.mean()), 0, geometry)
+    cls = get_family("flow-matching")
+    torch.manual_seed(0)
+    family = cls(family_settings(cls, TINY_FLOW), data, torch.device("cpu"))
+    weights = {name: m.state_dict() for name, m in family.modules().items()}
+    save_model(path, "flow-matching", kind, family.export_config(), weights, {"point_names": list(names)})
+    return sum(int(v.numel()) for w in weights.values() for v in w.values() if v.dtype.is_floating_point)
 
 
 @pytest.fixture(scope="module")
@@ -49,11 +70,9 @@ def shower_inputs(tmp_path_factory, ds2):
         n_train, "showers", ds2.n_voxels, e_train, MultiplicitySettings(steps=250, batch_size=512)
     )
     save_multiplicity(d / "m.json", mult)
-    torch.manual_seed(0)
-    config = ModelConfig(kind="showers", mean_n=float(lengths.mean()))
-    gen = build_generator(config)
-    save_generator(d / "g.pt", gen, config)
-    return {"dir": d, "ref_e": ref_e, "ref_n": lengths, "mult": mult, "params": count_parameters(gen)}
+    transform = shower_transform(ds2).fit(points.astype(np.float64), rng=np.random.default_rng(1))
+    params = save_untrained_flow(d / "g.pt", "showers", points, lengths, ref_e[:, None], transform, ds2)
+    return {"dir": d, "ref_e": ref_e, "ref_n": lengths, "mult": mult, "params": params}
 
 
 def _run_showers(inp, out_name: str, seed: int = 1, n: int = 50, **settings) -> list[str]:
@@ -140,6 +159,8 @@ class Tracer(torch.nn.Module):
     """Stand-in generator whose output tells where each point came from:
     (log(E_inc / MeV) - 10, slot index, first noise component, n / mean_n + 1000 at padded slots)."""
 
+    kind, point_dim, noise_dim, mean_n = "showers", 4, 4, 8.0
+
     def forward(self, noise, cond, mask):
         b, m, _ = noise.shape
         slot = torch.arange(m, dtype=torch.float32).expand(b, m)
@@ -151,7 +172,7 @@ def _tracer_sampler() -> Sampler:
     names = ("energy", "layer", "alpha", "r")
     unit = {"type": "Standardize", "mean": 0.0, "std": 1.0}
     identity = PointTransform(names, {k: Transform.from_dict(unit) for k in names})
-    return Sampler(Tracer(), ModelConfig(kind="showers", mean_n=8.0), identity, None, torch.device("cpu"))
+    return Sampler(Tracer(), identity, None, torch.device("cpu"))
 
 
 def test_generate_points_puts_every_point_in_its_cloud_with_fresh_noise() -> None:
@@ -237,9 +258,8 @@ def test_jet_sample_passes_the_reader_and_respects_the_slots(tmp_path) -> None:
     real = pf[..., 3] == 1
     save_transform(tmp_path / "t.json", jet_transform().fit(pf[real][:, :3].astype(np.float64)))
     save_multiplicity(tmp_path / "m.json", fit_multiplicity(n_ref, "jets", n_slots))
-    torch.manual_seed(0)
-    config = ModelConfig(kind="jets", point_dim=3, cond_dim=1, mean_n=float(n_ref.mean()))
-    save_generator(tmp_path / "g.pt", build_generator(config), config)
+    transform = jet_transform().fit(pf[real][:, :3].astype(np.float64))
+    save_untrained_flow(tmp_path / "g.pt", "jets", pf[real][:, :3], n_ref, jf[:, :3], transform)
     args = ["--model", str(tmp_path / "g.pt"), "--multiplicity", str(tmp_path / "m.json"),
             "--transforms", str(tmp_path / "t.json"), "--reference", str(tmp_path / "ref.h5"),
             "--kind", "jets", "--n-samples", "40", "--seed", "2", "--settings", json.dumps(FAST),

@@ -1,4 +1,10 @@
-"""Training stage: settings, schedule, RNG snapshots, learning on an easy target, exact resume."""
+"""Training stage and the shared loop: settings, schedule, EMA, RNG snapshots, validation-based
+selection, exact resume after a stop or SIGKILL, stale checkpoints, bad inputs.
+
+The loop is exercised with a tiny real family (tests/toy_family.py: a Gaussian fitted by maximum
+likelihood); the families' own learning tests are in test_factorised.py, test_mdma_flow.py and
+test_mdma_gan.py.
+"""
 
 from __future__ import annotations
 
@@ -14,31 +20,33 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+import toy_family  # noqa: F401 (registers the "toy-gaussian" family)
 
 from pipelines import train as T
-from pipelines.batching import BucketBatchSampler, CloudDataset
+from pipelines.device import autocast_dtype, resolve_device
 from pipelines.io.clouds import Clouds, write_clouds
 from pipelines.io.errors import DataError
-from pipelines.models.mdma import load_generator
+from pipelines.models.store import load_model, read_model
+from pipelines.training.checkpoint import checkpoint_paths, rng_state, set_rng_state
+from pipelines.training.loop import EMA, LoopSettings, lr_factor, split_settings
 from pipelines.transforms import jet_transform, save_transform, shower_transform
 
 REPO = Path(__file__).resolve().parents[1]
 torch.set_num_threads(1)
 
-# Small run used by the resume tests: 60 jets, ~6 batches per epoch, so runs cross epochs mid-way.
+# Small run used by the resume tests.
 RUN = {
-    "max_tokens": 100,
     "num_threads": 1,
     "checkpoint_every": 4,
     "log_every": 2,
     "schedule_steps": 20,
     "warmup_steps": 3,
     "progress": False,
-    "mf_steps": 10,
-    "lr_generator": 1e-3,
-    "lr_critic": 1e-3,
+    "validate_every": 5,
+    "lr": 0.05,
 }
 TOTAL = 20
+FAMILY = "toy-gaussian"
 
 
 def _jet_clouds(n: int = 60, seed: int = 0) -> Clouds:
@@ -68,32 +76,19 @@ def jet_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"clouds": d / "clouds.h5", "transforms": d / "transforms.json"}
 
 
-def _argv(files: dict[str, Path], out: Path, settings: dict, kind: str = "jets") -> list[str]:
+def _argv(
+    files: dict[str, Path], out: Path, settings: dict, kind: str = "jets", family: str = FAMILY
+) -> list[str]:
     return [
-        "--clouds",
-        str(files["clouds"]),
-        "--transforms",
-        str(files["transforms"]),
-        "--kind",
-        kind,
-        "--settings",
-        json.dumps(settings),
-        "--checkpoint-dir",
-        str(out / "ckpt"),
-        "--out-model",
-        str(out / "model.pt"),
-        "--out-curve",
-        str(out / "curve.csv"),
-        "--out-summary",
-        str(out / "summary.json"),
-        "--device",
-        "cpu",
-    ]
+        "--clouds", str(files["clouds"]), "--transforms", str(files["transforms"]), "--kind", kind,
+        "--family", family, "--settings", json.dumps(settings), "--checkpoint-dir", str(out / "ckpt"),
+        "--out-model", str(out / "model.pt"), "--out-curve", str(out / "curve.csv"),
+        "--out-summary", str(out / "summary.json"), "--device", "cpu",
+    ]  # fmt: skip
 
 
 def _final_state(out: Path) -> dict:
-    path = T.checkpoint_paths(out / "ckpt")[-1]
-    return torch.load(path, weights_only=True)
+    return torch.load(checkpoint_paths(out / "ckpt")[-1], weights_only=True)
 
 
 def _assert_same_tensors(a: dict, b: dict) -> None:
@@ -112,52 +107,67 @@ def straight_run(jet_files: dict[str, Path], tmp_path_factory: pytest.TempPathFa
 # ------------------------------------------------------------------------------------------ settings
 
 
-def test_settings_defaults_and_validation() -> None:
-    s = T.TrainSettings.from_json('{"lr_generator": 1, "max_steps": 5}')
-    assert s.lr_generator == 1.0 and isinstance(s.lr_generator, float) and s.n_critic == 3
-    assert (s.beta1, s.beta2, s.gp_lambda, s.lr_critic) == (0.0, 0.9, 10.0, 1e-4)
-    assert s.total_schedule_steps == 5
+def test_settings_split_between_loop_and_family() -> None:
+    loop, own = split_settings(FAMILY, {"lr": 1, "max_steps": 5, "ema_decay": 0.9})
+    assert own.lr == 1.0 and isinstance(own.lr, float) and loop.max_steps == 5 and loop.ema_decay == 0.9
+    assert loop.total_schedule_steps == 5 and loop.select == "best"
     bad = [
-        ('{"learning_rate": 1e-3}', "unknown train settings"),
-        ('{"n_critic": 2.5}', "n_critic"),
-        ('{"n_critic": true}', "n_critic"),
-        ('{"hidden": "16"}', "hidden"),
-        ('{"n_critic": 0}', "n_critic"),
-        ('{"lr_critic": -1e-4}', "lr_critic"),
-        ('{"beta1": 1.0}', "beta1"),
-        ('{"amp": "int8"}', "amp"),
-        ('{"max_steps": null}', "max_steps and/or max_minutes"),
-        ('{"max_steps": null, "max_minutes": 5}', "schedule_steps"),
-        ('{"hidden": 10, "heads": 4}', "divisible"),
-        ('{"critic_norm": "batch"}', "critic_norm"),
-        ("[1, 2]", "JSON object"),
-        ('{"seed": ', "not valid JSON"),
+        ({"learning_rate": 1e-3}, "family 'toy-gaussian' takes no settings \\['learning_rate'\\]"),
+        ({"max_steps": 2.5}, "max_steps"),
+        ({"max_steps": True}, "max_steps"),
+        ({"lr": "fast"}, "lr"),
+        ({"max_steps": 0}, "max_steps"),
+        ({"ema_decay": 1.0}, "ema_decay"),
+        ({"grad_clip": -1.0}, "grad_clip"),
+        ({"amp": "int8"}, "amp"),
+        ({"select": "first"}, "select"),
+        ({"max_steps": None}, "max_steps and/or max_minutes"),
+        ({"max_steps": None, "max_minutes": 5}, "schedule_steps"),
     ]
-    for text, message in bad:
+    for values, message in bad:
         with pytest.raises(ValueError, match=message):
-            T.TrainSettings.from_json(text)
-    assert T.TrainSettings.from_json('{"max_steps": null, "max_minutes": 5, "schedule_steps": 100}')
+            split_settings(FAMILY, values)
+    with pytest.raises(ValueError, match="unknown model family 'gan2'.*known families"):
+        split_settings("gan2", {})
+    assert LoopSettings(max_steps=None, max_minutes=5, schedule_steps=100).total_schedule_steps == 100
 
 
 def test_lr_schedule_hand_values() -> None:
-    assert T.lr_factor(0, warmup=10, total=110, final=0.1) == pytest.approx(0.1)
-    assert T.lr_factor(9, warmup=10, total=110, final=0.1) == pytest.approx(1.0)
-    assert T.lr_factor(10, warmup=10, total=110, final=0.1) == pytest.approx(1.0)
-    assert T.lr_factor(60, warmup=10, total=110, final=0.1) == pytest.approx(0.55)  # cos(pi/2) = 0
-    assert T.lr_factor(110, warmup=10, total=110, final=0.1) == pytest.approx(0.1)
-    assert T.lr_factor(500, warmup=10, total=110, final=0.1) == pytest.approx(0.1)
+    assert lr_factor(0, warmup=10, total=110, final=0.1) == pytest.approx(0.1)
+    assert lr_factor(9, warmup=10, total=110, final=0.1) == pytest.approx(1.0)
+    assert lr_factor(10, warmup=10, total=110, final=0.1) == pytest.approx(1.0)
+    assert lr_factor(60, warmup=10, total=110, final=0.1) == pytest.approx(0.55)  # cos(pi/2) = 0
+    assert lr_factor(110, warmup=10, total=110, final=0.1) == pytest.approx(0.1)
+    assert lr_factor(500, warmup=10, total=110, final=0.1) == pytest.approx(0.1)
+
+
+def test_ema_hand_values() -> None:
+    """shadow <- d shadow + (1 - d) w with d = min(decay, (1 + k) / (10 + k)) at update k."""
+    layer = torch.nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        layer.weight.fill_(0.0)
+    ema = EMA({"m": layer}, decay=0.5)
+    with torch.no_grad():
+        layer.weight.fill_(1.0)
+    ema.update()  # d = 2/11
+    assert ema.shadow["m"]["weight"].item() == pytest.approx(9 / 11)
+    ema.update()  # d = 3/12
+    assert ema.shadow["m"]["weight"].item() == pytest.approx(0.25 * 9 / 11 + 0.75)
+    for _ in range(20):
+        ema.update()  # d reaches the decay 0.5 and the shadow converges to the weight
+    assert ema.shadow["m"]["weight"].item() == pytest.approx(1.0, abs=1e-5)
 
 
 def test_device_resolution_falls_back_to_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert T.resolve_device("cpu").type == "cpu"
+    assert resolve_device("cpu").type == "cpu"
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")  # what SLURM sets for a (fake) GPU
     if not torch.cuda.is_available():
-        assert T.resolve_device("auto").type == "cpu"
+        assert resolve_device("auto").type == "cpu"
         with pytest.raises(ValueError, match="CUDA"):
-            T.resolve_device("cuda")
-    assert T.autocast_dtype("auto", torch.device("cpu")) is None
+            resolve_device("cuda")
+    assert autocast_dtype("auto", torch.device("cpu")) is None
     with pytest.raises(ValueError):
-        T.resolve_device("tpu")
+        resolve_device("tpu")
 
 
 def test_rng_snapshot_round_trip(tmp_path: Path) -> None:
@@ -166,9 +176,9 @@ def test_rng_snapshot_round_trip(tmp_path: Path) -> None:
     torch.manual_seed(3)
     np.random.seed(3)  # noqa: NPY002 (the global state is what the snapshot covers)
     random.seed(3)
-    torch.save(T.rng_state(), tmp_path / "rng.pt")
+    torch.save(rng_state(), tmp_path / "rng.pt")
     first = (torch.rand(4), np.random.random(4), [random.random() for _ in range(4)])  # noqa: NPY002
-    T.set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True))
+    set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True))
     second = (torch.rand(4), np.random.random(4), [random.random() for _ in range(4)])  # noqa: NPY002
     assert torch.equal(first[0], second[0]) and np.array_equal(first[1], second[1]) and first[2] == second[2]
 
@@ -176,72 +186,58 @@ def test_rng_snapshot_round_trip(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------------ learning
 
 
-def test_gan_learns_an_easy_target() -> None:
-    """1-d points all near 3.0: the critic's Wasserstein estimate rises, then falls as the generator
-    (starting near 0) moves its mean onto the data."""
-    rng = np.random.default_rng(0)
-    n = 64
-    lengths = rng.integers(2, 6, n)
-    pts = (3.0 + 0.2 * rng.standard_normal((int(lengths.sum()), 1))).astype(np.float32)
-    clouds = Clouds(
-        pts, np.concatenate([[0], np.cumsum(lengths)]), np.ones((n, 1)), ("v",), ("c",), np.zeros(n, np.int8)
-    )
-    s = T.TrainSettings(
-        hidden=8,
-        n_blocks=1,
-        critic_hidden=8,
-        critic_blocks=1,
-        heads=2,
-        lr_generator=3e-3,
-        lr_critic=3e-3,
-        warmup_steps=0,
-        lr_final_factor=0.01,
-        max_steps=60,
-        max_tokens=128,
-        gp_lambda=1.0,
-        num_threads=1,
-    )
-    trainer = T.Trainer.create(s, s.model_config("jets", 1, float(lengths.mean())), torch.device("cpu"))
-    dataset = CloudDataset(clouds, None, seed=0)
-    stream = T.BatchStream(dataset, BucketBatchSampler(dataset.lengths, 128, seed=0))
-    mask, cond = torch.zeros(512, 4, dtype=torch.bool), torch.ones(512, 1)
-
-    def generated_mean() -> float:
-        with torch.no_grad():
-            return trainer.generator(trainer._noise(mask), cond, mask).mean().item()
-
-    start = generated_mean()
-    assert abs(start - 3.0) > 2.5  # the target is far from where the generator starts
-    means, wasserstein = [], []
-    for _ in range(s.max_steps):
-        losses, _ = trainer.train_step(stream)
-        means.append(generated_mean())
-        wasserstein.append(losses["wasserstein"])
-    assert all(np.isfinite(wasserstein))
-    peak = max(wasserstein)
-    assert peak > 3.0  # the critic tells data from the initial generator
-    assert abs(np.mean(wasserstein[-10:])) < 0.4 * peak  # ... and much less so at the end
-    assert abs(np.mean(means[-10:]) - 3.0) < 0.35 * abs(start - 3.0)
+def test_loop_fits_the_toy_family_and_exports_the_best_validated_model(tmp_path: Path) -> None:
+    """The Gaussian's mean moves onto the training points' mean; the exported model is the EMA at the
+    validation step with the smallest figure, and the curve holds the validation figures."""
+    clouds = _jet_clouds(200, seed=4)
+    clouds.points[:, 0] += 2.0  # the target is far from where the model starts (0)
+    write_clouds(tmp_path / "c.h5", clouds)
+    save_transform(tmp_path / "t.json", jet_transform().fit(clouds.points.astype(np.float64)))
+    files = {"clouds": tmp_path / "c.h5", "transforms": tmp_path / "t.json"}
+    settings = {**RUN, "max_steps": 200, "schedule_steps": 200, "validate_every": 20, "ema_decay": 0.9}
+    assert T.main(_argv(files, tmp_path, settings)) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    sampler, payload = load_model(tmp_path / "model.pt", None, None)
+    train_mean = clouds.points[np.repeat(clouds.split == 0, clouds.lengths)].mean(axis=0)
+    assert np.allclose(sampler.mu.detach().numpy(), train_mean, atol=0.05)
+    assert summary["exported_step"] == payload["extra"]["exported_step"]
+    curve = (tmp_path / "curve.csv").read_text().splitlines()
+    header = curve[0].split(",")
+    figures = {int(r.split(",")[0]): r.split(",")[header.index("val_figure")] for r in curve[1:]}
+    validated = {step: float(v) for step, v in figures.items() if v}
+    assert sorted(validated) == list(range(20, 201, 20))
+    assert summary["exported_step"] == min(validated, key=validated.get)
+    assert summary["best_validation_figure"] == pytest.approx(min(validated.values()))
+    assert validated[200] < 0.2 * validated[20]
 
 
 # ------------------------------------------------------------------------------------ stage and resume
 
 
-def test_stage_outputs(straight_run: Path, jet_files: dict[str, Path]) -> None:
+def test_stage_outputs(straight_run: Path) -> None:
     summary = json.loads((straight_run / "summary.json").read_text())
     assert summary["steps"] == TOTAL and summary["resumed_from_step"] == 0 and summary["device"] == "cpu"
     assert summary["n_train_clouds"] == 55 and summary["settings"]["max_steps"] == TOTAL
-    assert summary["showers_per_s"] > 0 and summary["generator_parameters"] > 0
-    assert summary["epochs_started"] > 2  # the run crossed epoch boundaries
+    assert summary["family"] == FAMILY and summary["parameters"] == 6 and summary["threads"] == 1
     lines = (straight_run / "curve.csv").read_text().splitlines()
-    assert lines[0].split(",") == list(T.CURVE_COLUMNS) and len(lines) == 1 + TOTAL // 2
-    generator, config, extra = load_generator(straight_run / "model.pt")
-    assert config.kind == "jets" and config.cond_dim == 1 and extra["step"] == TOTAL
-    assert config.mean_n == pytest.approx(summary["mean_n"])
-    assert extra["point_names"] == ["eta_rel", "phi_rel", "pt_rel"]
-    ckpts = T.checkpoint_paths(straight_run / "ckpt")
+    assert lines[0].split(",")[:3] == ["step", "lr_gauss", "loss"] and "val_figure" in lines[0]
+    assert len(lines) == 1 + TOTAL // 2 + 2  # every 2nd step, plus validation-only rows at steps 5 and 15
+    payload = read_model(straight_run / "model.pt")
+    assert payload["family"] == FAMILY and payload["kind"] == "jets" and payload["extra"]["step"] == TOTAL
+    assert payload["extra"]["point_names"] == ["eta_rel", "phi_rel", "pt_rel"]
+    ckpts = checkpoint_paths(straight_run / "ckpt")
     assert [p.name for p in ckpts] == ["ckpt-000000016.pt", "ckpt-000000020.pt"]  # the last two kept
-    _assert_same_tensors(generator.state_dict(), _final_state(straight_run)["generator"])
+    final = _final_state(straight_run)
+    assert final["best"]["step"] == summary["exported_step"]
+    _assert_same_tensors(payload["weights"]["gauss"], final["best"]["weights"]["gauss"])
+
+
+def _assert_same_run(ref: dict, got: dict) -> None:
+    _assert_same_tensors(ref["modules"]["gauss"], got["modules"]["gauss"])
+    _assert_same_tensors(ref["ema"]["shadow"]["gauss"], got["ema"]["shadow"]["gauss"])
+    for p, state in ref["optimisers"]["gauss"]["state"].items():
+        _assert_same_tensors(state, got["optimisers"]["gauss"]["state"][p])
+    assert ref["family_state"] == got["family_state"] and ref["best"]["step"] == got["best"]["step"]
 
 
 def test_stop_and_resume_is_bit_identical(
@@ -252,55 +248,50 @@ def test_stop_and_resume_is_bit_identical(
     assert T.main(_argv(jet_files, tmp_path, {**RUN, "max_steps": TOTAL})) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["resumed_from_step"] == 7 and summary["steps"] == TOTAL
-    ref, got = _final_state(straight_run), _final_state(tmp_path)
-    for key in ("generator", "critic"):
-        _assert_same_tensors(ref[key], got[key])
-    for key in ("opt_g", "opt_c"):
-        for p, state in ref[key]["state"].items():
-            _assert_same_tensors(state, got[key]["state"][p])
-    assert (ref["epoch"], ref["position"]) == (got["epoch"], got["position"])
+    _assert_same_run(_final_state(straight_run), _final_state(tmp_path))
     _assert_same_tensors(
-        load_generator(straight_run / "model.pt")[0].state_dict(),
-        load_generator(tmp_path / "model.pt")[0].state_dict(),
+        read_model(straight_run / "model.pt")["weights"]["gauss"],
+        read_model(tmp_path / "model.pt")["weights"]["gauss"],
     )
     ref_rows = [r.split(",")[:-1] for r in (straight_run / "curve.csv").read_text().splitlines()]
     got_rows = [r.split(",")[:-1] for r in (tmp_path / "curve.csv").read_text().splitlines()]
-    assert ref_rows == got_rows  # identical losses, only the wall-clock column differs
+    assert ref_rows == got_rows  # identical losses and validation figures, only the wall clock differs
 
 
 def test_sigkill_mid_run_then_resume_is_bit_identical(
     straight_run: Path, jet_files: dict[str, Path], tmp_path: Path
 ) -> None:
-    settings = {**RUN, "max_steps": 100_000, "checkpoint_every": 1}  # would run for minutes
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "pipelines", "train", *_argv(jet_files, tmp_path, settings)]
+    settings = {**RUN, "max_steps": 10_000_000, "checkpoint_every": 1}  # would run for minutes
+    env = {**os.environ, "PYTHONPATH": f"{REPO}:{REPO / 'tests'}", "OMP_NUM_THREADS": "1"}
+    code = "import sys, toy_family; from pipelines.cli import main; sys.exit(main(sys.argv[1:]))"
+    command = [sys.executable, "-c", code, "train", *_argv(jet_files, tmp_path, settings)]
     proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60
-        while not any(int(p.name[5:14]) >= 3 for p in T.checkpoint_paths(tmp_path / "ckpt")):
+        while not any(int(p.name[5:14]) >= 3 for p in checkpoint_paths(tmp_path / "ckpt")):
             assert proc.poll() is None and time.monotonic() < deadline, "training did not start"
-            time.sleep(0.01)
+            time.sleep(0.005)
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.kill()
         proc.wait()
     assert proc.returncode == -signal.SIGKILL and not (tmp_path / "model.pt").exists()
-    killed_at = int(T.checkpoint_paths(tmp_path / "ckpt")[-1].name[5:14])
-    assert 3 <= killed_at < TOTAL
+    killed_at = int(checkpoint_paths(tmp_path / "ckpt")[-1].name[5:14])
+    assert 3 <= killed_at
+    if killed_at >= TOTAL:
+        pytest.skip(f"the process reached step {killed_at} before the kill (a very fast machine)")
     assert T.main(_argv(jet_files, tmp_path, {**RUN, "max_steps": TOTAL})) == 0
     assert json.loads((tmp_path / "summary.json").read_text())["resumed_from_step"] == killed_at
-    ref, got = _final_state(straight_run), _final_state(tmp_path)
-    for key in ("generator", "critic"):
-        _assert_same_tensors(ref[key], got[key])
+    _assert_same_run(_final_state(straight_run), _final_state(tmp_path))
 
 
 def test_resume_refuses_other_settings_and_skips_broken_checkpoints(
     jet_files: dict[str, Path], tmp_path: Path
 ) -> None:
     assert T.main(_argv(jet_files, tmp_path, {**RUN, "max_steps": 8})) == 0
-    with pytest.raises(ValueError, match="different settings.*hidden"):
-        T.main(_argv(jet_files, tmp_path, {**RUN, "max_steps": 9, "hidden": 8}))
-    newest = T.checkpoint_paths(tmp_path / "ckpt")[-1]
+    with pytest.raises(ValueError, match="different settings.*batch"):
+        T.main(_argv(jet_files, tmp_path, {**RUN, "max_steps": 9, "batch": 8}))
+    newest = checkpoint_paths(tmp_path / "ckpt")[-1]
     newest.write_bytes(b"truncated")  # e.g. a disk problem; atomic writes make this rare
     (tmp_path / "ckpt" / ".ckpt-000000009.pt.abc.part").write_bytes(b"partial")  # a write killed midway
     assert T.main(_argv(jet_files, tmp_path, {**RUN, "max_steps": 8})) == 0
@@ -373,31 +364,28 @@ def test_bad_inputs_raise_data_errors(jet_files: dict[str, Path], tmp_path: Path
         T.main(_argv(jet_files, tmp_path, {**RUN, "max_steps": 1}, kind="showers"))
 
 
-def test_shower_training_runs(tmp_path: Path) -> None:
+def test_a_checkpoint_of_another_family_is_never_resumed(jet_files: dict[str, Path], tmp_path: Path) -> None:
+    assert T.main(_argv(jet_files, tmp_path, {**RUN, "max_steps": 4})) == 0
+    state = _final_state(tmp_path)
+    state["family"] = "flow-matching"
+    torch.save(state, checkpoint_paths(tmp_path / "ckpt")[-1])
+    with pytest.raises(ValueError, match="different family"):
+        T.main(_argv(jet_files, tmp_path, {**RUN, "max_steps": 6}))
+    assert T.main([*_argv(jet_files, tmp_path, {**RUN, "max_steps": 6}), "--restart-on-mismatch"]) == 0
+    assert json.loads((tmp_path / "summary.json").read_text())["resumed_from_step"] == 0
+
+
+def test_family_that_does_not_model_the_kind_is_an_error(tmp_path: Path) -> None:
     rng = np.random.default_rng(2)
-    lengths = rng.integers(1, 12, 30)
-    p = int(lengths.sum())
     pts = np.stack(
-        [rng.exponential(5.0, p), rng.integers(0, 3, p), rng.integers(0, 4, p), rng.integers(0, 5, p)], axis=1
+        [rng.exponential(5.0, 40), rng.integers(0, 3, 40), rng.integers(0, 4, 40), rng.integers(0, 5, 40)], 1
     )
-    showers = Clouds(
-        pts,
-        np.concatenate([[0], np.cumsum(lengths)]),
-        10 ** rng.uniform(3, 6, (30, 1)),
-        ("energy", "layer", "alpha", "r"),
-        ("incident_energy",),
-        np.zeros(30, np.int8),
-    )
+    showers = Clouds(pts, [0, 10, 25, 40], [[1000.0], [5.0], [2e4]], ("energy", "layer", "alpha", "r"),
+                     ("incident_energy",), np.zeros(3, np.int8))  # fmt: skip
     write_clouds(tmp_path / "showers.h5", showers)
     geometry = SimpleNamespace(n_layers=3, n_alpha=4, n_r=5)
-    save_transform(
-        tmp_path / "st.json",
-        shower_transform(geometry).fit(pts.astype(np.float64), rng=np.random.default_rng(0)),
-    )
+    transform = shower_transform(geometry).fit(pts.astype(np.float64), rng=np.random.default_rng(0))
+    save_transform(tmp_path / "st.json", transform)
     files = {"clouds": tmp_path / "showers.h5", "transforms": tmp_path / "st.json"}
-    assert T.main(_argv(files, tmp_path, {**RUN, "max_steps": 3}, kind="showers")) == 0
-    generator, config, _ = load_generator(tmp_path / "model.pt")
-    assert config.cond_dim == 2 and config.point_dim == 4
-    assert config.mean_n == pytest.approx(lengths.mean())
-    losses = json.loads((tmp_path / "summary.json").read_text())["final_losses"]
-    assert all(np.isfinite(v) for v in losses.values())
+    with pytest.raises(ValueError, match="does not model 'showers'"):
+        T.main(_argv(files, tmp_path, {**RUN, "max_steps": 1}, kind="showers"))

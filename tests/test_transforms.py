@@ -21,6 +21,7 @@ from pipelines.transforms import (
     Log,
     MinMaxLogit,
     NotFittedError,
+    Periodic,
     PointTransform,
     Standardize,
     Transform,
@@ -180,7 +181,9 @@ def test_shower_transform_structure(ds2, fitted_shower):
     layer = fitted_shower.columns["layer"].steps
     assert [type(s).__name__ for s in layer] == ["Dequantize", "MinMaxLogit", "Standardize"]
     assert (layer[0].n_bins, layer[1].low, layer[1].high) == (45, 0.0, 45.0)
-    assert fitted_shower.columns["alpha"].steps[0].n_bins == ds2.n_alpha
+    alpha = fitted_shower.columns["alpha"].steps
+    assert [type(s).__name__ for s in alpha] == ["Dequantize", "Periodic", "Standardize"]  # no logit
+    assert alpha[0].n_bins == ds2.n_alpha and alpha[1].period == ds2.n_alpha
     assert fitted_shower.columns["r"].steps[1].high == ds2.n_r
     assert type(fitted_shower.columns["energy"].steps[0]) is BoxCox
     z = fitted_shower.transform(random_points(ds2, 20_000, 2), rng=np.random.default_rng(1))
@@ -201,22 +204,126 @@ def test_shower_round_trip_exact(ds2, fitted_shower, data):
     z = fitted_shower.transform(x, rng=np.random.default_rng(data.draw(st.integers(0, 2**32))))
     back = fitted_shower.inverse_transform(z)
     assert np.array_equal(back[:, 1:], x[:, 1:])
-    np.testing.assert_allclose(back[:, 0], x[:, 0], rtol=1e-9)
+    # energies come back exactly inside the fitted range and clamped to it outside
+    energy = fitted_shower.columns["energy"]
+    np.testing.assert_allclose(back[:, 0], np.clip(x[:, 0], energy.low, energy.high), rtol=1e-9)
 
 
 def test_shower_round_trip_many_points(ds2, fitted_shower):
     x = random_points(ds2, 200_000, 5)
     back = fitted_shower.inverse_transform(fitted_shower.transform(x, rng=np.random.default_rng(8)))
     assert np.array_equal(back[:, 1:], x[:, 1:])
-    np.testing.assert_allclose(back[:, 0], x[:, 0], rtol=1e-10)
+    energy = fitted_shower.columns["energy"]
+    inside = (x[:, 0] >= energy.low) & (x[:, 0] <= energy.high)
+    assert 0.99 < inside.mean() < 1.0  # a fresh sample has a few values beyond the fitted range
+    np.testing.assert_allclose(back[:, 0], np.clip(x[:, 0], energy.low, energy.high), rtol=1e-10)
 
 
-def test_inverse_clamps_into_grid(ds2, fitted_shower):
+def test_inverse_clamps_into_grid_and_fitted_range(ds2, fitted_shower):
     z = np.array([[1e6, 1e6, 1e6, 1e6], [-1e6, -1e6, -1e6, -1e6], [0.0, 0.0, 0.0, 0.0]])
     back = fitted_shower.inverse_transform(z)
-    assert back[0, 1:].tolist() == [ds2.n_layers - 1, ds2.n_alpha - 1, ds2.n_r - 1]
-    assert back[1, 1:].tolist() == [0, 0, 0]
+    assert back[0, [1, 3]].tolist() == [ds2.n_layers - 1, ds2.n_r - 1]
+    assert back[1, [1, 3]].tolist() == [0, 0]
+    assert np.all((back[:, 2] >= 0) & (back[:, 2] <= ds2.n_alpha - 1))  # alpha wraps instead
     assert np.all(np.isfinite(back)) and np.all(back[:, 0] >= 0)
+    energy = fitted_shower.columns["energy"]
+    train = random_points(ds2, 20_000, 1)[:, 0]  # the fitted sample
+    assert (energy.low, energy.high) == (train.min(), train.max())
+    assert back[:2, 0].tolist() == [energy.high, energy.low]
+
+
+# ------------------------------------------------------------------------------ periodic coordinate
+
+
+def test_periodic_hand_computed_and_wraps():
+    p = Periodic(16)
+    x = np.array([0.0, 4.0, 15.5, 16.0, 17.0, -1.0])
+    assert p.transform(x).tolist() == [0.0, 0.25, 15.5 / 16, 0.0, 1 / 16, 15 / 16]
+    # inverse: z * 16 wrapped into [0, 16); a whole turn either way lands on the same angle
+    z = np.array([0.25, 1.25, -0.75, 3.0, -1e-20, np.nan, np.inf, -np.inf, 1e300])
+    back = p.inverse_transform(z)
+    assert back[:5].tolist() == [4.0, 4.0, 4.0, 0.0, 0.0]  # -1e-20 would round to 16 without the guard
+    assert np.all((back >= 0) & (back < 16))
+    with pytest.raises(ValueError, match="period"):
+        Periodic(0)
+
+
+def test_periodic_alpha_chain_exact_and_wrapping():
+    chain = Chain([Dequantize(16), Periodic(16), Standardize()])
+    bins = np.tile(np.arange(16.0), 500)
+    z = chain.fit_transform(bins, rng=np.random.default_rng(0))
+    assert np.array_equal(chain.inverse_transform(z), bins)  # exact inverse
+    assert z.std() == pytest.approx(1.0, abs=0.01) and abs(z.mean()) < 0.02  # uniform, no logit
+    assert z.max() - z.min() < 3.47  # bounded: sqrt(12) = 3.46 standard deviations per turn
+    # a model output one whole turn further decodes to the same bin; one bin past the top bin wraps
+    # to bin 0 instead of clamping to the last bin
+    turn = 1.0 / chain.steps[2].std
+    assert np.array_equal(chain.inverse_transform(z + turn), bins)
+    assert np.array_equal(chain.inverse_transform(z - 3 * turn), bins)
+    top = chain.transform(np.array([15.0, 15.0, 15.0]), rng=np.random.default_rng(1))
+    assert chain.inverse_transform(top + turn / 16).tolist() == [0.0, 0.0, 0.0]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n_bins=st.integers(1, 64),
+    b=st.lists(st.integers(0, 63), min_size=1, max_size=30),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_periodic_round_trip_property(n_bins, b, seed):
+    x = np.array(b, dtype=np.float64) % n_bins
+    chain = Chain([Dequantize(n_bins), Periodic(n_bins), Standardize()])
+    chain.fit(np.arange(float(n_bins)).repeat(2), rng=np.random.default_rng(0))
+    z = chain.transform(x, rng=np.random.default_rng(seed))
+    assert np.array_equal(chain.inverse_transform(z), x)
+    assert np.array_equal(chain.inverse_transform_torch(torch.from_numpy(z)).numpy(), x)
+
+
+# ------------------------------------------------------------------------- fitted range and torch forward
+
+
+def test_chain_range_in_json_and_old_files_load_unclamped(tmp_path):
+    chain = Chain([BoxCox()]).fit(np.array([1.0, 2.0, 10.0]))
+    assert (chain.low, chain.high) == (1.0, 10.0)
+    d = chain.to_dict()
+    assert (d["low"], d["high"]) == (1.0, 10.0)
+    z = chain.transform(np.array([0.5, 3.0, 40.0]))
+    assert chain.inverse_transform(z) == pytest.approx([1.0, 3.0, 10.0], rel=1e-12)
+    # a chain from a file written before the range was recorded: loads, inverts exactly as before
+    old = {k: v for k, v in d.items() if k not in ("low", "high")}
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps({"format": "pipelines-transform", "version": 1, "transform": old}))
+    legacy = load_transform(path)
+    assert legacy.is_fitted and legacy.low is None
+    assert legacy.inverse_transform(z) == pytest.approx([0.5, 3.0, 40.0], rel=1e-12)
+    with pytest.raises(ValueError, match="both low and high"):
+        Transform.from_dict({**d, "high": None})
+    with pytest.raises(ValueError, match="low <= high"):
+        Transform.from_dict({**d, "low": 11.0})
+
+
+def test_torch_forward_matches_numpy_and_is_differentiable(fitted_shower):
+    energy = fitted_shower.columns["energy"]
+    x = np.random.default_rng(3).lognormal(0.0, 2.0, 1000) + 0.015
+    xt = torch.from_numpy(x).requires_grad_(True)
+    got = energy.transform_torch(xt)
+    np.testing.assert_allclose(got.detach().numpy(), energy.transform(x), rtol=1e-12, atol=1e-12)
+    got.sum().backward()
+    bc = energy.steps[0]  # d/dx of (x^l - 1) / l / std = x^(l - 1) / std
+    np.testing.assert_allclose(xt.grad.numpy(), x ** (bc.lmbda - 1) / bc.std, rtol=1e-10)
+    # from log x: exact where x itself would underflow (a tiny share of a shower's energy)
+    log_x = torch.tensor([-800.0, 0.0, 5.0], dtype=torch.float64)
+    via_log = energy.transform_log_torch(log_x)
+    assert torch.isfinite(via_log).all()
+    np.testing.assert_allclose(via_log[1:].numpy(), energy.transform(np.exp([0.0, 5.0])), rtol=1e-12)
+    jets = jet_transform().fit(np.abs(np.random.default_rng(1).normal(0.1, 0.05, (500, 3))) + 1e-3)
+    pt = jets.columns["pt_rel"]
+    v = np.array([0.01, 0.2])
+    np.testing.assert_allclose(pt.transform_torch(torch.from_numpy(v)).numpy(), pt.transform(v), rtol=1e-12)
+    with pytest.raises(NotImplementedError, match="Dequantize"):
+        fitted_shower.columns["layer"].transform_torch(torch.zeros(2))
+    with pytest.raises(NotImplementedError, match="log input"):
+        fitted_shower.columns["layer"].transform_log_torch(torch.zeros(2))
 
 
 def test_jet_transform_round_trip():
@@ -242,6 +349,7 @@ LATENT = st.floats(width=64) | st.sampled_from([1e6, -1e6, np.nan, np.inf, -np.i
 ELEMENTARY = {
     "Dequantize": Dequantize(7),
     "MinMaxLogit": MinMaxLogit(eps=1e-5, low=0.0, high=16.0),
+    "Periodic": Periodic(16),
     "Standardize": Transform.from_dict({"type": "Standardize", "mean": 0.7, "std": 2.5}),
     "Log": Log(),
     **{
@@ -262,7 +370,7 @@ def _torch_inverse(t: Transform, z: np.ndarray) -> np.ndarray:
 def test_torch_inverse_matches_numpy(name, z):
     t, z = ELEMENTARY[name], np.array(z)
     expected, got = t.inverse_transform(z), _torch_inverse(t, z)
-    if name == "Dequantize":
+    if name in ("Dequantize", "Periodic"):
         assert np.array_equal(got, expected)
     else:
         np.testing.assert_allclose(got, expected, rtol=1e-12, atol=0)  # NaN only where numpy has NaN

@@ -39,9 +39,16 @@ def test_default_config_dry_run_plans_every_stage(tmp_path):
     [
         (lambda c: c.update(seed="one"), "'one' is not of type 'integer'"),
         (lambda c: c.update(colour="blue"), "Additional properties are not allowed"),
-        (lambda c: c["models"]["mdma-small"]["training"].update(max_step=3), "max_step"),
+        (lambda c: c["models"]["flow"]["training"].update(max_step=3), "max_step"),
+        (lambda c: c["models"]["flow"].update(family="vae"), "'vae' is not one of"),
+        (
+            lambda c: c["models"]["flow"]["architecture"].update(critic_hidden=3),
+            "takes no settings ['critic_hidden']",
+        ),
+        (lambda c: c["models"]["flow"]["architecture"].update(hidden="wide"), "hidden"),
+        (lambda c: c["runs"].append({"dataset": "jets-top30", "model": "factorised"}), "does not model jets"),
         (lambda c: c["datasets"]["calo-ds2"].update(geometry="4"), "calo-ds2"),
-        (lambda c: c["runs"].append({"dataset": "nope", "model": "mdma-small"}), "unknown data set"),
+        (lambda c: c["runs"].append({"dataset": "nope", "model": "flow"}), "unknown data set"),
         (lambda c: c["preprocessing"].update(split=[0.5, 0.2, 0.2]), "must sum to 1"),
     ],
 )
@@ -64,13 +71,13 @@ def tiny_run(tmp_path_factory):
 
 @pytest.mark.slow
 def test_tiny_run_produces_valid_outputs(tiny_run):
-    calo = tiny_run / "results" / "calo" / "tiny"
+    calo = tiny_run / "results" / "calo" / "tiny-factorised"
     energies, showers = read_calochallenge(calo / "samples.h5", load_geometry("2"))
     assert showers.shape == (60, 6480) and np.all(showers >= 0)
     particles, jets = read_jetnet(tiny_run / "results" / "jets" / "tiny" / "samples.h5")
     assert particles.shape == (60, 30, 4)
-    for run in ("calo", "jets"):
-        out = tiny_run / "results" / run / "tiny"
+    for run in ("calo/tiny-factorised", "jets/tiny"):
+        out = tiny_run / "results" / run
         metrics = json.loads((out / "evaluation" / "metrics.json").read_text())
         assert set(metrics["rows"]) == {"model", "real_vs_real"}
         html = (out / "report.html").read_text()
@@ -84,7 +91,7 @@ def test_tiny_run_produces_valid_outputs(tiny_run):
 @pytest.mark.slow
 def test_tiny_run_is_reproducible_and_up_to_date(tiny_run):
     """A second run does nothing; a forced rerun of sampling reproduces the same file."""
-    samples = tiny_run / "results" / "calo" / "tiny" / "samples.h5"
+    samples = tiny_run / "results" / "calo" / "tiny-factorised" / "samples.h5"
     before = samples.stat().st_mtime_ns
     first = read_calochallenge(samples, load_geometry("2"))[1]
     res = _snakemake(tiny_run, "-n", "--cores", "1", "--configfile", "tests/config/tiny.yaml")

@@ -96,6 +96,20 @@ class ShowerFeatures:
             axis=1,
         )
 
+    def tree_vector(self) -> np.ndarray:
+        """Input of the tree classifier test: :meth:`high_level_vector` plus the energy ratios
+        log10((E_layer + 1e-8) / E_inc) per layer and E_tot / E_inc (408-d for datasets 2 and 3).
+        Trees cut one feature at a time, so a ratio they would have to piece together from two
+        features is given to them directly."""
+        return np.concatenate(
+            [
+                self.high_level_vector(),
+                np.log10(self.e_layer + 1e-8) - np.log10(self.e_inc)[:, None],
+                self.e_ratio[:, None],
+            ],
+            axis=1,
+        )
+
 
 def _centre_and_width(e: np.ndarray, e_layer: np.ndarray, coord: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Energy-weighted centre and width per layer; e (n, L, V), coord (L, V) in mm."""

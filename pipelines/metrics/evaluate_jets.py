@@ -9,6 +9,12 @@ Rows of metrics.json (both computed with the same code and the same sizes):
   len(B) generated jets (all generated jets, in a seeded order, if there are fewer than len(B); the
   sizes used are recorded under ``settings``).
 
+* ``cls_trees_jet_{auc,jsd}`` in both rows: the tree classifier test
+  (:mod:`pipelines.metrics.tree_classifier`) on per-jet features
+  (:func:`pipelines.metrics.jet_metrics.jet_level_features`: relative mass, sum of pt_rel,
+  multiplicity and the pt-ordered features of the ``tree_n_particles`` leading particles), seeded with
+  ``seed + tree_seed_offset``; read it against its real-vs-real row.
+
 Histograms (raw counts, edges from the full reference; out-of-range entries dropped) compare the full
 reference with the full generated sample: relative jet mass, particle eta_rel / phi_rel / pt_rel
 (real particles only), the 5 prime EFPs (n = 4, d = 4) and the particle multiplicity.
@@ -40,6 +46,7 @@ from pipelines.io.jetnet import read_jetnet
 from pipelines.metrics import efp, jet_metrics
 from pipelines.metrics.jet_metrics import JetMetricSettings, JetSample, make_sample
 from pipelines.metrics.separation import histogram_counts, separation_power
+from pipelines.metrics.tree_classifier import TreeClassifierConfig, tree_classifier_test
 from pipelines.settings import settings_object
 
 log = logging.getLogger(__name__)
@@ -55,16 +62,35 @@ class EvaluateJetsSettings(JetMetricSettings):
 
     dataset: str = ""  # name written to metrics.json; "" = the reference file's stem
     n_bins: int = 50  # bins of the continuous histograms
+    tree_classifier: bool = True  # the tree classifier test on per-jet features
+    tree_folds: int = 5
+    tree_max_iter: int = 100
+    tree_learning_rate: float = 0.1
+    tree_max_leaf_nodes: int = 15
+    tree_seed_offset: int = 0
+    tree_n_particles: int = 30  # leading particles whose features enter the tree test
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.n_bins < 1:
             raise ValueError(f"n_bins must be >= 1, got {self.n_bins}")
+        if self.tree_n_particles < 1:
+            raise ValueError(f"tree_n_particles must be >= 1, got {self.tree_n_particles}")
+        self.tree_config()  # validates the tree keys
 
     @classmethod
     def from_json(cls, text: str) -> EvaluateJetsSettings:
         """Parse a JSON object; unknown keys or wrong types are a ValueError."""
         return cls(**settings_object(text, cls, "evaluate-jets"))
+
+    def tree_config(self) -> TreeClassifierConfig:
+        return TreeClassifierConfig(
+            folds=self.tree_folds,
+            max_iter=self.tree_max_iter,
+            learning_rate=self.tree_learning_rate,
+            max_leaf_nodes=self.tree_max_leaf_nodes,
+            seed=self.seed + self.tree_seed_offset,
+        )
 
     def metric_settings(self) -> JetMetricSettings:
         names = {f.name for f in dataclasses.fields(JetMetricSettings)}
@@ -222,6 +248,20 @@ def evaluate(
     rvr = jet_metrics.jet_metrics(real_a, ref.select(half_b), metric_settings)
     log.info("model: %d reference vs %d generated jets", len(half_a), len(gen_idx))
     model = jet_metrics.jet_metrics(real_a, gen.select(gen_idx), metric_settings)
+    trees = {}
+    if settings.tree_classifier:
+        k = settings.tree_n_particles
+        features_a = jet_metrics.jet_level_features(real_a, k)
+        for row, other in (("model", gen.select(gen_idx)), ("real_vs_real", ref.select(half_b))):
+            log.info("tree classifier (%s)", row)
+            result = tree_classifier_test(
+                features_a, jet_metrics.jet_level_features(other, k), settings.tree_config()
+            )
+            (model if row == "model" else rvr).update(
+                cls_trees_jet_auc={"value": result.auc, "error": result.auc_error},
+                cls_trees_jet_jsd={"value": result.jsd, "error": result.jsd_error},
+            )
+            trees[row] = {key: v for key, v in result.to_dict().items() if key != "config"}
 
     listing, arrays = histograms(ref, gen, settings.n_bins)
     recorded = dataclasses.asdict(settings)
@@ -240,6 +280,12 @@ def evaluate(
         w1_batch_size_model=jet_metrics.batch_size_for(len(half_a), len(gen_idx), n_eval),
         efp_columns=list(efp.EFP_NAMES),
         units="raw under <name>; published units under <name>_x1e3 (W1M, W1P, FPD, KPD), <name>_x1e5 (W1EFP)",
+        classifier_trees=(
+            f"{settings.tree_config().describe()}; inputs: relative mass, sum of pt_rel, multiplicity, "
+            f"(eta_rel, phi_rel, pt_rel) of the {settings.tree_n_particles} leading particles by pt_rel"
+        )
+        if settings.tree_classifier
+        else "off",
     )
     metrics = {
         "kind": "jets",
@@ -248,6 +294,8 @@ def evaluate(
         "settings": recorded,
         "histograms": listing,
     }
+    if trees:
+        metrics["tree_classifier"] = trees
     return metrics, arrays
 
 

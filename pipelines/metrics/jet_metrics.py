@@ -124,6 +124,25 @@ def make_sample(
     )
 
 
+def jet_level_features(sample: JetSample, n_particles: int = 30) -> NDArray[np.float64]:
+    """Per-jet input of the tree classifier test, (N, 3 + 3 n_particles): relative mass, sum of pt_rel,
+    multiplicity, then (eta_rel, phi_rel, pt_rel) of the ``n_particles`` leading particles by pt_rel
+    (real particles only, zero-padded where a jet has fewer)."""
+    if n_particles < 1:
+        raise ValueError(f"n_particles must be >= 1, got {n_particles}")
+    real = ~sample.mask
+    pt = np.where(real, sample.particles[:, :, 2], 0.0)
+    # leading first: real particles by decreasing pt_rel, padding after them (stable for ties)
+    order = np.argsort(np.where(real, -pt, np.inf), axis=1, kind="stable")[:, :n_particles]
+    leading = np.take_along_axis(sample.particles, order[:, :, None], axis=1)
+    leading = np.where(np.take_along_axis(real, order, axis=1)[:, :, None], leading, 0.0)
+    if leading.shape[1] < n_particles:
+        pad = np.zeros((len(sample), n_particles - leading.shape[1], 3))
+        leading = np.concatenate([leading, pad], axis=1)
+    per_jet = np.stack([sample.mass, pt.sum(axis=1), real.sum(axis=1).astype(np.float64)], axis=1)
+    return np.concatenate([per_jet, leading.reshape(len(sample), -1)], axis=1)
+
+
 def batch_size_for(n_real: int, n_gen: int, num_eval_samples: int) -> int:
     """Jets per W1 batch: the published size, scaled down to the smaller sample when needed."""
     return int(min(num_eval_samples, n_real, n_gen))

@@ -14,13 +14,30 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrizations
 
-NORMS = ("none", "weight", "spectral")
+NORMS = ("none", "weight", "spectral", "unit")
+
+
+class UnitNormLinear(nn.Linear):
+    """Linear layer whose weight rows are normalised to unit length, with no learnable gain.
+
+    y = (V / ||V||_row) x + b: every output is a 1-Lipschitz function of the input (the published
+    MDMA critic's weight normalisation without the free scale ``g``).
+    """
+
+    def normalised_weight(self) -> torch.Tensor:
+        """The weight actually applied: each row of ``weight`` divided by its Euclidean norm."""
+        return self.weight / self.weight.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.linear(x, self.normalised_weight(), self.bias)
 
 
 def make_linear(n_in: int, n_out: int, norm: str = "none") -> nn.Module:
-    """A Linear layer, optionally wrapped in weight norm or spectral norm (critic regularisation)."""
+    """A Linear layer, optionally with weight norm, spectral norm or unit-norm rows (critic Lipschitz)."""
     if norm not in NORMS:
         raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+    if norm == "unit":
+        return UnitNormLinear(n_in, n_out)
     layer = nn.Linear(n_in, n_out)
     if norm == "weight":
         return parametrizations.weight_norm(layer)
@@ -115,3 +132,36 @@ class MeanFieldBlock(nn.Module):
         update = self.point_out(self.activation(self.point_in(torch.cat([x, tok], dim=-1))))
         x = zero_padding(x + update, mask)
         return x, token
+
+
+class ContextMeanFieldBlock(nn.Module):
+    """Pre-norm mean-field block whose token and points also see a per-cloud context vector.
+
+    ``ctx`` (B, k) is e.g. [condition, time embedding] of a flow-matching velocity field:
+    token <- token + GLU_ctx([LN(token), attention(LN(token), LN(points))]);
+    point <- point + W_out SiLU(W_in FiLM_ctx(LN(point)) + W_tok token) (width ``expansion`` x hidden;
+    the token term is computed once per cloud, not per point).
+    Padded slots stay exactly zero and never influence valid outputs.
+    """
+
+    def __init__(self, hidden: int, ctx_dim: int, heads: int, expansion: int = 2) -> None:
+        super().__init__()
+        self.point_norm = nn.LayerNorm(hidden)
+        self.token_norm = nn.LayerNorm(hidden)
+        self.attention = TokenAttention(hidden, heads)
+        self.token_gate = GLUGate(2 * hidden, ctx_dim, hidden)
+        self.film = nn.Linear(ctx_dim, 2 * hidden)
+        self.point_in = nn.Linear(hidden, expansion * hidden)
+        self.token_in = nn.Linear(hidden, expansion * hidden, bias=False)
+        self.point_out = nn.Linear(expansion * hidden, hidden)
+
+    def forward(
+        self, x: torch.Tensor, token: torch.Tensor, ctx: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (B, N, h), token (B, 1, h), ctx (B, k), mask (B, N) -> (x, token), same shapes."""
+        h = self.point_norm(x)
+        tok = self.token_norm(token)
+        token = token + self.token_gate(torch.cat([tok, self.attention(tok, h, mask)], dim=-1), ctx)
+        scale, shift = self.film(ctx.to(h.dtype)).unsqueeze(1).chunk(2, dim=-1)
+        hidden = nn.functional.silu(self.point_in(h * (1.0 + scale) + shift) + self.token_in(token))
+        return zero_padding(x + self.point_out(hidden), mask), token

@@ -440,8 +440,26 @@ def metrics_tables(runs: list[dict]) -> list[dict]:
                     "cells": cells,
                 }
             )
+        for group in groups:
+            if group["name"] == metric_catalogue.GROUP_CLASSIFIER:
+                group["note"] += classifier_settings_note(kind_runs)
         tables.append({"kind": kind, "runs": [run["label"] for run in kind_runs], "groups": groups})
     return tables
+
+
+def classifier_settings_note(runs: list[dict]) -> str:
+    """Which classifier settings produced each run's rows (recorded by evaluate-showers), or ""."""
+    parts = []
+    for run in runs:
+        settings = run["metrics"].get("settings", {})
+        recorded = [
+            f"{name} {settings[key]}"
+            for key, name in (("classifier_trees", "trees:"), ("classifier_network", "network:"))
+            if isinstance(settings.get(key), str)
+        ]
+        if recorded:
+            parts.append(f" {run['label']}: " + "; ".join(recorded) + ".")
+    return "".join(parts)
 
 
 LAYER_SUFFIX = re.compile(r"^(?P<group>.+)_(?P<layer>\d+)$")

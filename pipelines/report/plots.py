@@ -394,15 +394,19 @@ def training_curve_figure(
         ax.remove()
     steps = np.asarray(steps, dtype=np.float64)
     for ax, (ylabel, curves) in zip(axes, panels, strict=False):
-        size = max(1, len(steps) // 50) if window == 0 else window
-        for index, (name, values) in enumerate(curves.items()):
+        size = 1
+        for index, (name, all_values) in enumerate(curves.items()):
             colour = style.colour if index == 0 else "#333333"
+            measured = np.isfinite(all_values)  # e.g. validation figures exist every K steps only
+            values, steps_k = all_values[measured], steps[measured]
+            size = max(1, len(values) // 50) if window == 0 else window
             raw_label = None if size > 1 else name
             alpha = 0.3 if size > 1 else 1.0
-            ax.plot(steps, values, color=colour, alpha=alpha, linewidth=0.8, label=raw_label)
+            ax.plot(steps_k, values, color=colour, alpha=alpha, linewidth=0.8, label=raw_label,
+                    marker="." if len(values) < 60 else None)  # fmt: skip
             if size > 1:
                 mean_label = f"{name}, mean of {size}"
-                ax.plot(steps, smooth(values, size), color=colour, linewidth=1.4, label=mean_label)
+                ax.plot(steps_k, smooth(values, size), color=colour, linewidth=1.4, label=mean_label)
         if len(curves) > 1 or (size > 1 and ax is axes[0]):
             ax.legend(loc="best")
         if ylabel == "learning rate" and all(np.nanmin(v) > 0 for v in curves.values()):

@@ -5,6 +5,8 @@ from pathlib import Path
 
 sys.path.insert(0, workflow.basedir)
 from pipelines import codehash  # noqa: E402
+from pipelines.models.family import get_family  # noqa: E402
+from pipelines.training.loop import split_settings  # noqa: E402
 
 PY = f"{sys.executable} -m pipelines"
 DATASETS = config["datasets"]
@@ -62,5 +64,24 @@ for _run in config["runs"]:
             f"config.yaml: run {_run} names an unknown data set or model "
             f"(data sets: {sorted(DATASETS)}, models: {sorted(MODELS)})"
         )
+
+
+def model_settings(name):
+    """The flat training settings of model ``name``: seed, architecture and training keys."""
+    m = MODELS[name]
+    return {"seed": config["seed"], **m.get("architecture", {}), **m.get("training", {})}
+
+
+for _name, _model in MODELS.items():
+    try:
+        split_settings(_model["family"], model_settings(_name))
+    except ValueError as err:
+        raise ValueError(f"config.yaml: model {_name!r}: {err}") from None
+    for _run in config["runs"]:
+        _kind = DATASETS[_run["dataset"]]["kind"] if _run["model"] == _name else None
+        if _kind is not None and _kind not in get_family(_model["family"]).kinds:
+            raise ValueError(
+                f"config.yaml: run {_run}: family {_model['family']!r} does not model {_kind}"
+            )
 if abs(sum(config["preprocessing"]["split"]) - 1.0) > 1e-9:
     raise ValueError(f"config.yaml: preprocessing.split {config['preprocessing']['split']} must sum to 1")

@@ -1,10 +1,17 @@
 # Generation: samples in the input format (CaloChallenge showers, JetNet jets) plus timings.
 
 
+def multiplicity_input(wc):
+    """The multiplicity model, for families that draw n from it (not the factorised showers)."""
+    if get_family(MODELS[wc.model]["family"]).needs_multiplicity():
+        return {"multiplicity": f"results/{wc.dataset}/{wc.model}/multiplicity.json"}
+    return {}
+
+
 rule sample:
     input:
+        unpack(multiplicity_input),
         model="results/{dataset}/{model}/model.pt",
-        multiplicity="results/{dataset}/{model}/multiplicity.json",
         transforms="results/{dataset}/transforms.json",
         reference=lambda wc: raw_file(wc.dataset, "reference"),
         valid="results/{dataset}/data/reference.summary.json",
@@ -17,7 +24,8 @@ rule sample:
         n=config["sampling"]["n_samples"],
         seed=config["seed"] + 2,
         settings=as_json(config["sampling"]["settings"]),
-        code=code_hash("pipelines.sample"),
+        multiplicity=lambda wc, input: f"--multiplicity {input.multiplicity}" if "multiplicity" in input.keys() else "",
+        code=code_hash("pipelines.sample", "pipelines.models.families"),
     threads: 2
     resources:
         gpu=1,
@@ -27,7 +35,7 @@ rule sample:
     log:
         "logs/{dataset}/{model}/sample.log",
     shell:
-        "{PY} sample --model {input.model} --multiplicity {input.multiplicity} --transforms {input.transforms}"
+        "{PY} sample --model {input.model} {params.multiplicity} --transforms {input.transforms}"
         " --reference {input.reference} --kind {params.kind} --dataset {params.geometry} --n-samples {params.n}"
         " --seed {params.seed} --settings '{params.settings}' --out {output.samples}"
         " --out-timing {output.timing} 2> {log}"

@@ -1,4 +1,4 @@
-# Training: the multiplicity model p(n | E) and the point-cloud generator (GPU rule on clusters).
+# Training: the multiplicity model p(n | E) and the generative model of a family (GPU rule on clusters).
 # Checkpoints live in checkpoints/, which is no declared output: a retried or requeued job resumes.
 
 
@@ -11,7 +11,7 @@ rule train_multiplicity:
     params:
         kind=lambda wc: dataset(wc)["kind"],
         geometry=lambda wc: dataset(wc)["geometry"],
-        settings=lambda wc: as_json({"seed": config["seed"], **MODELS[wc.model]["multiplicity"]}),
+        settings=lambda wc: as_json({"seed": config["seed"], **MODELS[wc.model].get("multiplicity", {})}),
         code=code_hash("pipelines.models.multiplicity"),
     log:
         "logs/{dataset}/{model}/train_multiplicity.log",
@@ -30,12 +30,12 @@ rule train:
         summary="results/{dataset}/{model}/training_summary.json",
     params:
         kind=lambda wc: dataset(wc)["kind"],
-        settings=lambda wc: as_json(
-            {"seed": config["seed"], **MODELS[wc.model]["architecture"], **MODELS[wc.model]["training"]}
-        ),
+        family=lambda wc: MODELS[wc.model]["family"],
+        geometry=lambda wc: dataset(wc)["geometry"],
+        settings=lambda wc: as_json(model_settings(wc.model)),
         checkpoints="checkpoints/{dataset}/{model}",
-        code=code_hash("pipelines.train"),
-    threads: 2
+        code=code_hash("pipelines.train", "pipelines.models.families"),
+    threads: 1
     resources:
         gpu=1,
         cpus_per_gpu=lambda wc, threads: threads,
@@ -44,7 +44,8 @@ rule train:
     log:
         "logs/{dataset}/{model}/train.log",
     shell:
-        "PIPELINES_NUM_THREADS={threads} {PY} train --clouds {input.clouds} --transforms {input.transforms} --kind {params.kind}"
+        "PIPELINES_NUM_THREADS={threads} {PY} train --clouds {input.clouds} --transforms {input.transforms}"
+        " --kind {params.kind} --family {params.family} --dataset {params.geometry}"
         " --settings '{params.settings}' --checkpoint-dir {params.checkpoints}"
         " --code-version {params.code} --restart-on-mismatch"
         " --out-model {output.model} --out-curve {output.curve} --out-summary {output.summary} 2> {log}"

@@ -1,0 +1,289 @@
+"""The factorised shower family: transforms, learning, sampling, resumption and settings."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import math
+from contextlib import nullcontext
+
+import numpy as np
+import pytest
+import torch
+
+from pipelines.generate.gflash import generate_showers
+from pipelines.geometry import THRESHOLD_MEV
+from pipelines.io.clouds import Clouds
+from pipelines.models import factorised
+from pipelines.models.factorised import FactorisedFamily, FactorisedSettings
+from pipelines.models.family import FAMILIES, ShowerSampler, TrainingData, family_settings
+from pipelines.models.shower_flow import ShowerFlow, ShowerTransform, shower_tables
+from pipelines.pointcloud import voxels_to_points
+
+SMALL = {"shower_hidden": 64, "shower_blocks": 2, "point_hidden": 32, "point_blocks": 2, "ode_steps": 4}
+
+
+@pytest.fixture(scope="module")
+def data(ds2) -> TrainingData:
+    energies, showers = generate_showers(120, ds2, seed=3, progress=False)
+    points, lengths = voxels_to_points(showers, ds2)
+    split = np.zeros(len(energies), dtype=np.int8)
+    split[100:] = 1
+    clouds = Clouds(points, np.concatenate([[0], np.cumsum(lengths)]), energies[:, None],
+                    ("energy", "layer", "alpha", "r"), ("incident_energy",), split)  # fmt: skip
+    return TrainingData("showers", clouds, None, np.arange(100), np.arange(100, 120),
+                        float(lengths.mean()), 7, ds2)  # fmt: skip
+
+
+def make_family(data: TrainingData, **overrides) -> FactorisedFamily:
+    torch.manual_seed(0)
+    return FactorisedFamily(FactorisedSettings(**{**SMALL, **overrides}), data, torch.device("cpu"))
+
+
+class Ctx:
+    """The loop's side of a step: one AdamW per parameter group."""
+
+    device = torch.device("cpu")
+    step = 0
+
+    def __init__(self, family: FactorisedFamily) -> None:
+        mods = family.modules()
+        self.opts = {
+            g.name: torch.optim.AdamW([p for m in g.modules for p in mods[m].parameters()], lr=g.lr)
+            for g in family.param_groups()
+        }
+
+    def autocast(self):
+        return nullcontext()
+
+    def optimise(self, group: str, loss: torch.Tensor) -> None:
+        self.opts[group].zero_grad()
+        loss.backward()
+        self.opts[group].step()
+
+
+def tables(data: TrainingData):
+    sub = data.clouds.select(data.train_idx)
+    counts, layer_e = shower_tables(sub.points[:, 0], sub.points[:, 1], sub.lengths, 45)
+    return sub.conditions[:, 0], counts, layer_e
+
+
+# ----------------------------------------------------------------------------- shower-level transform
+
+
+def test_transform_round_trip_is_exact(data):
+    e_inc, counts, layer_e = tables(data)
+    tr = ShowerTransform.fit(e_inc, counts, layer_e, 144)
+    assert json.loads(json.dumps(tr.to_dict())) == tr.to_dict()  # plain JSON
+    rng = np.random.default_rng(0)
+    for u in (0.5, torch.as_tensor(rng.uniform(0, 1 - 1e-9, counts.shape))):
+        x = tr.forward(e_inc, counts, layer_e, u=u, fill=torch.as_tensor(rng.normal(size=counts.shape)))
+        assert x.shape == (len(e_inc), 91)
+        ratio, hit_energy, back = tr.inverse(x)
+        assert torch.equal(back, torch.as_tensor(counts))  # integers exactly, whatever the dequantisation
+        np.testing.assert_allclose(ratio.numpy(), layer_e.sum(1) / e_inc, rtol=1e-12)
+        hit = counts > 0
+        np.testing.assert_allclose((hit_energy.numpy() * counts)[hit], layer_e[hit], rtol=1e-12)
+        dec_counts, dec_layers = tr.decode(x, e_inc)
+        assert torch.equal(dec_counts, torch.as_tensor(counts))
+        np.testing.assert_allclose(dec_layers.numpy(), layer_e, rtol=1e-12, atol=0)
+
+
+def test_transform_standardises_and_clamps_to_training_range(data):
+    e_inc, counts, layer_e = tables(data)
+    tr = ShowerTransform.fit(e_inc, counts, layer_e, 144)
+    x = tr.forward(e_inc, counts, layer_e)
+    np.testing.assert_allclose(x[:, 0].mean().item(), 0.0, atol=1e-9)
+    np.testing.assert_allclose(x[:, 0].std(unbiased=False).item(), 1.0, rtol=1e-9)
+    ratio, _, cnt = tr.inverse(torch.full((3, 91), 50.0))
+    assert torch.all(ratio == tr.ratio_range[1])
+    assert torch.equal(cnt, torch.as_tensor(tr.count_max).expand(3, -1))
+    _, _, cnt = tr.inverse(torch.full((3, 91), -50.0))
+    assert torch.equal(cnt, torch.as_tensor(tr.count_min).expand(3, -1))
+    # decoding: layers without hits get no energy, the others share the sampled E_tot
+    x = tr.forward(e_inc[:5], counts[:5], layer_e[:5])
+    x[:, 1 + 45 :] = (np.log1p(0.5) - torch.tensor(tr.mean[1 + 45 :])) / torch.tensor(tr.std[1 + 45 :])
+    x[:, 1 + 45 + 10 : 1 + 45 + 20] = 2.0
+    cnt, energies = tr.decode(x, e_inc[:5])
+    assert torch.all((energies > 0) == (cnt > 0))
+    np.testing.assert_allclose(energies.sum(1).numpy(), layer_e[:5].sum(1), rtol=1e-12)
+
+
+def test_shower_level_loss_falls(data):
+    e_inc, counts, layer_e = tables(data)
+    tr = ShowerTransform.fit(e_inc, counts, layer_e, 144)
+    x1 = tr.forward(e_inc, counts, layer_e).float()
+    cond = tr.condition(e_inc)
+    torch.manual_seed(0)
+    flow = ShowerFlow(91, 64, 2, 16)
+    gen = torch.Generator().manual_seed(1)
+    x0_eval, t_eval = torch.randn(x1.shape, generator=gen), torch.rand(len(x1), generator=gen)
+
+    def eval_loss() -> float:
+        with torch.no_grad():
+            return flow.loss(x1, cond, x0_eval, t_eval, 1e-4).item()
+
+    start = eval_loss()
+    opt = torch.optim.AdamW(flow.parameters(), lr=3e-3)
+    for _ in range(300):
+        idx = torch.randint(len(x1), (64,), generator=gen)
+        loss = flow.loss(
+            x1[idx], cond[idx], torch.randn(64, 91, generator=gen), torch.rand(64, generator=gen), 1e-4
+        )
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert eval_loss() < 0.7 * start
+
+
+def test_frozen_velocity_equals_the_network(data):
+    flow = ShowerFlow(91, 32, 2, 16).eval()
+    cond, x, t = torch.randn(6, 1), torch.randn(6, 91), torch.full((6,), 0.3)
+    with torch.no_grad():
+        torch.testing.assert_close(flow.frozen_velocity(cond)(x, t), flow(x, t, cond), rtol=1e-5, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- point model and training
+
+
+def test_point_model_learns_uniform_alpha_on_rotation_symmetric_showers(data):
+    fam = make_family(data, point_batch=2000)
+    held_out = fam.point_batch()  # a large evaluation batch (GFlash showers are rotation symmetric)
+    fam.settings = dataclasses.replace(fam.settings, point_batch=64)
+    points = fam.modules()["point_model"]
+    with torch.no_grad():
+        start = points.nll(*held_out)
+    opt = torch.optim.AdamW(points.parameters(), lr=3e-3)
+    for _ in range(300):
+        terms = points.nll(*fam.point_batch())
+        opt.zero_grad()
+        (terms["r"] + terms["alpha"] + terms["energy"]).backward()
+        opt.step()
+    with torch.no_grad():
+        end = points.nll(*held_out)
+    assert abs(end["alpha"].item() - math.log(16)) < 0.01
+    assert end["r"].item() < start["r"].item() - 0.1  # the radial profile is learnt too
+    assert end["energy"].item() < start["energy"].item() - 0.5
+
+
+def test_train_step_updates_both_groups(data):
+    fam = make_family(data)
+    groups = fam.param_groups()
+    assert {g.name for g in groups} == {"shower", "points"} and all(g.ema for g in groups)
+    assert sorted(m for g in groups for m in g.modules) == sorted(fam.modules())
+    before = {n: [p.detach().clone() for p in m.parameters()] for n, m in fam.modules().items()}
+    figures = fam.train_step(Ctx(fam))
+    assert set(figures) >= {"loss_shower", "loss_points", "nll_r", "nll_alpha", "nll_energy"}
+    assert all(math.isfinite(v) for v in figures.values())
+    for name, module in fam.modules().items():
+        assert any(not torch.equal(a, b) for a, b in zip(before[name], module.parameters(), strict=True))
+
+
+def test_state_dict_resumes_the_data_stream(data):
+    fam = make_family(data)
+    fam.shower_batch(), fam.point_batch()
+    buf = io.BytesIO()
+    torch.save(fam.state_dict(), buf)
+    expected = (fam.shower_batch(), fam.point_batch())
+    other = make_family(data)
+    buf.seek(0)
+    other.load_state_dict(torch.load(buf, weights_only=True))
+    got = (other.shower_batch(), other.point_batch())
+    for a, b in zip(expected, got, strict=True):
+        assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+# ----------------------------------------------------------------------------- sampling
+
+
+def test_sampling_is_seeded_and_exported_sampler_matches(data):
+    fam = make_family(data)
+    for m in fam.modules().values():
+        m.eval()
+    e = np.array([2e3, 5e4, 8e5])
+    first, counts = fam.sampler().sample_showers(e, torch.Generator().manual_seed(4))
+    again, _ = fam.sampler().sample_showers(e, torch.Generator().manual_seed(4))
+    other, _ = fam.sampler().sample_showers(e, torch.Generator().manual_seed(5))
+    assert first.shape == (3, 6480) and first.dtype == np.float32
+    assert np.array_equal(first, again) and not np.array_equal(first, other)
+    assert set(counts) >= {
+        "n_points",
+        "n_collided",
+        "n_below_threshold",
+        "seconds_generate",
+        "seconds_convert",
+    }
+    assert np.all((first == 0) | (first >= THRESHOLD_MEV))
+    config = json.loads(json.dumps(fam.export_config()))
+    state = {n: m.state_dict() for n, m in fam.modules().items()}
+    sampler = FactorisedFamily.build_sampler(config, state, None, data.geometry, torch.device("cpu"))
+    assert isinstance(sampler, ShowerSampler)
+    exported, _ = sampler.sample_showers(e, torch.Generator().manual_seed(4))
+    assert np.array_equal(first, exported)
+    assert FAMILIES["factorised"] is FactorisedFamily and not FactorisedFamily.needs_multiplicity()
+
+
+@pytest.mark.parametrize("placement", ["pareto", "independent"])
+def test_sampled_layers_match_the_shower_level_exactly(data, monkeypatch, placement):
+    fam = make_family(data, placement=placement)
+    for m in fam.modules().values():
+        m.eval()
+    sampler = fam.sampler()
+    e = np.geomspace(1e3, 1e6, 8)
+    monkeypatch.setattr(factorised, "THRESHOLD_MEV", 0.0)  # compare before the readout threshold
+    showers, counts = sampler.sample_showers(e, torch.Generator().manual_seed(9))
+    # the shower level's draw is the first use of the generator: repeat it
+    with torch.no_grad():
+        e_t = torch.as_tensor(e)
+        x = sampler.flow.sample(
+            sampler.transform.condition(e_t), sampler.ode_steps, torch.Generator().manual_seed(9)
+        )
+        n_l, layer_e = sampler.transform.decode(x.double(), e_t)
+    per_layer = showers.reshape(8, 45, 144).astype(np.float64)
+    np.testing.assert_allclose(per_layer.sum(axis=2), layer_e.numpy(), rtol=2e-6, atol=1e-30)
+    assert np.array_equal((per_layer > 0).sum(axis=2), n_l.numpy())  # one point per voxel, none lost
+    assert counts["n_points"] == int(n_l.sum())
+    assert (counts["n_collided"] == 0) == (placement == "pareto")
+
+
+def test_validate_gives_finite_figures(data):
+    fam = make_family(data)
+    with torch.no_grad():
+        figures = fam.validate(10, seed=1)
+    assert set(figures) >= {"figure", "w1_eratio", "w1_depth", "collided_fraction"}
+    assert all(math.isfinite(v) for v in figures.values())
+
+
+# ----------------------------------------------------------------------------- settings
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"hidden": 3}, "takes no settings"),
+        ({"shower_hidden": "64"}, "shower_hidden"),
+        ({"shower_lr": True}, "shower_lr"),
+        ({"ode_steps": 0}, "ode_steps"),
+        ({"time_dim": 15}, "time_dim"),
+        ({"point_lr": 0.0}, "point_lr"),
+        ({"sigma_min": -0.1}, "sigma_min"),
+        ({"weight_decay": -1.0}, "weight_decay"),
+        ({"placement": "ring"}, "placement"),
+    ],
+)
+def test_bad_settings_are_clear_errors(values, message):
+    with pytest.raises(ValueError, match=message):
+        family_settings(FactorisedFamily, values)
+
+
+def test_settings_defaults_and_json_values():
+    s = family_settings(FactorisedFamily, {"sigma_min": 0, "placement": "independent"})
+    assert s.sigma_min == 0.0 and isinstance(s.sigma_min, float) and s.placement == "independent"
+    assert FactorisedSettings() == family_settings(FactorisedFamily, {})
+
+
+def test_wrong_kind_is_rejected(data):
+    jets = dataclasses.replace(data, kind="jets")
+    with pytest.raises(ValueError, match="does not model"):
+        FactorisedFamily(FactorisedSettings(**SMALL), jets, torch.device("cpu"))
