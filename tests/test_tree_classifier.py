@@ -3,13 +3,16 @@ inputs, the settings plumbing (schema, dataclasses, config files)."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from pathlib import Path
 
+import jsonschema
 import numpy as np
 import pytest
 import yaml
 from scipy.stats import norm
+from snakemake.utils import update_config
 
 from pipelines.metrics import evaluate_jets, evaluate_showers, jet_metrics
 from pipelines.metrics.calo_features import compute_features
@@ -178,19 +181,6 @@ def test_published_setting_is_recognised():
 # ---------------------------------------------------------------- settings plumbing
 
 
-def _merged(*configs: dict) -> dict:
-    """Snakemake's deep merge of config files (later files win key by key)."""
-    out: dict = {}
-    for config in configs:
-        for key, value in config.items():
-            out[key] = (
-                _merged(out[key], value)
-                if isinstance(value, dict) and isinstance(out.get(key), dict)
-                else value
-            )
-    return out
-
-
 def test_schema_and_settings_dataclasses_name_the_same_keys():
     schema = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())["$defs"]
     for name, cls, passed_by_rule in (
@@ -203,8 +193,14 @@ def test_schema_and_settings_dataclasses_name_the_same_keys():
 
 def test_config_files_evaluation_settings():
     default = yaml.safe_load((ROOT / "config.yaml").read_text())
-    full = yaml.safe_load((ROOT / "config/full.yaml").read_text())
-    merged = _merged(default, full)  # full.yaml is used on top of config.yaml
+    merged = copy.deepcopy(default)  # full.yaml is used on top of config.yaml, merged key by key
+    update_config(merged, yaml.safe_load((ROOT / "config/full.yaml").read_text()))
+    schema = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
+    evaluation_schema = {"$defs": schema["$defs"], **schema["properties"]["evaluation"]}
+    for config in (default, merged):
+        jsonschema.validate(config["evaluation"], evaluation_schema)
+    with pytest.raises(jsonschema.ValidationError, match="tree_folds|minimum"):
+        jsonschema.validate({"showers": {"tree_folds": 1}}, evaluation_schema)
     for config in (default, merged):
         showers = evaluate_showers.EvaluateShowersSettings(**config["evaluation"]["showers"])
         jets = evaluate_jets.EvaluateJetsSettings(**config["evaluation"]["jets"])
