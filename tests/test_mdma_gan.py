@@ -281,7 +281,7 @@ def test_longer_training_learns_without_diverging_or_collapsing() -> None:
     the model learns: the best validation figure (what the loop exports) falls below half its value
     at the start, and the last one stays below the start (about 2.5 CPU minutes)."""
     data = shower_data(600)
-    family, run = make_run(data, steps=1200, max_tokens=2000, lr_generator=1e-3, lr_critic=1e-3)
+    family, run = make_run(data, steps=1200, max_tokens=2000)
     real = data.clouds.select(data.val_idx)
     e_inc = real.conditions[:, 0]
     ref_median, ref_spread = _shower_summaries(real.points.astype(np.float64), real.lengths, e_inc)
