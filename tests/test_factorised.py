@@ -18,6 +18,7 @@ from pipelines.io.clouds import Clouds
 from pipelines.models import factorised
 from pipelines.models.factorised import FactorisedFamily, FactorisedSettings
 from pipelines.models.family import FAMILIES, ShowerSampler, TrainingData, family_settings
+from pipelines.models.point_model import PointParams, sample_points
 from pipelines.models.shower_flow import ShowerFlow, ShowerTransform, shower_tables
 from pipelines.pointcloud import voxels_to_points
 
@@ -74,40 +75,61 @@ def tables(data: TrainingData):
 
 def test_transform_round_trip_is_exact(data):
     e_inc, counts, layer_e = tables(data)
-    tr = ShowerTransform.fit(e_inc, counts, layer_e, 144)
+    tr = ShowerTransform.fit(e_inc, counts, layer_e, 144, seed=1)
     assert json.loads(json.dumps(tr.to_dict())) == tr.to_dict()  # plain JSON
     rng = np.random.default_rng(0)
-    for u in (0.5, torch.as_tensor(rng.uniform(0, 1 - 1e-9, counts.shape))):
+    for u in (0.5, torch.as_tensor(rng.uniform(1e-6, 1 - 1e-6, counts.shape))):
         x = tr.forward(e_inc, counts, layer_e, u=u, fill=torch.as_tensor(rng.normal(size=counts.shape)))
         assert x.shape == (len(e_inc), 91)
-        ratio, hit_energy, back = tr.inverse(x)
+        ratio, hit_energy, back = tr.inverse(x, e_inc)
         assert torch.equal(back, torch.as_tensor(counts))  # integers exactly, whatever the dequantisation
-        np.testing.assert_allclose(ratio.numpy(), layer_e.sum(1) / e_inc, rtol=1e-12)
+        np.testing.assert_allclose(ratio.numpy(), layer_e.sum(1) / e_inc, rtol=1e-10)
         hit = counts > 0
-        np.testing.assert_allclose((hit_energy.numpy() * counts)[hit], layer_e[hit], rtol=1e-12)
+        np.testing.assert_allclose((hit_energy.numpy() * counts)[hit], layer_e[hit], rtol=1e-10)
         dec_counts, dec_layers = tr.decode(x, e_inc)
         assert torch.equal(dec_counts, torch.as_tensor(counts))
-        np.testing.assert_allclose(dec_layers.numpy(), layer_e, rtol=1e-12, atol=0)
+        np.testing.assert_allclose(dec_layers.numpy(), layer_e, rtol=1e-10, atol=0)
 
 
-def test_transform_standardises_and_clamps_to_training_range(data):
+def test_transform_standardises_whitens_and_clamps(data):
     e_inc, counts, layer_e = tables(data)
-    tr = ShowerTransform.fit(e_inc, counts, layer_e, 144)
-    x = tr.forward(e_inc, counts, layer_e)
-    np.testing.assert_allclose(x[:, 0].mean().item(), 0.0, atol=1e-9)
-    np.testing.assert_allclose(x[:, 0].std(unbiased=False).item(), 1.0, rtol=1e-9)
-    ratio, _, cnt = tr.inverse(torch.full((3, 91), 50.0))
-    assert torch.all(ratio == tr.ratio_range[1])
+    tr = ShowerTransform.fit(e_inc, counts, layer_e, 144, seed=2)
+    s = tr.standardised(e_inc, counts, layer_e)
+    np.testing.assert_allclose(s[:, 0].mean().item(), 0.0, atol=1e-9)
+    np.testing.assert_allclose(s[:, 0].std(unbiased=False).item(), 1.0, rtol=1e-9)
+    # with the noise the whitening was fitted with, z has mean 0, and L L^T is the covariance of the
+    # residuals of s after a least-squares line in c, plus the ridge
+    gen = torch.Generator().manual_seed(2)
+    u = torch.rand(counts.shape, generator=gen, dtype=torch.float64)
+    fill = torch.randn(counts.shape, generator=gen, dtype=torch.float64)
+    z = tr.forward(e_inc, counts, layer_e, u, fill)
+    torch.testing.assert_close(z.mean(0), torch.zeros(91, dtype=torch.float64), atol=1e-8, rtol=0)
+    s_fit = tr.standardised(e_inc, counts, layer_e, u, fill).numpy()
+    design = np.stack([np.ones(len(e_inc)), tr.condition(e_inc)[:, 0].double().numpy()], axis=1)
+    resid = s_fit - design @ np.linalg.lstsq(design, s_fit, rcond=None)[0]
+    cov = resid.T @ resid / len(resid)
+    cov += 1e-2 * np.mean(np.diag(cov)) * np.eye(91)
+    chol = np.array(tr.white_chol)
+    np.testing.assert_allclose(chol @ chol.T, cov, rtol=1e-8, atol=1e-12)
+    assert np.allclose(np.triu(chol, 1), 0.0)
+    torch.testing.assert_close(tr.unwhiten(tr.whiten(s, e_inc), e_inc), s, atol=1e-10, rtol=0)
+    # far outside the training range: clamped
+    e3 = e_inc[:3]
+    ratio, _, cnt = tr.inverse(tr.whiten(torch.full((3, 91), 50.0), e3), e3)
+    assert torch.allclose(ratio, torch.tensor(tr.ratio_range[1], dtype=torch.float64))
     assert torch.equal(cnt, torch.as_tensor(tr.count_max).expand(3, -1))
-    _, _, cnt = tr.inverse(torch.full((3, 91), -50.0))
+    _, _, cnt = tr.inverse(tr.whiten(torch.full((3, 91), -50.0), e3), e3)
     assert torch.equal(cnt, torch.as_tensor(tr.count_min).expand(3, -1))
     # decoding: layers without hits get no energy, the others share the sampled E_tot
-    x = tr.forward(e_inc[:5], counts[:5], layer_e[:5])
-    x[:, 1 + 45 :] = (np.log1p(0.5) - torch.tensor(tr.mean[1 + 45 :])) / torch.tensor(tr.std[1 + 45 :])
-    x[:, 1 + 45 + 10 : 1 + 45 + 20] = 2.0
-    cnt, energies = tr.decode(x, e_inc[:5])
-    assert torch.all((energies > 0) == (cnt > 0))
-    np.testing.assert_allclose(energies.sum(1).numpy(), layer_e[:5].sum(1), rtol=1e-12)
+    can_be_empty = torch.as_tensor(tr.count_min) == 0
+    s = tr.standardised(e_inc[:5], counts[:5], layer_e[:5])
+    empty = (np.log1p(0.5) - torch.tensor(tr.mean[1 + 45 :])) / torch.tensor(tr.std[1 + 45 :])
+    s[:, 1 + 45 :] = torch.where(can_be_empty, empty, s[:, 1 + 45 :])
+    cnt, energies = tr.decode(tr.whiten(s, e_inc[:5]), e_inc[:5])
+    assert torch.equal(cnt[:, ~can_be_empty], torch.as_tensor(counts[:5])[:, ~can_be_empty])
+    assert cnt[:, can_be_empty].eq(0).all() and energies[:, can_be_empty].eq(0).all()
+    assert energies[:, ~can_be_empty].gt(0).all()
+    np.testing.assert_allclose(energies.sum(1).numpy(), layer_e[:5].sum(1), rtol=1e-10)
 
 
 def test_shower_level_loss_falls(data):
@@ -116,7 +138,7 @@ def test_shower_level_loss_falls(data):
     x1 = tr.forward(e_inc, counts, layer_e).float()
     cond = tr.condition(e_inc)
     torch.manual_seed(0)
-    flow = ShowerFlow(91, 64, 2, 16)
+    flow = ShowerFlow(91, 128, 2, 16)
     gen = torch.Generator().manual_seed(1)
     x0_eval, t_eval = torch.randn(x1.shape, generator=gen), torch.rand(len(x1), generator=gen)
 
@@ -126,7 +148,7 @@ def test_shower_level_loss_falls(data):
 
     start = eval_loss()
     opt = torch.optim.AdamW(flow.parameters(), lr=3e-3)
-    for _ in range(300):
+    for _ in range(800):
         idx = torch.randint(len(x1), (64,), generator=gen)
         loss = flow.loss(
             x1[idx], cond[idx], torch.randn(64, 91, generator=gen), torch.rand(64, generator=gen), 1e-4
@@ -195,6 +217,32 @@ def test_state_dict_resumes_the_data_stream(data):
 
 
 # ----------------------------------------------------------------------------- sampling
+
+
+def test_pareto_placement_matches_occupancies_without_collisions():
+    # one pair type: 9 rings, 16 alphas; p(r) falls off, alpha uniform; n = 40 points
+    r_logits = torch.log(torch.tensor([8.0, 6, 4, 3, 2, 1, 0.5, 0.3, 0.2]))
+    n_pairs, n = 4000, 40
+    params = PointParams(
+        r_logits=r_logits.expand(n_pairs, 9),
+        alpha_logits=torch.zeros(n_pairs, 9, 16),
+        mix_logits=torch.zeros(n_pairs, 9, 2),
+        mu=torch.zeros(n_pairs, 9, 2),
+        log_sigma=torch.zeros(n_pairs, 9, 2),
+    )
+    counts = torch.full((n_pairs,), n)
+    pts = sample_points(params, counts, torch.Generator().manual_seed(0), (-5.0, 5.0), "pareto")
+    assert pts.distinct and len(pts.r) == n_pairs * n
+    key = pts.pair * 144 + pts.r * 16 + pts.alpha
+    assert key.unique().numel() == key.numel()  # distinct voxels within every pair
+    occupancy = torch.bincount(pts.r, minlength=9).double() / (n_pairs * 16)  # per voxel of each ring
+    pi = (n * torch.softmax(r_logits.double(), 0) / 16).clamp(max=1.0)
+    torch.testing.assert_close(occupancy, pi, atol=0.03, rtol=0.05)
+    # independent draws: the same ring expectations, but points share voxels
+    ind = sample_points(params, counts, torch.Generator().manual_seed(0), (-5.0, 5.0), "independent")
+    assert not ind.distinct
+    per_ring = torch.bincount(ind.r, minlength=9).double() / n_pairs
+    torch.testing.assert_close(per_ring, n * torch.softmax(r_logits.double(), 0), rtol=0.03, atol=0.05)
 
 
 def test_sampling_is_seeded_and_exported_sampler_matches(data):

@@ -189,7 +189,7 @@ def test_report_code_edit_reruns_only_the_report(workdir: Workdir):
 def test_training_hyperparameter_reruns_training_onwards(workdir: Workdir):
     def change() -> None:
         config = workdir.config
-        config["models"][MODEL]["training"]["lr_generator"] = 2e-4
+        config["models"][MODEL]["training"]["lr"] = 2e-4
         config["models"][MODEL]["architecture"]["hidden"] = 12
         workdir.write_config(config)
 

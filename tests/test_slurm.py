@@ -139,9 +139,9 @@ def test_every_job_went_through_sbatch(runs, slurm_cluster: SlurmCluster):  # no
 def test_gpu_jobs_saw_the_gpu(runs):
     """Slurm gave the GPU rules CUDA_VISIBLE_DEVICES=0; the fake device made training fall back to CPU."""
     workdir, _, _ = runs
-    for dataset in ("calo", "jets"):
-        log = (workdir / "logs" / dataset / "tiny" / "train.log").read_text()
-        assert "no usable CUDA device (CUDA_VISIBLE_DEVICES=0): training on CPU" in log
+    for run in ("calo/tiny-factorised", "jets/tiny"):
+        log = (workdir / "logs" / run / "train.log").read_text()
+        assert "no usable CUDA device (CUDA_VISIBLE_DEVICES=0): running on CPU" in log
 
 
 def read_any(path: Path):

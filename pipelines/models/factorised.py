@@ -72,7 +72,7 @@ class FactorisedSettings:
     shower_blocks: int = 3
     time_dim: int = 16
     sigma_min: float = 1e-4
-    ode_steps: int = 8
+    ode_steps: int = 6
     shower_lr: float = 2e-3
     shower_batch: int = 256
     point_hidden: int = 128
@@ -211,7 +211,9 @@ class FactorisedFamily(Family):
         if not usable.any():
             raise ValueError("the training split holds no shower with energy")
         e_inc = clouds.conditions[:, 0]
-        self.transform = ShowerTransform.fit(e_inc[usable], counts[usable], layer_e[usable], self.capacity)
+        self.transform = ShowerTransform.fit(
+            e_inc[usable], counts[usable], layer_e[usable], self.capacity, seed=int(data.seed)
+        )
 
         # shower-level tables (showers with energy only)
         keep = np.flatnonzero(usable)

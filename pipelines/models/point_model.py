@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from pipelines.geometry import THRESHOLD_MEV
+from pipelines.models.shower_flow import depth_summaries
 
 #: Numeric per-(shower, layer) features of :func:`pair_features` (the layer enters as an embedding).
 N_NUMERIC = 10
@@ -50,8 +51,6 @@ def shower_summary(cond: torch.Tensor, e_inc: torch.Tensor, layer_e: torch.Tenso
     ``cond`` (N,) is the standardised log E_inc; depth and spread are the energy-weighted mean layer
     and its standard deviation.
     """
-    from pipelines.models.shower_flow import depth_summaries
-
     layer_e = layer_e.double()
     e_tot = layer_e.sum(dim=1)
     depth, spread = depth_summaries(layer_e)
@@ -166,11 +165,6 @@ class PointModel(nn.Module):
         log_n = -0.5 * z * z - log_sigma - 0.5 * math.log(2 * math.pi)
         nll_e = -torch.logsumexp(log_w + log_n, dim=1).mean()
         return {"r": nll_r, "alpha": nll_alpha, "energy": nll_e}
-
-
-def _gumbel(shape: tuple[int, ...], generator: torch.Generator, device: torch.device) -> torch.Tensor:
-    u = torch.rand(shape, generator=generator, device=device).clamp_min_(1e-30)
-    return -torch.log(-torch.log(u))
 
 
 def pareto_voxels(
