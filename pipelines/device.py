@@ -7,10 +7,11 @@ import os
 
 import torch
 
+from pipelines.training.settings import AMP_MODES
+
 log = logging.getLogger(__name__)
 
 DEVICES = ("auto", "cpu", "cuda")
-AMP_MODES = ("auto", "bf16", "fp16", "off")
 
 
 def resolve_device(name: str) -> torch.device:

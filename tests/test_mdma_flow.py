@@ -207,7 +207,7 @@ def test_training_loss_falls_on_two_blob_jets() -> None:
 
 def test_learns_the_conditional_shift_and_spread() -> None:
     """Clouds centred at m(n) (set by the condition n / mean_n) with per-point spread 0.3."""
-    _check_toy_is_matched(latent=0.0, steps=300, mean_atol=0.1)
+    _check_toy_is_matched(latent=0.0, steps=400, mean_atol=0.1)
 
 
 @pytest.mark.slow
@@ -219,7 +219,7 @@ def test_learns_a_per_cloud_latent_shift() -> None:
 def _check_toy_is_matched(latent: float, steps: int, mean_atol: float) -> None:
     width = 0.3
     clouds = _toy_clouds(500, seed=0, latent=latent, width=width)
-    family = _family(_toy_data(clouds), lr=2e-3)
+    family = _family(_toy_data(clouds))
     ctx = Ctx(family, total_steps=steps)
     for _ in range(steps):
         family.train_step(ctx)
@@ -287,6 +287,25 @@ def test_seeded_sampling_is_reproducible_and_export_rebuilds_the_sampler() -> No
         )
 
 
+def test_sample_stage_generates_with_the_flow_sampler() -> None:
+    """The sample stage's generate_points drives the exported sampler (noise, condition, mask)."""
+    from pipelines.sample import Sampler, generate_points, noise_generator
+
+    data = _toy_data(_toy_clouds(40, seed=6))
+    family = _family(data, ode_steps=4)
+    family.train_step(Ctx(family))
+    weights = {name: m.state_dict() for name, m in family.modules().items()}
+    point_sampler = FlowMatchingFamily.build_sampler(
+        family.export_config(), weights, data.transform, None, torch.device("cpu")
+    )
+    sampler = Sampler(point_sampler, data.transform, None, torch.device("cpu"))
+    n = np.array([3, 0, 7, 5])
+    pts = generate_points(sampler, np.zeros((4, 1)), n, noise_generator("cpu", 1), max_tokens=16)
+    again = generate_points(sampler, np.zeros((4, 1)), n, noise_generator("cpu", 1), max_tokens=1000)
+    assert pts.shape == (15, 2) and np.isfinite(pts).all()
+    np.testing.assert_allclose(pts, again, rtol=1e-5, atol=1e-6)  # batching does not change clouds
+
+
 def test_validate_jets_and_showers(ds2) -> None:
     # jets: relative mass W1 against the validation clouds
     rng = np.random.default_rng(0)
@@ -306,7 +325,8 @@ def test_validate_jets_and_showers(ds2) -> None:
     family.train_step(Ctx(family))
     with torch.no_grad():
         figures = family.validate(6, seed=1)
-    assert set(figures) == {"figure", "w1m"} and np.isfinite(figures["figure"]) and figures["figure"] >= 0
+    assert set(figures) == {"figure", "loss", "w1m", "w1m_scaled", "w1p_scaled"}
+    assert figures["figure"] == figures["loss"] and all(np.isfinite(v) and v > 0 for v in figures.values())
 
     # showers: E_tot / E_inc and depth W1 through layer_energies (integer layers, energies >= 0)
     n_clouds = 12
@@ -332,11 +352,27 @@ def test_validate_jets_and_showers(ds2) -> None:
     family.train_step(Ctx(family))
     with torch.no_grad():
         figures = family.validate(500, seed=2)
-    assert set(figures) == {"figure", "w1_eratio", "w1_depth"} and np.isfinite(figures["figure"])
+    assert set(figures) == {"figure", "w1_eratio", "w1_depth", "loss"} and np.isfinite(figures["figure"])
+    assert figures["figure"] == pytest.approx(figures["w1_eratio"] + figures["w1_depth"])
     assert family.export_config()["cond_dim"] == 2
 
 
 # ------------------------------------------------------------------------------ stream, settings
+
+
+def test_validation_loss_uses_common_random_numbers_and_ranks_training() -> None:
+    data = _toy_data(_toy_clouds(200, seed=7))
+    family = _family(data)
+    idx = np.asarray(data.val_idx)
+    state = torch.get_rng_state()
+    before = family.validation_loss(idx)
+    assert family.validation_loss(idx) == before  # the same draws every time
+    torch.testing.assert_close(torch.get_rng_state(), state)  # the training RNG stream is untouched
+    ctx = Ctx(family, total_steps=150)
+    for _ in range(150):
+        family.train_step(ctx)
+    after = family.validation_loss(idx)
+    assert after < before - 0.3 and after < np.pi / 2  # pi / 2: the best a velocity linear in x_t does
 
 
 def test_data_stream_resumes_exactly_across_epochs() -> None:

@@ -38,7 +38,7 @@ CLUSTER_FLAGS = ("--slurm-status-command", "squeue", "--slurm-init-seconds-befor
 GPU_RULES = {"train", "sample"}
 SUBMITTED = re.compile(r"Job \d+ has been submitted with SLURM jobid (\d+) \(log: (\S+)\)")
 # Measured quantities: wall times and throughputs differ between any two runs.
-VOLATILE_KEYS = {"elapsed_s", "wall_time_s", "total_train_time_s", "showers_per_s"}
+VOLATILE_KEYS = {"elapsed_s", "wall_time_s", "total_train_time_s", "showers_per_s", "steps_per_s"}
 NOT_COMPARED = ("timing.json", "report.html", ".png", ".snakemake_timestamp")
 
 
@@ -116,7 +116,9 @@ def test_every_job_went_through_sbatch(runs, slurm_cluster: SlurmCluster):  # no
     jobs = submissions(text)
     rules = {rule for _, rule in jobs}
     assert rules == set(STAGE_RULES)
-    assert len(jobs) == 2 * (2 + 2 + 7)  # per data set: 2 generate, 2 validate, 7 stages
+    # per data set: 2 generate, 2 validate, then 6 stages for the factorised showers (no separate
+    # multiplicity model) and 7 for the jets
+    assert len(jobs) == 2 * (2 + 2) + 6 + 7
     for job_id, rule in jobs:
         info = slurm_cluster.show_job(job_id)
         assert info["JobState"] == "COMPLETED" and info["ExitCode"] == "0:0", (rule, info)
@@ -127,7 +129,8 @@ def test_every_job_went_through_sbatch(runs, slurm_cluster: SlurmCluster):  # no
         if rule in GPU_RULES:
             assert info["Partition"] == "gpu"
             assert info.get("TresPerJob") == "gres:gpu:1", info  # sbatch --gpus=1
-            assert info["NumCPUs"] == "2" and info["MinMemoryNode"] == "8000M"  # threads, 8000 * attempt
+            threads = {"train": "1", "sample": "2"}[rule]  # the rules' threads (train: 1, see train.smk)
+            assert info["NumCPUs"] == threads and info["MinMemoryNode"] == "8000M"  # 8000 * attempt
         else:
             assert info["Partition"] == "cpu"
             assert "gpu" not in info.get("TRES", "") + info.get("TresPerJob", ""), info
@@ -286,7 +289,7 @@ def test_killed_training_resumes_from_its_checkpoint(runs, slurm_cluster: SlurmC
     assert (first["TimeLimit"], retry["TimeLimit"]) == ("02:00:00", "04:00:00")  # 120 min * attempt
 
     log = (workdir / "logs" / "jets" / "killed" / "train.log").read_text()
-    resumed = re.search(r"resuming from (\S+) \(step (\d+),", log)
+    resumed = re.search(r"resuming from (\S+) \(step (\d+)\)", log)
     assert resumed, log[-3000:]
     step = int(resumed.group(2))
     assert step >= first_step

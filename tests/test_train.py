@@ -20,12 +20,14 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-import toy_family  # noqa: F401 (registers the "toy-gaussian" family)
+import toy_family  # registers the "toy-gaussian" family
 
 from pipelines import train as T
 from pipelines.device import autocast_dtype, resolve_device
 from pipelines.io.clouds import Clouds, write_clouds
 from pipelines.io.errors import DataError
+from pipelines.models.family import get_family, register_family
+from pipelines.models.settings import FAMILY_SPECS
 from pipelines.models.store import load_model, read_model
 from pipelines.training.checkpoint import checkpoint_paths, rng_state, set_rng_state
 from pipelines.training.loop import EMA, LoopSettings, lr_factor, split_settings
@@ -130,6 +132,31 @@ def test_settings_split_between_loop_and_family() -> None:
     with pytest.raises(ValueError, match="unknown model family 'gan2'.*known families"):
         split_settings("gan2", {})
     assert LoopSettings(max_steps=None, max_minutes=5, schedule_steps=100).total_schedule_steps == 100
+
+
+def test_config_checks_need_no_torch_and_agree_with_the_family_classes() -> None:
+    """The workflow checks settings at start-up without torch; the specs match the family classes."""
+    code = (
+        "import sys; from pipelines.training.settings import split_settings;"
+        "from pipelines.models.settings import family_spec;"
+        "split_settings('mdma-gan', {'max_steps': 3, 'hidden': 8}); family_spec('factorised');"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'scipy', 'sklearn')))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+    for name, spec in FAMILY_SPECS.items():
+        cls = get_family(name)
+        assert (cls.Settings, tuple(cls.kinds), cls.needs_multiplicity()) == (
+            spec.settings,
+            spec.kinds,
+            spec.needs_multiplicity,
+        )
+
+    class Impostor(toy_family.ToyGaussian):
+        kinds = ("showers",)  # the registered toy-gaussian models jets
+
+    with pytest.raises(TypeError, match="disagrees with its spec"):
+        register_family(Impostor)
 
 
 def test_lr_schedule_hand_values() -> None:

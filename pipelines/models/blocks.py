@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrizations
 
-NORMS = ("none", "weight", "spectral", "unit")
+from pipelines.models.settings import NORMS
 
 
 class UnitNormLinear(nn.Linear):

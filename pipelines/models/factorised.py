@@ -25,9 +25,7 @@ Sampling draws everything from the ``torch_gen`` it is given (same seed, same de
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -47,64 +45,12 @@ from pipelines.models.family import (
     ParamGroup,
     StepContext,
     TrainingData,
-    check_settings_types,
     register_family,
 )
-from pipelines.models.point_model import PLACEMENTS, PointModel, pair_features, sample_points, shower_summary
+from pipelines.models.point_model import PointModel, pair_features, sample_points, shower_summary
+from pipelines.models.settings import FactorisedSettings
 from pipelines.models.shower_flow import ShowerFlow, ShowerTransform, shower_tables
 from pipelines.training.validation import layer_energies, shower_figures
-
-
-@dataclass(frozen=True)
-class FactorisedSettings:
-    """Hyperparameters of the factorised family (defaults: about 2-3 minutes of 1-thread CPU training).
-
-    shower_hidden, shower_blocks: width and hidden layers of the shower-level velocity MLP;
-    shower_lr, shower_batch: its AdamW learning rate and showers per minibatch; time_dim: sinusoidal
-    time features; sigma_min: width of the OT path at t = 1; ode_steps: midpoint steps at sampling.
-    point_hidden, point_blocks, point_lr: the point MLP and its learning rate; point_batch: (shower,
-    layer) pairs per minibatch, each with all its points; n_components: Gaussians of the log energy
-    share. weight_decay: AdamW, both groups. placement: "pareto" or "independent" (see
-    :mod:`pipelines.models.point_model`).
-    """
-
-    shower_hidden: int = 256
-    shower_blocks: int = 3
-    time_dim: int = 16
-    sigma_min: float = 1e-4
-    ode_steps: int = 6
-    shower_lr: float = 2e-3
-    shower_batch: int = 256
-    point_hidden: int = 128
-    point_blocks: int = 3
-    n_components: int = 4
-    point_lr: float = 2e-3
-    point_batch: int = 128
-    weight_decay: float = 0.0
-    placement: str = "pareto"
-
-    def __post_init__(self) -> None:
-        check_settings_types(self)
-        for key in ("shower_hidden", "shower_blocks", "time_dim", "ode_steps", "shower_batch",
-                    "point_hidden", "point_blocks", "n_components", "point_batch"):  # fmt: skip
-            if getattr(self, key) < 1:
-                raise ValueError(
-                    f"factorised setting {key} must be a positive integer, got {getattr(self, key)}"
-                )
-        if self.time_dim % 2:
-            raise ValueError(f"factorised setting time_dim must be even, got {self.time_dim}")
-        for key in ("shower_lr", "point_lr"):
-            value = getattr(self, key)
-            if not (math.isfinite(value) and 0.0 < value < 1.0):
-                raise ValueError(f"factorised setting {key} must lie in (0, 1), got {value}")
-        if not (math.isfinite(self.sigma_min) and 0.0 <= self.sigma_min < 0.5):
-            raise ValueError(f"factorised setting sigma_min must lie in [0, 0.5), got {self.sigma_min}")
-        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0.0):
-            raise ValueError(f"factorised setting weight_decay must be >= 0, got {self.weight_decay}")
-        if self.placement not in PLACEMENTS:
-            raise ValueError(
-                f"factorised setting placement must be one of {PLACEMENTS}, got {self.placement!r}"
-            )
 
 
 def _build_modules(

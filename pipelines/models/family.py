@@ -31,7 +31,6 @@ Sampling contract (:meth:`Family.build_sampler`) returns one of
 from __future__ import annotations
 
 import abc
-import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -39,7 +38,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipelines.settings import checked_fields, checked_value
+from pipelines.models.settings import FAMILY_SPECS, FamilySpec, make_settings
 
 FAMILIES: dict[str, type[Family]] = {}
 
@@ -166,7 +165,15 @@ class Family(abc.ABC):
 
 
 def register_family(cls: type[Family]) -> type[Family]:
-    """Class decorator: make ``cls`` available under ``cls.name``."""
+    """Class decorator: make ``cls`` available under ``cls.name``.
+
+    A built-in family must agree with its :class:`~pipelines.models.settings.FamilySpec`; any other
+    (a user's or a test's family) gets a spec from the class.
+    """
+    spec = FamilySpec(cls.name, tuple(cls.kinds), cls.Settings, cls.needs_multiplicity())
+    known = FAMILY_SPECS.setdefault(cls.name, spec)
+    if known != spec:
+        raise TypeError(f"family class {cls.__qualname__} disagrees with its spec: {spec} != {known}")
     FAMILIES[cls.name] = cls
     return cls
 
@@ -182,20 +189,7 @@ def get_family(name: str) -> type[Family]:
 
 def family_settings(cls: type[Family], values: dict[str, Any]) -> Any:
     """The family's Settings from ``values``; unknown keys or wrong types are a ValueError."""
-    known = {f.name for f in dataclasses.fields(cls.Settings)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"family {cls.name!r} takes no settings {unknown}; it takes {sorted(known)}")
-    return cls.Settings(**checked_fields(cls.Settings, values, f"family {cls.name!r}"))
-
-
-def check_settings_types(settings: Any) -> None:
-    """Type-check every field of a settings dataclass by its type hint (shared ``checked_value``)."""
-    import typing
-
-    hints = typing.get_type_hints(type(settings))
-    for f in dataclasses.fields(settings):
-        checked_value(f"setting {f.name}", getattr(settings, f.name), hints[f.name])
+    return make_settings(cls.name, values)
 
 
 def count_parameters(modules: dict[str, nn.Module]) -> int:

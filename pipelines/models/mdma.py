@@ -38,8 +38,9 @@ from torch import nn
 
 from pipelines.io.atomic import atomic_path
 from pipelines.io.errors import DataError
-from pipelines.models.blocks import NORMS, GLUGate, MeanFieldBlock, make_linear, masked_sum, zero_padding
+from pipelines.models.blocks import GLUGate, MeanFieldBlock, make_linear, masked_sum, zero_padding
 from pipelines.models.family import PointSampler
+from pipelines.models.settings import NORMS
 from pipelines.transforms import Transform
 
 KINDS = ("showers", "jets")

@@ -10,19 +10,21 @@ structure: the points are generated jointly, conditioned only on (E_inc, n).
 
 Training: OT conditional flow matching (:func:`pipelines.models.flow_matching.ot_path`, small sigma),
 t ~ U(0, 1) per cloud, x_0 ~ N(0, 1) per point, loss = MSE of the velocity over the real points of
-a length-bucketed batch (:mod:`pipelines.batching`). Sampling integrates dx/dt = v from Gaussian
-noise (noise_dim == point_dim) with the explicit midpoint rule in ``ode_steps`` steps.
+a length-bucketed batch (:class:`~pipelines.batching.BucketBatchSampler`, resumable from its
+(epoch, position)). Sampling integrates dx/dt = v from Gaussian noise (noise_dim == point_dim) with
+the explicit midpoint rule in ``ode_steps`` steps. Validation (:meth:`FlowMatchingFamily.validate`)
+generates the validation clouds and reports W1 figures; the figure that selects the model is the
+shower W1 figure for showers and a common-random-number validation loss for jets.
 """
 
 from __future__ import annotations
 
-import math
 from contextlib import nullcontext
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
+from scipy.stats import wasserstein_distance
 from torch import nn
 
 from pipelines.batching import BucketBatchSampler
@@ -34,54 +36,13 @@ from pipelines.models.family import (
     PointSampler,
     StepContext,
     TrainingData,
-    check_settings_types,
     register_family,
 )
 from pipelines.models.flow_matching import midpoint_solve, ot_path, time_features
 from pipelines.models.mdma import condition_dim, make_condition
+from pipelines.models.settings import FlowMatchingSettings
 
 ARCHITECTURE_KEYS = ("point_dim", "cond_dim", "hidden", "n_blocks", "heads", "expansion", "time_dim")
-
-
-@dataclass(frozen=True)
-class FlowMatchingSettings:
-    """Hyperparameters of the flow-matching family (the loop's settings are separate).
-
-    Architecture: hidden width, n_blocks mean-field blocks with ``heads`` attention heads, per-point
-    MLP width expansion x hidden, time_dim sinusoidal time features. Optimisation: AdamW lr and
-    weight_decay; max_tokens padded points per batch (batch size x longest cloud). Flow: sigma_min of
-    the OT path; ode_steps midpoint steps at sampling (and validation). The defaults are a CPU model
-    (about 0.2 M parameters); a GPU run can take hidden 128, n_blocks 6, ode_steps 100 to 200.
-    """
-
-    hidden: int = 64
-    n_blocks: int = 3
-    heads: int = 4
-    expansion: int = 2
-    time_dim: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 1e-5
-    max_tokens: int = 4096
-    sigma_min: float = 1e-4
-    ode_steps: int = 50
-
-    def __post_init__(self) -> None:
-        check_settings_types(self)
-        for name in ("hidden", "n_blocks", "heads", "expansion", "time_dim", "max_tokens", "ode_steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"flow-matching setting {name} must be >= 1, got {getattr(self, name)}")
-        if self.hidden % self.heads:
-            raise ValueError(
-                f"flow-matching: hidden ({self.hidden}) must be divisible by heads ({self.heads})"
-            )
-        if self.time_dim % 2:
-            raise ValueError(f"flow-matching: time_dim must be even, got {self.time_dim}")
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"flow-matching: lr must be a positive number, got {self.lr}")
-        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
-            raise ValueError(f"flow-matching: weight_decay must be >= 0, got {self.weight_decay}")
-        if not 0 <= self.sigma_min < 1:
-            raise ValueError(f"flow-matching: sigma_min must lie in [0, 1), got {self.sigma_min}")
 
 
 class MeanFieldVelocity(nn.Module):
@@ -237,10 +198,16 @@ class FlowMatchingFamily(Family):
         if self.position >= len(self.batches.batches()):
             self.epoch, self.position = self.epoch + 1, 0
             self.batches.set_epoch(self.epoch)
-        clouds = self.data.clouds
         idx = self.train_idx[self.batches.batches()[self.position]]
         rng = np.random.default_rng([self.data.seed, self.epoch, self.position])
         self.position += 1
+        return self.padded_clouds(idx, rng)
+
+    def padded_clouds(
+        self, idx: np.ndarray, rng: np.random.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Clouds ``idx`` transformed (noise from ``rng``) and padded: x, mask (True = padding), condition."""
+        clouds = self.data.clouds
         lengths = clouds.lengths[idx]
         starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
         rows = np.repeat(clouds.offsets[idx] - starts, lengths) + np.arange(int(lengths.sum()))
@@ -253,17 +220,29 @@ class FlowMatchingFamily(Family):
         cond = make_condition(clouds.conditions[idx], lengths, self.data.kind, self.data.mean_n)
         return torch.from_numpy(x), torch.from_numpy(mask), cond
 
-    def loss(self, x1: torch.Tensor, mask: torch.Tensor, cond: torch.Tensor, ctx: Any = None) -> torch.Tensor:
-        """Flow-matching loss of one padded batch: MSE of the velocity over the real points."""
+    def loss(
+        self,
+        x1: torch.Tensor,
+        mask: torch.Tensor,
+        cond: torch.Tensor,
+        ctx: Any = None,
+        generator: torch.Generator | None = None,
+        reduce: bool = True,
+    ) -> torch.Tensor:
+        """Flow-matching loss of one padded batch: MSE of the velocity over the real points.
+
+        t and x_0 come from ``generator`` (default: torch's global RNG); ``reduce=False`` returns the
+        sum of squared errors instead of the mean.
+        """
         b = x1.shape[0]
-        t = torch.rand(b, device=x1.device)
-        x0 = zero_padding(torch.randn_like(x1), mask)
+        t = torch.rand(b, device=x1.device, generator=generator)
+        x0 = zero_padding(torch.randn(x1.shape, device=x1.device, generator=generator), mask)
         xt, target = ot_path(x0, x1, t.view(b, 1, 1), self.settings.sigma_min)
         with ctx.autocast() if ctx is not None else nullcontext():
             v = self.velocity(xt, t, cond, mask)
         valid = (~mask).unsqueeze(-1).to(torch.float32)
-        err = (v.float() - target) ** 2 * valid
-        return err.sum() / (valid.sum() * x1.shape[-1]).clamp_min(1.0)
+        err = ((v.float() - target) ** 2 * valid).sum()
+        return err / (valid.sum() * x1.shape[-1]).clamp_min(1.0) if reduce else err
 
     def train_step(self, ctx: StepContext) -> dict[str, float]:
         x, mask, cond = self.next_batch()
@@ -302,25 +281,73 @@ class FlowMatchingFamily(Family):
             points = self.data.transform.inverse_transform_torch(x.to(torch.float64))
         return points.cpu().numpy()
 
+    def validation_loss(self, idx: np.ndarray, repeats: int = 8) -> float:
+        """Flow-matching loss on clouds ``idx`` with ``repeats`` (t, x_0) draws per cloud.
+
+        The draws (and any dequantisation noise) are fixed by the data seed, so successive
+        validations of one run compare models on the same noise (common random numbers): the
+        differences between them are far less noisy than the loss itself.
+        """
+        gen = torch.Generator(device=self.device).manual_seed(self.data.seed)
+        rng = np.random.default_rng([self.data.seed, 2**31 - 1])
+        lengths = self.data.clouds.lengths[idx]
+        total, count = 0.0, 0
+        with torch.no_grad():
+            for batch in token_batches(lengths, 4 * self.settings.max_tokens):
+                x, mask, cond = (v.to(self.device) for v in self.padded_clouds(idx[batch], rng))
+                for _ in range(repeats):
+                    total += float(self.loss(x, mask, cond, generator=gen, reduce=False))
+                count += repeats * int((~mask).sum()) * self.point_dim
+        return total / max(count, 1)
+
     def validate(self, n_max: int, seed: int) -> dict[str, float]:
-        """Generated vs real figures on up to ``n_max`` validation clouds (their own n and conditions)."""
-        from pipelines.training.validation import jet_figures, layer_energies, shower_figures
+        """Figures on up to ``n_max`` validation clouds, generated with their own n and conditions.
+
+        ``loss``: the flow-matching loss on these clouds with fixed draws (:meth:`validation_loss`).
+        Showers: ``figure`` from :func:`~pipelines.training.validation.shower_figures` (scaled W1 of
+        E_tot / E_inc and of the shower depth). Jets: W1M (:func:`~pipelines.training.validation.jet_figures`)
+        and the mean scaled W1 of the particle features are reported, and ``figure`` is the loss: on
+        a validation split of ~150 jets the W1 figures scatter by more than the difference between a
+        model after 800 and after 2,000 steps (tree-classifier AUC 0.82 vs 0.66), while the
+        common-random-number loss ranks such models at 10 standard deviations.
+        """
+        from pipelines.training.validation import (
+            jet_figures,
+            layer_energies,
+            relative_jet_mass,
+            shower_figures,
+        )
 
         idx = np.asarray(self.data.val_idx, dtype=np.int64)[:n_max]
         if len(idx) == 0:
             return {}
+        loss = self.validation_loss(idx)
         real = self.data.clouds.select(idx)
         lengths = real.lengths
         gen = self.generate(real.conditions, lengths, seed)
         if self.data.kind == "jets":
-            return jet_figures(gen, lengths, np.asarray(real.points, dtype=np.float64), lengths)
+            points = np.asarray(real.points, dtype=np.float64)
+            w1m = jet_figures(gen, lengths, points, lengths)["w1m"]
+            w1p = [
+                wasserstein_distance(gen[:, k], points[:, k]) / max(float(np.std(points[:, k])), 1e-12)
+                for k in range(points.shape[1])
+            ]
+            w1p_scaled = float(np.mean(w1p)) if np.isfinite(gen).all() else float("inf")
+            scale = max(float(np.std(relative_jet_mass(points, lengths))), 1e-12)
+            return {
+                "figure": loss,
+                "loss": loss,
+                "w1m": w1m,
+                "w1m_scaled": w1m / scale,
+                "w1p_scaled": w1p_scaled,
+            }
         n_layers = self.data.geometry.n_layers
         energy = np.clip(np.nan_to_num(gen[:, 0], nan=0.0, posinf=0.0), 0.0, None)
         layer = np.clip(np.floor(np.nan_to_num(gen[:, 1], nan=0.0)), 0, n_layers - 1)
         gen_layers = layer_energies(energy, layer, lengths, n_layers)
         ref_layers = layer_energies(real.points[:, 0], real.points[:, 1], lengths, n_layers)
         e_inc = real.conditions[:, 0]
-        return shower_figures(e_inc, gen_layers, e_inc, ref_layers)
+        return {**shower_figures(e_inc, gen_layers, e_inc, ref_layers), "loss": loss}
 
     # ----------------------------------------------------------------------------- export
 

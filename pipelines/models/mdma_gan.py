@@ -33,8 +33,6 @@ and the within-shower spreads near the data's but learns the shower shapes only 
 from __future__ import annotations
 
 import dataclasses
-import math
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -43,13 +41,11 @@ from torch import nn
 
 from pipelines.batching import BucketBatchSampler, CloudDataset, collate_clouds
 from pipelines.io.errors import DataError
-from pipelines.models.blocks import NORMS
 from pipelines.models.family import (
     Family,
     ParamGroup,
     StepContext,
     TrainingData,
-    check_settings_types,
     register_family,
 )
 from pipelines.models.mdma import (
@@ -65,6 +61,7 @@ from pipelines.models.mdma import (
     fit_share_params,
     make_condition,
 )
+from pipelines.models.settings import GANSettings
 from pipelines.transforms import Periodic, Standardize
 
 #: training clouds drawn at random for the data-dependent initialisation of the generator
@@ -73,95 +70,31 @@ CALIBRATION_CLOUDS = 32
 SHARE_CAP_SIGMAS = 3.0
 
 
-@dataclass(frozen=True)
-class GANSettings:
-    """Hyperparameters of the ``mdma-gan`` family (the loop's settings are separate).
-
-    Architecture: generator hidden / n_blocks / heads / noise_dim (per point; the per-cloud noise has
-    the same length), critic_hidden / critic_blocks, critic_norm ("unit": unit-norm rows, no gain;
-    "weight", "spectral", "none"), token_norm (LayerNorm on the critic's token), cloud_noise (token
-    from per-cloud noise), energy_share (share column as softmax shares of a per-cloud total).
-    Optimisation: lr_generator, lr_critic, Adam betas (beta1, beta2) and adam_eps; critic_warmup
-    critic-only steps, then one generator update every n_critic steps; gp_lambda; mean-field weight
-    mf_weight below step mf_steps; etot_weight (moment matching of log(total / reference));
-    real_noise (relative noise on real points); max_tokens padded points per batch (batch size x
-    longest cloud); calibrate: data-dependent initialisation of the generator's output scale
-    (``MDMAGenerator.calibrate``) on random training clouds. The defaults are a CPU model (6.6k
-    generator parameters, lr and critic_warmup scaled for minutes of training); the published
-    dataset-2 recipe is hidden 44, n_blocks 3, heads 4, critic_hidden 44, critic_blocks 3 (67k
-    generator parameters), lr 1e-4 for both, critic_warmup 1000 and batches of 64 showers or more.
-    """
-
-    hidden: int = 16
-    n_blocks: int = 2
-    heads: int = 2
-    noise_dim: int = 4
-    critic_hidden: int = 16
-    critic_blocks: int = 2
-    critic_norm: str = "unit"
-    token_norm: bool = True
-    cloud_noise: bool = True
-    energy_share: bool = True
-    lr_generator: float = 1e-3
-    lr_critic: float = 1e-3
-    beta1: float = 0.0
-    beta2: float = 0.999
-    adam_eps: float = 1e-14
-    n_critic: int = 3
-    critic_warmup: int = 100
-    gp_lambda: float = 10.0
-    mf_weight: float = 1.0
-    mf_steps: int = 50_000
-    etot_weight: float = 0.1
-    real_noise: float = 1e-3
-    max_tokens: int = 20_000
-    calibrate: bool = True
-
-    def __post_init__(self) -> None:
-        check_settings_types(self)
-        for name in ("hidden", "n_blocks", "heads", "noise_dim", "critic_hidden", "critic_blocks", "n_critic",
-                     "max_tokens"):  # fmt: skip
-            if getattr(self, name) < 1:
-                raise ValueError(f"mdma-gan setting {name} must be >= 1, got {getattr(self, name)}")
-        if self.hidden % self.heads or self.critic_hidden % self.heads:
-            raise ValueError(f"mdma-gan: hidden and critic_hidden must be divisible by heads ({self.heads})")
-        if self.critic_norm not in NORMS:
-            raise ValueError(f"mdma-gan: critic_norm must be one of {NORMS}, got {self.critic_norm!r}")
-        for name in ("lr_generator", "lr_critic", "adam_eps"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
-                raise ValueError(f"mdma-gan: {name} must be a positive number, got {value}")
-        for name in ("gp_lambda", "mf_weight", "etot_weight", "real_noise"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0):
-                raise ValueError(f"mdma-gan: {name} must be a non-negative number, got {value}")
-        for name in ("critic_warmup", "mf_steps"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"mdma-gan: {name} must be >= 0, got {getattr(self, name)}")
-        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
-            raise ValueError(f"mdma-gan: beta1, beta2 must lie in [0, 1), got {self.beta1}, {self.beta2}")
-
-    def model_config(
-        self, kind: str, point_dim: int, mean_n: float, periodic: tuple[tuple[int, float, float], ...] = ()
-    ) -> ModelConfig:
-        """The :class:`ModelConfig` these settings describe for data of ``kind``."""
-        return ModelConfig(
-            kind=kind,
-            point_dim=point_dim,
-            cond_dim=condition_dim(kind),
-            hidden=self.hidden,
-            n_blocks=self.n_blocks,
-            heads=self.heads,
-            noise_dim=self.noise_dim,
-            critic_hidden=self.critic_hidden,
-            critic_blocks=self.critic_blocks,
-            critic_norm=self.critic_norm,
-            mean_n=mean_n,
-            cloud_noise=self.cloud_noise,
-            token_norm=self.token_norm,
-            share=self.energy_share,
-            periodic=periodic,
-        )
+def model_config(
+    settings: GANSettings,
+    kind: str,
+    point_dim: int,
+    mean_n: float,
+    periodic: tuple[tuple[int, float, float], ...] = (),
+) -> ModelConfig:
+    """The :class:`ModelConfig` that ``settings`` describe for data of ``kind``."""
+    return ModelConfig(
+        kind=kind,
+        point_dim=point_dim,
+        cond_dim=condition_dim(kind),
+        hidden=settings.hidden,
+        n_blocks=settings.n_blocks,
+        heads=settings.heads,
+        noise_dim=settings.noise_dim,
+        critic_hidden=settings.critic_hidden,
+        critic_blocks=settings.critic_blocks,
+        critic_norm=settings.critic_norm,
+        mean_n=mean_n,
+        cloud_noise=settings.cloud_noise,
+        token_norm=settings.token_norm,
+        share=settings.energy_share,
+        periodic=periodic,
+    )
 
 
 def periodic_columns(transform: Any) -> tuple[tuple[int, float, float], ...]:
@@ -249,7 +182,7 @@ class MDMAGAN(Family):
             raise DataError("mdma-gan: the training split is empty")
         clouds, kind = data.clouds, data.kind
         periodic = periodic_columns(data.transform)
-        self.config = settings.model_config(kind, len(clouds.point_names), float(data.mean_n), periodic)
+        self.config = model_config(settings, kind, len(clouds.point_names), float(data.mean_n), periodic)
         self.share: ShareParams | None = None
         self.u_all: np.ndarray | None = None
         if settings.energy_share:

@@ -37,11 +37,11 @@ import torch
 from torch import nn
 
 from pipelines.geometry import THRESHOLD_MEV
+from pipelines.models.settings import PLACEMENTS
 from pipelines.models.shower_flow import depth_summaries
 
 #: Numeric per-(shower, layer) features of :func:`pair_features` (the layer enters as an embedding).
 N_NUMERIC = 10
-PLACEMENTS = ("pareto", "independent")
 _LOG_SIGMA_RANGE = (-6.0, 3.0)
 
 

@@ -5,8 +5,8 @@ from pathlib import Path
 
 sys.path.insert(0, workflow.basedir)
 from pipelines import codehash  # noqa: E402
-from pipelines.models.family import get_family  # noqa: E402
-from pipelines.training.loop import split_settings  # noqa: E402
+from pipelines.models.settings import family_spec  # noqa: E402 (no torch: a fast start)
+from pipelines.training.settings import split_settings  # noqa: E402
 
 PY = f"{sys.executable} -m pipelines"
 DATASETS = config["datasets"]
@@ -79,7 +79,7 @@ for _name, _model in MODELS.items():
         raise ValueError(f"config.yaml: model {_name!r}: {err}") from None
     for _run in config["runs"]:
         _kind = DATASETS[_run["dataset"]]["kind"] if _run["model"] == _name else None
-        if _kind is not None and _kind not in get_family(_model["family"]).kinds:
+        if _kind is not None and _kind not in family_spec(_model["family"]).kinds:
             raise ValueError(
                 f"config.yaml: run {_run}: family {_model['family']!r} does not model {_kind}"
             )

@@ -3,7 +3,7 @@
 
 def multiplicity_input(wc):
     """The multiplicity model, for families that draw n from it (not the factorised showers)."""
-    if get_family(MODELS[wc.model]["family"]).needs_multiplicity():
+    if family_spec(MODELS[wc.model]["family"]).needs_multiplicity:
         return {"multiplicity": f"results/{wc.dataset}/{wc.model}/multiplicity.json"}
     return {}
 

@@ -1,0 +1,237 @@
+"""Hyperparameters of every model family, importable without torch.
+
+The workflow checks each ``models:`` entry of the config when it starts (unknown family, a setting
+the family does not take, a wrong type or value, a family paired with data it does not model). That
+check needs the settings dataclasses, the kinds of data each family models and whether it samples n
+from a separate multiplicity model, but not the models themselves; keeping them here (no torch, no
+scipy) keeps every ``snakemake`` call fast. The family classes (:mod:`pipelines.models.family`) take
+their ``Settings`` from here, and :func:`pipelines.models.family.register_family` checks that a
+registered class agrees with its :class:`FamilySpec`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from dataclasses import dataclass
+from typing import Any
+
+from pipelines.settings import checked_fields, checked_value
+
+#: point placements of the factorised family (:mod:`pipelines.models.point_model`)
+PLACEMENTS = ("pareto", "independent")
+#: critic weight normalisations of the MDMA GAN (:mod:`pipelines.models.blocks`)
+NORMS = ("none", "weight", "spectral", "unit")
+
+
+def check_settings_types(settings: Any) -> None:
+    """Type-check every field of a settings dataclass by its type hint (shared ``checked_value``)."""
+    hints = typing.get_type_hints(type(settings))
+    for f in dataclasses.fields(settings):
+        checked_value(f"setting {f.name}", getattr(settings, f.name), hints[f.name])
+
+
+@dataclass(frozen=True)
+class FactorisedSettings:
+    """Hyperparameters of the factorised family (defaults: about 2-3 minutes of 1-thread CPU training).
+
+    shower_hidden, shower_blocks: width and hidden layers of the shower-level velocity MLP;
+    shower_lr, shower_batch: its AdamW learning rate and showers per minibatch; time_dim: sinusoidal
+    time features; sigma_min: width of the OT path at t = 1; ode_steps: midpoint steps at sampling.
+    point_hidden, point_blocks, point_lr: the point MLP and its learning rate; point_batch: (shower,
+    layer) pairs per minibatch, each with all its points; n_components: Gaussians of the log energy
+    share. weight_decay: AdamW, both groups. placement: "pareto" or "independent" (see
+    :mod:`pipelines.models.point_model`).
+    """
+
+    shower_hidden: int = 256
+    shower_blocks: int = 3
+    time_dim: int = 16
+    sigma_min: float = 1e-4
+    ode_steps: int = 6
+    shower_lr: float = 2e-3
+    shower_batch: int = 256
+    point_hidden: int = 128
+    point_blocks: int = 3
+    n_components: int = 4
+    point_lr: float = 2e-3
+    point_batch: int = 128
+    weight_decay: float = 0.0
+    placement: str = "pareto"
+
+    def __post_init__(self) -> None:
+        check_settings_types(self)
+        for key in ("shower_hidden", "shower_blocks", "time_dim", "ode_steps", "shower_batch",
+                    "point_hidden", "point_blocks", "n_components", "point_batch"):  # fmt: skip
+            if getattr(self, key) < 1:
+                raise ValueError(
+                    f"factorised setting {key} must be a positive integer, got {getattr(self, key)}"
+                )
+        if self.time_dim % 2:
+            raise ValueError(f"factorised setting time_dim must be even, got {self.time_dim}")
+        for key in ("shower_lr", "point_lr"):
+            value = getattr(self, key)
+            if not (math.isfinite(value) and 0.0 < value < 1.0):
+                raise ValueError(f"factorised setting {key} must lie in (0, 1), got {value}")
+        if not (math.isfinite(self.sigma_min) and 0.0 <= self.sigma_min < 0.5):
+            raise ValueError(f"factorised setting sigma_min must lie in [0, 0.5), got {self.sigma_min}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0.0):
+            raise ValueError(f"factorised setting weight_decay must be >= 0, got {self.weight_decay}")
+        if self.placement not in PLACEMENTS:
+            raise ValueError(
+                f"factorised setting placement must be one of {PLACEMENTS}, got {self.placement!r}"
+            )
+
+
+@dataclass(frozen=True)
+class FlowMatchingSettings:
+    """Hyperparameters of the flow-matching family (the loop's settings are separate).
+
+    Architecture: hidden width, n_blocks mean-field blocks with ``heads`` attention heads, per-point
+    MLP width expansion x hidden, time_dim sinusoidal time features. Optimisation: AdamW lr and
+    weight_decay; max_tokens padded points per batch (batch size x longest cloud). Flow: sigma_min of
+    the OT path; ode_steps midpoint steps at sampling and validation (two velocity evaluations each).
+
+    The defaults are a CPU model for jets (0.24 M parameters, about 0.1 s per step of 4096 points on one
+    CPU thread; measured on the embedded top jets: 3 CPU-minutes reach tree AUC about 0.65 and W1P
+    about real-vs-real; 20 ODE steps sample 2.5x faster than 50 at a small loss in W1M). Showers
+    need a larger ``max_tokens`` (e.g. 16384 on a CPU, 200k on a GPU) and cost about 1 s per shower
+    of ~1,600 points on a CPU at 25 ODE steps, validation included; a GPU run can take hidden 128,
+    n_blocks 6 to 8 and ode_steps 100 to 200.
+    """
+
+    hidden: int = 64
+    n_blocks: int = 3
+    heads: int = 4
+    expansion: int = 2
+    time_dim: int = 32
+    lr: float = 3e-3
+    weight_decay: float = 1e-5
+    max_tokens: int = 4096
+    sigma_min: float = 1e-4
+    ode_steps: int = 50
+
+    def __post_init__(self) -> None:
+        check_settings_types(self)
+        for name in ("hidden", "n_blocks", "heads", "expansion", "time_dim", "max_tokens", "ode_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"flow-matching setting {name} must be >= 1, got {getattr(self, name)}")
+        if self.hidden % self.heads:
+            raise ValueError(
+                f"flow-matching: hidden ({self.hidden}) must be divisible by heads ({self.heads})"
+            )
+        if self.time_dim % 2:
+            raise ValueError(f"flow-matching: time_dim must be even, got {self.time_dim}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"flow-matching: lr must be a positive number, got {self.lr}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ValueError(f"flow-matching: weight_decay must be >= 0, got {self.weight_decay}")
+        if not 0 <= self.sigma_min < 1:
+            raise ValueError(f"flow-matching: sigma_min must lie in [0, 1), got {self.sigma_min}")
+
+
+@dataclass(frozen=True)
+class GANSettings:
+    """Hyperparameters of the ``mdma-gan`` family (the loop's settings are separate).
+
+    Architecture: generator hidden / n_blocks / heads / noise_dim (per point; the per-cloud noise has
+    the same length), critic_hidden / critic_blocks, critic_norm ("unit": unit-norm rows, no gain;
+    "weight", "spectral", "none"), token_norm (LayerNorm on the critic's token), cloud_noise (token
+    from per-cloud noise), energy_share (share column as softmax shares of a per-cloud total).
+    Optimisation: lr_generator, lr_critic, Adam betas (beta1, beta2) and adam_eps; critic_warmup
+    critic-only steps, then one generator update every n_critic steps; gp_lambda; mean-field weight
+    mf_weight below step mf_steps; etot_weight (moment matching of log(total / reference));
+    real_noise (relative noise on real points); max_tokens padded points per batch (batch size x
+    longest cloud); calibrate: data-dependent initialisation of the generator's output scale
+    (``MDMAGenerator.calibrate``) on random training clouds. The defaults are a CPU model (6.6k
+    generator parameters, lr and critic_warmup scaled for minutes of training); the published
+    dataset-2 recipe is hidden 44, n_blocks 3, heads 4, critic_hidden 44, critic_blocks 3 (67k
+    generator parameters), lr 1e-4 for both, critic_warmup 1000 and batches of 64 showers or more.
+    """
+
+    hidden: int = 16
+    n_blocks: int = 2
+    heads: int = 2
+    noise_dim: int = 4
+    critic_hidden: int = 16
+    critic_blocks: int = 2
+    critic_norm: str = "unit"
+    token_norm: bool = True
+    cloud_noise: bool = True
+    energy_share: bool = True
+    lr_generator: float = 1e-3
+    lr_critic: float = 1e-3
+    beta1: float = 0.0
+    beta2: float = 0.999
+    adam_eps: float = 1e-14
+    n_critic: int = 3
+    critic_warmup: int = 100
+    gp_lambda: float = 10.0
+    mf_weight: float = 1.0
+    mf_steps: int = 50_000
+    etot_weight: float = 0.1
+    real_noise: float = 1e-3
+    max_tokens: int = 20_000
+    calibrate: bool = True
+
+    def __post_init__(self) -> None:
+        check_settings_types(self)
+        for name in ("hidden", "n_blocks", "heads", "noise_dim", "critic_hidden", "critic_blocks", "n_critic",
+                     "max_tokens"):  # fmt: skip
+            if getattr(self, name) < 1:
+                raise ValueError(f"mdma-gan setting {name} must be >= 1, got {getattr(self, name)}")
+        if self.hidden % self.heads or self.critic_hidden % self.heads:
+            raise ValueError(f"mdma-gan: hidden and critic_hidden must be divisible by heads ({self.heads})")
+        if self.critic_norm not in NORMS:
+            raise ValueError(f"mdma-gan: critic_norm must be one of {NORMS}, got {self.critic_norm!r}")
+        for name in ("lr_generator", "lr_critic", "adam_eps"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"mdma-gan: {name} must be a positive number, got {value}")
+        for name in ("gp_lambda", "mf_weight", "etot_weight", "real_noise"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"mdma-gan: {name} must be a non-negative number, got {value}")
+        for name in ("critic_warmup", "mf_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"mdma-gan: {name} must be >= 0, got {getattr(self, name)}")
+        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
+            raise ValueError(f"mdma-gan: beta1, beta2 must lie in [0, 1), got {self.beta1}, {self.beta2}")
+
+
+@dataclass(frozen=True)
+class FamilySpec:
+    """What the workflow needs to know of a family before training: name, data kinds, settings."""
+
+    name: str
+    kinds: tuple[str, ...]
+    settings: type
+    needs_multiplicity: bool
+
+
+FAMILY_SPECS: dict[str, FamilySpec] = {
+    spec.name: spec
+    for spec in (
+        FamilySpec("factorised", ("showers",), FactorisedSettings, needs_multiplicity=False),
+        FamilySpec("flow-matching", ("showers", "jets"), FlowMatchingSettings, needs_multiplicity=True),
+        FamilySpec("mdma-gan", ("showers", "jets"), GANSettings, needs_multiplicity=True),
+    )
+}
+
+
+def family_spec(name: str) -> FamilySpec:
+    """The spec of family ``name`` (ValueError naming the known families otherwise)."""
+    if name not in FAMILY_SPECS:
+        raise ValueError(f"unknown model family {name!r}; known families: {sorted(FAMILY_SPECS)}")
+    return FAMILY_SPECS[name]
+
+
+def make_settings(family: str, values: dict[str, Any]) -> Any:
+    """The family's Settings from ``values``; unknown keys or wrong types are a ValueError."""
+    cls = family_spec(family).settings
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"family {family!r} takes no settings {unknown}; it takes {sorted(known)}")
+    return cls(**checked_fields(cls, values, f"family {family!r}"))
