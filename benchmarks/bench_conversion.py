@@ -1,8 +1,9 @@
 """Conversion throughput, voxelisation speed and peak memory of the shower data path.
 
 Prints: showers/s and points/s of `convert` on N dataset-2 showers and its time relative to a
-plain h5py read of the same file (target <= 2x); voxelisation ms per shower (target <= 0.05 ms on
-one core); peak resident memory of converting the file (target < 4 GB for 100,000 showers).
+plain h5py read of the same file (target <= 2x); voxelisation ms per shower with `sum` and `shift`
+(target <= 0.05 ms on one core for clouds without collisions); peak resident memory of converting
+the file (target < 4 GB for 100,000 showers).
 
     OMP_NUM_THREADS=1 python benchmarks/bench_conversion.py --n 20000
     OMP_NUM_THREADS=1 python benchmarks/bench_conversion.py --n 100000 --memory-only
@@ -19,9 +20,12 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import yaml
 
 from pipelines.geometry import load_geometry
 from pipelines.pointcloud import points_to_voxels, voxels_to_points
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def realistic_showers(n: int, seed: int, chunk: int = 5000):
@@ -78,14 +82,19 @@ def convert_in_subprocess(path: Path, out: Path) -> tuple[float, float]:
     return float(seconds), float(rss_gb)
 
 
-def voxelisation_ms(n: int = 2000) -> float:
+def voxelisation_ms(collisions: str, colliding: float = 0.0, n: int = 2000) -> float:
+    """ms per shower of points_to_voxels; ``colliding``: fraction of points moved onto another's voxel."""
     geometry = load_geometry("2")
     energies, showers = next(realistic_showers(n, seed=1, chunk=n))
     points, lengths = voxels_to_points(showers, geometry)
+    if colliding > 0:
+        rng = np.random.default_rng(2)
+        movers = rng.random(len(points)) < colliding
+        points[movers, 1:] = points[np.flatnonzero(movers) - 1, 1:]  # onto the previous point's voxel
     best = np.inf
     for _ in range(3):
         t = time.perf_counter()
-        points_to_voxels(points, lengths, geometry)
+        points_to_voxels(points, lengths, geometry, collisions=collisions)
         best = min(best, time.perf_counter() - t)
     return best / n * 1e3
 
@@ -115,7 +124,14 @@ def main() -> None:
                 f"convert / read = {seconds / read:.2f} (target <= 2)"
             )
     if not args.memory_only:
-        print(f"voxelisation: {voxelisation_ms():.4f} ms per shower (1 thread; target <= 0.05)")
+        configured = yaml.safe_load((REPO / "config.yaml").read_text())["sampling"]["collisions"]
+        for method in ("sum", "shift"):
+            tag = " (configured)" if method == configured else ""
+            print(
+                f"voxelisation {method}{tag}: {voxelisation_ms(method):.4f} ms per shower without "
+                f"collisions (1 thread; target <= 0.05), {voxelisation_ms(method, 0.01):.4f} ms with 1 % "
+                "of points colliding"
+            )
 
 
 if __name__ == "__main__":

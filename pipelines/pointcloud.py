@@ -198,7 +198,7 @@ def points_to_voxels(
     for s0 in range(0, n, per_chunk):
         s1 = min(n, s0 + per_chunk)
         p = points[offsets[s0] : offsets[s1]]
-        if collisions == "sum" and geometry.is_regular:
+        if geometry.is_regular:
             columns = np.ascontiguousarray(p.T, dtype=np.result_type(p.dtype, np.float32))
             energy = columns[0].astype(np.float32, copy=False)
             key = _regular_keys(columns, lengths[s0:s1], geometry)
@@ -209,8 +209,15 @@ def points_to_voxels(
             energy = p[:, 0].astype(np.float32)
         hit = np.zeros((s1 - s0) * n_vox, dtype=bool)
         hit[key] = True
-        n_collided += len(key) - int(np.count_nonzero(hit))
+        collided = len(key) - int(np.count_nonzero(hit))
+        n_collided += collided
+        flat = out[s0:s1].reshape(-1)
+        if collided == 0:  # every key distinct: a plain scatter, same values as summing into zeros
+            flat[key] = energy
+            continue
         if collisions == "shift":
+            shower = np.repeat(np.arange(s1 - s0, dtype=np.int64), lengths[s0:s1])
+            layer, alpha, r = _clamped_bins(p, geometry)
             key = shower * n_vox + _shift_collisions(shower, layer, alpha, r, geometry)
-        np.add.at(out[s0:s1].reshape(-1), key, energy)
+        np.add.at(flat, key, energy)
     return out, int(n_collided)

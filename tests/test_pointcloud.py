@@ -168,3 +168,21 @@ def test_bad_arguments(ds2):
         points_to_voxels(np.zeros((2, 4)), np.array([1]), ds2)
     with pytest.raises(ValueError, match="dataset 2"):
         voxels_to_points(np.zeros((1, 10)), ds2)
+
+
+def test_chunks_with_and_without_collisions_voxelise_alike(ds2):
+    """One chunk without collisions (a plain scatter) and one with them (shifted) equal one pass."""
+    points = np.array(
+        [[1.0, 4, 2, 3], [2.0, 5, 2, 3], [3.0, 4, 2, 3], [4.0, 4, 2, 3], [5.0, 7, 0, 1]], np.float32
+    )
+    lengths = np.array([2, 3])  # shower 0: two distinct voxels; shower 1: two points collide
+    for collisions in ("sum", "shift"):
+        whole, collided = points_to_voxels(points, lengths, ds2, collisions=collisions)
+        per_shower, collided_chunked = points_to_voxels(
+            points, lengths, ds2, collisions=collisions, chunk_voxels=ds2.n_voxels
+        )
+        np.testing.assert_array_equal(per_shower, whole)
+        assert collided == collided_chunked == 1
+        assert whole[0, ds2.flat_index(4, 2, 3)] == 1.0 and whole[0, ds2.flat_index(5, 2, 3)] == 2.0
+        assert np.count_nonzero(whole[1]) == (3 if collisions == "shift" else 2)
+        assert whole[1].sum() == pytest.approx(12.0)
