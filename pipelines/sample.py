@@ -232,6 +232,7 @@ def _new_counts() -> dict[str, Any]:
     return {
         "n_points": 0,
         "n_collided": 0,
+        "n_dropped": 0,
         "n_nonfinite": 0,
         "n_negative": 0,
         "n_below_threshold": 0,
@@ -606,6 +607,7 @@ def _summary(counts: dict[str, Any], n: np.ndarray, seconds: float) -> dict[str,
         "collided_fraction": counts["n_collided"] / n_points if n_points else 0.0,
         "n_nonfinite_clipped": int(counts["n_nonfinite"]), "n_negative_clipped": int(counts["n_negative"]),
         "n_voxels_below_threshold": int(counts["n_below_threshold"]),
+        "n_points_dropped": int(counts["n_dropped"]),  # beyond a layer's voxel count (factorised)
         "seconds": seconds, "ms_per_sample": 1e3 * seconds / max(1, len(n)),
     }  # fmt: skip
 
