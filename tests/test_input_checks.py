@@ -305,3 +305,15 @@ def test_transforms_with_zero_or_nan_std_fail_at_load(tmp_path: Path, std: float
     message = str(info.value)
     assert message.startswith(f"{path}: invalid transform description: column 'phi_rel': Standardize.std")
     assert problem in message
+
+
+def test_report_reads_the_warnings_of_the_validate_summary(tmp_path: Path) -> None:
+    from pipelines.report.html import load_data_summary
+
+    energies, showers = good_showers()
+    showers[4] = 0
+    path = tmp_path / "empty.h5"
+    write_calochallenge(path, energies, showers)
+    (warning,) = warnings_of(path, "showers", "2", tmp_path)
+    shown = load_data_summary(tmp_path / "summary.json")
+    assert shown["file"] == str(path) and shown["warnings"] == [warning] and len(shown["sha256"]) == 64
