@@ -27,7 +27,7 @@ from pipelines.io.physics import JetChecks, ShowerChecks
 def summarise_showers(path: Path, dataset: str) -> dict:
     """Summary of a CaloChallenge file of CaloChallenge ``dataset``, with its warnings."""
     geometry = load_geometry(dataset)
-    checks = ShowerChecks(path)
+    checks = ShowerChecks(path, dataset)
     n, hits, e_min, e_max, zero = 0, 0, np.inf, 0.0, 0
     for start, energies, showers in iter_calochallenge(path, geometry):
         checks.update(start, energies, showers)

@@ -317,3 +317,22 @@ def test_report_reads_the_warnings_of_the_validate_summary(tmp_path: Path) -> No
     (warning,) = warnings_of(path, "showers", "2", tmp_path)
     shown = load_data_summary(tmp_path / "summary.json")
     assert shown["file"] == str(path) and shown["warnings"] == [warning] and len(shown["sha256"]) == 64
+
+
+def test_gev_rule_follows_the_dataset_range() -> None:
+    from pipelines.io.physics import ShowerChecks
+
+    energies = 2.0 ** np.arange(8, 23) / 1000  # dataset-1 energies 256 MeV to 4.2 TeV, written in GeV
+    showers = np.zeros((len(energies), 368), dtype=np.float32)
+    showers[:, 0] = 0.9 * energies
+    checks = ShowerChecks("ds1.h5", "1-photons")
+    checks.update(0, energies, showers)
+    with pytest.raises(
+        DataError, match=r"ds1\.h5: every incident energy is at most 4194\.3 MeV \(largest 4194\.3"
+    ):
+        checks.finish()
+    checks = ShowerChecks("ds1.h5", "1-photons")
+    checks.update(0, energies * 1000, showers * 1000)  # in MeV: inside 256 MeV to 4.2 TeV, no warning
+    assert checks.finish() == []
+    with pytest.raises(ValueError, match="no documented incident-energy range for dataset '4'"):
+        ShowerChecks("x.h5", "4")

@@ -20,13 +20,20 @@ from pipelines.io.errors import DataError
 
 # ------------------------------------------------------------------------------------------ showers
 
-#: Documented incident-energy range of CaloChallenge datasets 2 and 3, MeV (electrons log-uniform in
-#: 1 GeV to 1 TeV); showers outside it (beyond a relative tolerance for float32 rounding) are a warning.
-DATASET_INCIDENT_RANGE_MEV = (1.0e3, 1.0e6)
-#: Relative tolerance on :data:`DATASET_INCIDENT_RANGE_MEV`.
+#: Documented incident-energy range per CaloChallenge dataset, MeV: electrons log-uniform in 1 GeV to
+#: 1 TeV (datasets 2 and 3); photons and pions at powers of two from 256 MeV to 4.2 TeV (dataset 1).
+#: Showers outside it (beyond a relative tolerance for float32 rounding) are a warning.
+INCIDENT_RANGE_MEV = {
+    "2": (1.0e3, 1.0e6),
+    "3": (1.0e3, 1.0e6),
+    "1-photons": (2.0**8, 2.0**22),
+    "1-pions": (2.0**8, 2.0**22),
+}
+#: Relative tolerance on :data:`INCIDENT_RANGE_MEV`.
 INCIDENT_RANGE_TOLERANCE = 0.01
-#: A file whose largest incident energy is at most this (1 GeV, in MeV) is taken for a file in GeV: error.
-GEV_FILE_MAX_MEV = 1.0e3
+#: A file whose largest incident energy is at most the documented upper edge times this (1 GeV for
+#: datasets 2 and 3) is taken for a file in GeV: error.
+GEV_FILE_FRACTION = 1.0e-3
 #: Documented range of E_tot / E_inc per shower (sum of the voxel energies over the incident energy;
 #: about 1 in datasets 2 and 3, whose energies are divided by the sampling fraction; 0.48 to 1.46 for
 #: GFlash showers at 1 GeV). A non-empty shower outside it is a warning.
@@ -73,8 +80,11 @@ class _Tally:
 class ShowerChecks:
     """Physics checks of a CaloChallenge file fed chunk by chunk (see the module constants)."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, dataset: str = "2"):
+        if dataset not in INCIDENT_RANGE_MEV:
+            raise ValueError(f"no documented incident-energy range for dataset {dataset!r}")
         self.path = Path(path)
+        self.incident_range = INCIDENT_RANGE_MEV[dataset]
         self.n = 0
         self.e_max = (-np.inf, -1)  # (largest incident energy, its shower)
         self.zero = _Tally()
@@ -88,7 +98,7 @@ class ShowerChecks:
         i = int(np.argmax(energies))
         if energies[i] > self.e_max[0]:
             self.e_max = (float(energies[i]), start + i)
-        low, high = DATASET_INCIDENT_RANGE_MEV
+        low, high = self.incident_range
         tol = INCIDENT_RANGE_TOLERANCE
         self.outside.add((energies < low * (1 - tol)) | (energies > high * (1 + tol)), energies, start)
         e_tot = showers.sum(axis=1, dtype=np.float64)
@@ -102,12 +112,12 @@ class ShowerChecks:
     def finish(self) -> list[str]:
         """Raise DataError for a file that cannot be meant; return the warnings (one string each)."""
         p, n = self.path, self.n
-        if self.e_max[0] <= GEV_FILE_MAX_MEV:
+        low, high = self.incident_range
+        if self.e_max[0] <= high * GEV_FILE_FRACTION:
             raise DataError(
-                f"{p}: every incident energy is at most {GEV_FILE_MAX_MEV:g} MeV (largest "
-                f"{self.e_max[0]:g} at shower {self.e_max[1]}); the data set covers "
-                f"{DATASET_INCIDENT_RANGE_MEV[0]:g} to {DATASET_INCIDENT_RANGE_MEV[1]:g} MeV: "
-                "is the file in GeV? (rule: energies in MeV)"
+                f"{p}: every incident energy is at most {high * GEV_FILE_FRACTION:g} MeV (largest "
+                f"{self.e_max[0]:g} at shower {self.e_max[1]}); the data set covers {low:g} to "
+                f"{high:g} MeV: is the file in GeV? (rule: energies in MeV)"
             )
         if self.zero.count == n:
             raise DataError(f"{p}: all {n} showers are empty (no voxel energy; first: shower 0)")
@@ -126,7 +136,7 @@ class ShowerChecks:
             row, value = self.outside.first  # type: ignore[misc]
             warnings.append(
                 f"{p}: {self.outside.count} of {n} showers have an incident energy outside the "
-                f"documented {DATASET_INCIDENT_RANGE_MEV[0]:g} to {DATASET_INCIDENT_RANGE_MEV[1]:g} MeV "
+                f"documented {low:g} to {high:g} MeV "
                 f"(first: shower {row}, {value:g} MeV)"
             )
         if self.zero.count:
