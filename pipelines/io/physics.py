@@ -76,6 +76,13 @@ class _Tally:
             self.first = (start + i, float(values[i]))
         self.count += n
 
+    @property
+    def example(self) -> tuple[int, float]:
+        """(file index, value) of the first row breaking the rule; only when ``count`` > 0."""
+        if self.first is None:
+            raise RuntimeError("no row breaks the rule")
+        return self.first
+
 
 class ShowerChecks:
     """Physics checks of a CaloChallenge file fed chunk by chunk (see the module constants)."""
@@ -124,7 +131,7 @@ class ShowerChecks:
         median = float(np.median(np.concatenate(self.ratios)))
         u_low, u_high = ENERGY_RATIO_UNITS_RANGE
         if not u_low <= median <= u_high:
-            row, value = self.ratio.first  # type: ignore[misc]  # every shower is far outside too
+            row, value = self.ratio.example  # every shower is far outside too
             raise DataError(
                 f"{p}: median E_tot/E_inc of the non-empty showers is {median:.3g} (first outside "
                 f"[{ENERGY_RATIO_RANGE[0]:g}, {ENERGY_RATIO_RANGE[1]:g}]: shower {row}, {value:.3g}), "
@@ -133,7 +140,7 @@ class ShowerChecks:
             )
         warnings = []
         if self.outside.count:
-            row, value = self.outside.first  # type: ignore[misc]
+            row, value = self.outside.example
             warnings.append(
                 f"{p}: {self.outside.count} of {n} showers have an incident energy outside the "
                 f"documented {low:g} to {high:g} MeV "
@@ -142,10 +149,10 @@ class ShowerChecks:
         if self.zero.count:
             warnings.append(
                 f"{p}: {self.zero.count} of {n} showers are empty (no voxel energy; first: shower "
-                f"{self.zero.first[0]})"  # type: ignore[index]
+                f"{self.zero.example[0]})"
             )
         if self.ratio.count:
-            row, value = self.ratio.first  # type: ignore[misc]
+            row, value = self.ratio.example
             warnings.append(
                 f"{p}: {self.ratio.count} of {n} showers have E_tot/E_inc outside the documented "
                 f"[{ENERGY_RATIO_RANGE[0]:g}, {ENERGY_RATIO_RANGE[1]:g}] (first: shower {row}, {value:.3g})"
@@ -239,7 +246,7 @@ class JetChecks:
             ),
         ):
             if tally.count:
-                row, value = tally.first  # type: ignore[misc]
+                row, value = tally.example
                 first = f"first: jet {row}, {value:{fmt}}"
                 warnings.append(f"{p}: {tally.count} of {n} jets have {rule} ({first})")
         return warnings
