@@ -125,6 +125,8 @@ class Transform:
     #: names of the fitted attributes (None until fitted) and of the constructor settings.
     _fitted_attrs: ClassVar[tuple[str, ...]] = ()
     _settings: ClassVar[tuple[str, ...]] = ()
+    #: fitted attributes that must be strictly positive when loaded (a scale such as ``std``).
+    _positive_attrs: ClassVar[tuple[str, ...]] = ()
 
     def fit(self, x: np.ndarray, y: Any = None, *, rng: np.random.Generator | None = None) -> Transform:
         return self
@@ -197,7 +199,10 @@ class Transform:
         t = cls(**{k: d[k] for k in cls._settings if k in d})
         for a in cls._fitted_attrs:
             v = d.get(a)
-            setattr(t, a, None if v is None else _finite_float(v, f"{cls.__name__}.{a}"))
+            v = None if v is None else _finite_float(v, f"{cls.__name__}.{a}")
+            if v is not None and a in cls._positive_attrs and v <= 0:
+                raise ValueError(f"{cls.__name__}.{a} must be positive, got {v}")
+            setattr(t, a, v)
         return t
 
     def __repr__(self) -> str:
@@ -346,6 +351,7 @@ class Standardize(Transform):
     """x -> (x - mean) / std (population std; a zero std is replaced by 1)."""
 
     _fitted_attrs = ("mean", "std")
+    _positive_attrs = ("std",)
 
     def __init__(self) -> None:
         self.mean: float | None = None
@@ -427,6 +433,7 @@ class BoxCox(Transform):
     """
 
     _fitted_attrs = ("lmbda", "mean", "std")
+    _positive_attrs = ("std",)
 
     def __init__(self) -> None:
         self.lmbda: float | None = None
@@ -614,7 +621,13 @@ class PointTransform(Transform):
     def _from_fields(cls, d: dict[str, Any]) -> PointTransform:
         if set(d) != {"point_names", "columns"}:
             raise ValueError(f"PointTransform: expected fields point_names, columns; got {sorted(d)}")
-        return cls(d["point_names"], {n: Transform.from_dict(c) for n, c in d["columns"].items()})
+        columns = {}
+        for n, c in d["columns"].items():
+            try:
+                columns[n] = Transform.from_dict(c)
+            except (ValueError, TypeError, KeyError, AttributeError) as err:
+                raise ValueError(f"column {n!r}: {err}") from err
+        return cls(d["point_names"], columns)
 
 
 def _coordinate_chain(n_bins: int) -> Chain:

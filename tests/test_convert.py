@@ -58,6 +58,7 @@ def test_convert_bad_input_is_a_clear_error_and_writes_nothing(tmp_path, capsys)
 
 def test_validate_writes_a_summary(tmp_path, ds2):
     energies, showers = random_showers(ds2, 9, seed=9, occupancy=0.01)
+    showers *= (0.9 * energies / showers.sum(axis=1))[:, None].astype(np.float32)  # E_tot = 0.9 E_inc
     write_calochallenge(tmp_path / "in.h5", energies, showers)
     cli(
         [
@@ -76,6 +77,7 @@ def test_validate_writes_a_summary(tmp_path, ds2):
     assert summary["showers"] == 9
     assert summary["mean_hits"] == pytest.approx(np.count_nonzero(showers) / 9)
     assert len(summary["sha256"]) == 64
+    assert summary["warnings"] == []
 
 
 def test_jets_to_points_keeps_real_particles_only():

@@ -9,6 +9,7 @@ sampler must agree, and the resolution sqrt(a^2 / E + (1 + 1 / kappa) / N_spot).
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -279,3 +280,19 @@ def test_cli_writes_a_calochallenge_file(tmp_path, geo2):
     with pytest.raises(ValueError, match="unknown"):
         main(["--n-showers", "10", "--seed", "0", "--settings", '{"x": 1}', "--out", str(tmp_path / "x.h5")])
     assert not (tmp_path / "x.h5").exists()
+
+
+def test_generated_showers_pass_the_input_checks_without_warnings(tmp_path, geo2, fixed_energy_showers):
+    """The embedded data meet the documented physics contract, including at 1 GeV and 1 TeV."""
+    from pipelines.cli import main as cli
+    from pipelines.io.calochallenge import write_calochallenge
+    from pipelines.io.physics import ShowerChecks
+
+    checks = ShowerChecks("fixed")
+    for i, (energy, showers) in enumerate(fixed_energy_showers.items()):
+        checks.update(i * N_PER_ENERGY, np.full(N_PER_ENERGY, energy), showers.reshape(N_PER_ENERGY, -1))
+    assert checks.finish() == []
+    path, out = tmp_path / "gflash.h5", tmp_path / "summary.json"
+    write_calochallenge(path, *generate_showers(400, geo2, seed=3, progress=False))
+    assert cli(["validate", "--kind", "showers", "--input", str(path), "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["warnings"] == []

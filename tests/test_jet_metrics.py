@@ -205,3 +205,14 @@ def test_bad_settings_and_bad_files(tmp_path):
     write_jetnet(tiny, *_jetnet_particles(np.random.default_rng(1), 3))
     with pytest.raises(DataError, match="at least 4 jets"):
         evaluate_jets.evaluate(ref, tiny, evaluate_jets.EvaluateJetsSettings(), tmp_path / "c")
+
+
+def test_a_generated_jet_without_particles_is_an_error_naming_file_and_jet(tmp_path):
+    ref = tmp_path / "ref.h5"
+    write_jetnet(ref, *_jetnet_particles(np.random.default_rng(2), 20))
+    pf, jf = _jetnet_particles(np.random.default_rng(3), 20)
+    pf[13], jf[13, 3] = 0.0, 0.0  # jet 13 keeps no particle
+    gen = tmp_path / "gen.h5"
+    write_jetnet(gen, pf, jf)
+    with pytest.raises(DataError, match=r"gen\.h5: jet 13 has no particles \(1 such jets\)"):
+        evaluate_jets.evaluate(ref, gen, evaluate_jets.EvaluateJetsSettings(), tmp_path / "c")

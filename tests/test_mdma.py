@@ -164,6 +164,8 @@ def test_save_load_round_trip(tmp_path) -> None:
     extra = {"step": 17, "point_names": ["eta_rel", "phi_rel", "pt_rel"], "nested": {"a": 1.5}}
     path = tmp_path / "model.pt"
     save_generator(path, gen, config, extra)
+    save_generator(tmp_path / "again.pt", gen, config, extra)
+    assert (tmp_path / "again.pt").read_bytes() == path.read_bytes()  # identical tensors, identical bytes
     loaded, config2, extra2 = load_generator(path, map_location="cpu")
     assert config2 == config and extra2 == extra and not loaded.training
     raw = torch.load(path, weights_only=True)  # plain containers and tensors only

@@ -186,3 +186,14 @@ def test_cli_writes_jetnet_file_and_refuses_bad_settings(tmp_path: Path) -> None
     with pytest.raises(ValueError, match="unknown"):
         main(["--jet-type", "g", "--n-jets", "2", "--settings", '{"ptmin": 1}', "--out", str(bad)])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.h5"]
+
+
+@pytest.mark.parametrize("slots", [150, 30])
+def test_generated_jets_pass_the_input_checks_without_warnings(samples, slots: int) -> None:
+    """The embedded jets meet the documented physics contract, truncated to 30 slots or not."""
+    from pipelines.io.physics import JetChecks
+
+    for jet_type, (pf, jf) in samples.items():
+        checks = JetChecks(f"pythia-{jet_type}", slots)
+        checks.update(0, pf[:, :slots], jf)  # the first 30 slots are the 30-particle file (test above)
+        assert checks.finish() == []

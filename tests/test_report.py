@@ -715,3 +715,23 @@ def test_jets_report(tmp_path):
     rows = {cls: cells for table, cls, cells in _parse(page).rows if table == "metrics-jets"}
     assert "W1M" not in rows  # the raw duplicate is skipped
     assert rows["W1M_x1e3"][1:4] == ["× 10³", "0.710 \u00b1 0.050", "0.280 \u00b1 0.050"]
+
+
+def test_input_data_warnings_are_shown(tmp_path):
+    clean, warned = tmp_path / "train.summary.json", tmp_path / "reference.summary.json"
+    clean.write_text(json.dumps({"file": "data/train.h5", "sha256": "ab" * 32, "warnings": []}))
+    warning = "data/ref.h5: 1 of 12 showers are empty (no voxel energy; first: shower 4)"
+    warned.write_text(json.dumps({"file": "data/ref.h5", "sha256": "cd" * 32, "warnings": [warning]}))
+    page, _ = _run_report(tmp_path / "ok", "--data-summaries", str(clean), str(warned))
+    assert f'<li class="warning">warning: {warning}</li>' in page
+    assert "<td>data/train.h5</td>" in page and "passed without warnings" in page and "cd" * 32 in page
+    plain, _ = _run_report(tmp_path / "plain")
+    assert 'id="input-data"' not in plain
+    bad = tmp_path / "bad.summary.json"
+    bad.write_text(json.dumps({"file": "x.h5", "sha256": "00", "warnings": "none"}))
+    with pytest.raises(DataError, match=r"bad\.summary\.json: 'warnings' must be a list of strings"):
+        _run_report(tmp_path / "bad", "--data-summaries", str(bad))
+    assert not (tmp_path / "bad" / "report.html").exists()
+    bad.write_text("{}")
+    with pytest.raises(DataError, match=r"bad\.summary\.json: not a data summary of the validate stage"):
+        report_html.load_data_summary(bad)

@@ -37,14 +37,32 @@ def _open(path: Path) -> h5py.File:
         raise DataError(f"{path}: cannot open HDF5 file (truncated?): {err}") from err
 
 
+def _check_dtype(path: Path, key: str, dtype: np.dtype) -> None:
+    """Energies are floating point (float32 in the challenge files): no strings, no integers."""
+    if np.issubdtype(dtype, np.floating):
+        return
+    if dtype.kind in "SUO":
+        what = "a string"
+    elif np.issubdtype(dtype, np.integer) or dtype.kind == "b":
+        what = "an integer"
+    else:
+        what = "a non-numeric"
+    raise DataError(
+        f"{path}: {key!r} has {what} dtype ({dtype}); energies must be floating point MeV "
+        "(float32 in CaloChallenge files)"
+    )
+
+
 def check_layout(path: str | Path, geometry: Geometry) -> int:
-    """Check keys and shapes of a CaloChallenge file against ``geometry``; return the shower count."""
+    """Check keys, dtypes and shapes of a CaloChallenge file against ``geometry``; return the shower count."""
     path = Path(path)
     with _open(path) as f:
         for key in (ENERGY_KEY, SHOWER_KEY):
             if key not in f:
                 raise DataError(f"{path}: missing dataset {key!r} (found {sorted(f.keys())})")
         e_shape, s_shape = f[ENERGY_KEY].shape, f[SHOWER_KEY].shape
+        for key in (ENERGY_KEY, SHOWER_KEY):
+            _check_dtype(path, key, f[key].dtype)
     if len(e_shape) not in (1, 2) or (len(e_shape) == 2 and e_shape[1] != 1):
         raise DataError(f"{path}: {ENERGY_KEY!r} has shape {e_shape}, expected (N, 1)")
     if len(s_shape) != 2:

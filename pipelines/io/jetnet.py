@@ -13,7 +13,8 @@ Layout (one jet type per file, see docs/data-formats.md):
 the number of real particles in the file when every slot is filled (JetNet's 30-particle files); when
 some slots are padding no truncation happened and it must equal the number of real particles.
 
-The reader checks all of the above except the pt ordering (not required of user files) and raises
+Features are floating point (float32 in JetNet; strings and integers are refused). The reader
+checks all of the above except the pt ordering (not required of user files) and raises
 :class:`~pipelines.io.errors.DataError` naming the file and the problem.
 """
 
@@ -63,6 +64,10 @@ def validate_jets(name: str, particle_features: np.ndarray, jet_features: np.nda
     for key, arr in ((PARTICLE_KEY, pf), (JET_KEY, jf)):
         if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
             raise DataError(f"{name}: '{key}' has non-real dtype {arr.dtype}")
+        if not np.issubdtype(arr.dtype, np.floating):
+            raise DataError(
+                f"{name}: '{key}' has integer dtype {arr.dtype}; JetNet features are floating point"
+            )
         bad = ~np.isfinite(arr)
         if bad.any():
             jet = start + int(np.argwhere(bad)[0][0])

@@ -235,6 +235,12 @@ def evaluate(
     for path, pf in ((reference, ref_pf), (generated, gen_pf)):
         if len(pf) < 4:
             raise DataError(f"{path}: needs at least 4 jets for the evaluation, holds {len(pf)}")
+        empty = ~(pf[:, :, 3] > 0.5).any(axis=1)
+        if empty.any():
+            raise DataError(
+                f"{path}: jet {int(np.flatnonzero(empty)[0])} has no particles ({int(empty.sum())} such "
+                "jets); its mass and EFPs are undefined"
+            )
     ref_efps, hit = reference_efps(reference, ref_pf, cache_dir)
     log.info("reference EFPs: %s (%d jets)", "cache hit" if hit else "computed and cached", len(ref_pf))
     ref = make_sample(ref_pf, ref_efps)

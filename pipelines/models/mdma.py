@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipelines.io.atomic import atomic_path
+from pipelines.io.atomic import atomic_torch_save
 from pipelines.io.errors import DataError
 from pipelines.models.blocks import GLUGate, MeanFieldBlock, make_linear, masked_sum, zero_padding
 from pipelines.models.family import PointSampler
@@ -489,8 +489,7 @@ def save_generator(
         "state_dict": {k: v.detach().cpu() for k, v in generator.state_dict().items()},
         "extra": dict(extra or {}),
     }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    atomic_torch_save(payload, path)
 
 
 def load_generator(

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from pipelines.io.atomic import atomic_path
+from pipelines.io.atomic import atomic_torch_save
 from pipelines.io.errors import DataError
 from pipelines.models.family import PointSampler, ShowerSampler, get_family
 
@@ -27,7 +27,10 @@ def save_model(
     weights: dict[str, dict[str, torch.Tensor]],
     extra: dict[str, Any] | None = None,
 ) -> None:
-    """Write the model file atomically (``extra``: weights_only-loadable values only)."""
+    """Write the model file atomically (``extra``: weights_only-loadable values only).
+
+    Identical payloads give byte-identical files (see :func:`~pipelines.io.atomic.atomic_torch_save`).
+    """
     payload = {
         "format_version": MODEL_FORMAT,
         "family": family,
@@ -36,8 +39,7 @@ def save_model(
         "weights": {name: {k: v.detach().cpu() for k, v in w.items()} for name, w in weights.items()},
         "extra": dict(extra or {}),
     }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    atomic_torch_save(payload, path)
 
 
 def read_model(path: str | Path) -> dict[str, Any]:

@@ -325,6 +325,26 @@ def format_scalar(value: object) -> str:
     return f"{value:.4g}"
 
 
+def load_data_summary(path: str | Path) -> dict:
+    """A ``validate`` summary JSON: input file, content hash and warnings (DataError if it is not one)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DataError(f"{path}: cannot read the data summary JSON: {err}") from err
+    if not isinstance(data, dict) or not {"file", "sha256", "warnings"} <= set(data):
+        raise DataError(f"{path}: not a data summary of the validate stage (needs file, sha256, warnings)")
+    warnings = data["warnings"]
+    if not isinstance(warnings, list) or not all(isinstance(w, str) for w in warnings):
+        raise DataError(f"{path}: 'warnings' must be a list of strings")
+    return {
+        "summary_file": str(path),
+        "file": str(data["file"]),
+        "sha256": str(data["sha256"]),
+        "warnings": warnings,
+    }
+
+
 def load_timing(path: str | Path) -> TimingTable:
     """Timing JSON read as described in the module docstring."""
     path = Path(path)
@@ -559,8 +579,12 @@ def build_report(
     training_curves: Sequence[str | Path] = (),
     timings: Sequence[str | Path] = (),
     real_data: bool = False,
+    data_summaries: Sequence[str | Path] = (),
 ) -> tuple[dict, list[PlotRecord]]:
-    """Load and validate all inputs, write the PNGs into ``plots_dir`` and return the template context."""
+    """Load and validate all inputs, write the PNGs into ``plots_dir`` and return the template context.
+
+    ``data_summaries``: summary JSONs of the ``validate`` stage; their input files and warnings are shown.
+    """
     if not (len(metrics_paths) == len(histogram_paths) == len(labels)) or not labels:
         raise ValueError(
             f"report needs one --histograms and one --labels entry per --metrics file; "
@@ -643,6 +667,7 @@ def build_report(
         "published_notes": published_notes,
         "curves": curves,
         "timings": timing_tables,
+        "data_summaries": [load_data_summary(path) for path in data_summaries],
         "report_settings": _settings_items(
             {f.name: getattr(settings, f.name) for f in fields(ReportSettings)}
         ),
@@ -680,6 +705,9 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="runs used the real CaloChallenge files: show the published numbers (arXiv:2410.21611)",
     )
+    parser.add_argument(
+        "--data-summaries", nargs="*", default=[], help="summary JSONs of the validate stage (warnings shown)"
+    )
     parser.add_argument("--settings", default="{}", help="JSON object of report settings")
     parser.add_argument("--out", required=True, help="output HTML file")
     parser.add_argument("--plots-dir", required=True, help="directory for the PNG files")
@@ -694,6 +722,7 @@ def main(argv: list[str] | None = None) -> int:
         training_curves=args.training_curve,
         timings=args.timing,
         real_data=args.real_data,
+        data_summaries=args.data_summaries,
     )
     page = render_html(context)
     with atomic_path(args.out) as tmp:
