@@ -43,7 +43,9 @@ def _write_shower_run(directory: Path, *, dataset: str = "2", label_note: str = 
     mean = 50.0 * layer[:, None, None] * np.ones(shape[1])[None, :, None] * radial[None, None, :]
     arrays["mean_shower__reference"] = mean
     arrays["mean_shower__generated"] = mean * 1.1
-    arrays["nhits_vs_einc__edges"] = np.geomspace(1e3, 1e6, 5)
+    arrays["nhits_vs_einc__edges"] = np.linspace(
+        3.0, 6.0, 5
+    )  # log10(E_inc / MeV), as evaluate-showers writes
     arrays["nhits_vs_einc__reference"] = np.array([100.0, 200.0, 300.0, 400.0])
     arrays["nhits_vs_einc__generated"] = np.array([110.0, 190.0, 330.0, 400.0])
     npz = directory / "histograms.npz"
