@@ -61,11 +61,13 @@ CALORIMETER_ONLY = frozenset({"collisions", "n_collided", "collided_fraction", "
 class ReportSettings:
     """Report appearance; pass as ``--settings '{"title": ..., "dpi": 110}'`` (unknown keys: ValueError)."""
 
+    #: page title.
     title: str = "MDMA validation report"
     #: PNG resolution, dots per inch.
     dpi: int = 110
     #: figure width, inches.
     figure_width: float = 6.0
+    #: legend name of the reference sample.
     reference_label: str = "Reference"
     #: line colours of the runs, in --labels order (cycled).
     colours: tuple[str, ...] = ("#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e")
