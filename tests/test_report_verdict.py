@@ -120,9 +120,9 @@ def _write_jet_run(directory: Path, *, conventions: bool) -> list[str]:
     directory.mkdir(parents=True, exist_ok=True)
     np.savez(
         directory / "h.npz",
-        mass__edges=np.linspace(0.0, 0.3, 4),
-        mass__reference=np.array([1.0, 5.0, 2.0]),
-        mass__generated=np.array([2.0, 4.0, 2.0]),
+        jet_relative_mass__edges=np.linspace(0.0, 0.3, 4),
+        jet_relative_mass__reference=np.array([1.0, 5.0, 2.0]),
+        jet_relative_mass__generated=np.array([2.0, 4.0, 2.0]),
         efp_square__edges=np.geomspace(1e-5, 1e-2, 4),
         efp_square__reference=np.array([3.0, 4.0, 3.0]),
         efp_square__generated=np.array([0.0, 0.0, 0.0]),
@@ -136,8 +136,8 @@ def _write_jet_run(directory: Path, *, conventions: bool) -> list[str]:
             {"W1M_x1e3": _entry(4.04, 1.16), "cls_trees_jet_auc": _entry(0.505, 0.02)},
         ),
         "histograms": [
-            {"name": "mass", "xlabel": "jet m / pT", "logx": False, "logy": False, "group": "jet",
-             "separation_power": 0.01},
+            {"name": "jet_relative_mass", "xlabel": "jet m / pT", "logx": False, "logy": False,
+             "group": "jet", "separation_power": 0.01},
             {"name": "efp_square", "xlabel": "EFP", "logx": True, "logy": False, "group": "efp",
              "separation_power": None},
         ],
@@ -239,3 +239,34 @@ def test_training_summary_count_must_match_runs(tmp_path):
     argv = [*args, "--labels", "x", "--out", str(tmp_path / "r.html"), "--plots-dir", str(tmp_path / "p")]
     with pytest.raises(ValueError, match="one --training-summary per run"):
         report_html.main([*argv, "--training-summary", args[5], args[5]])
+
+
+def test_metric_rows_link_to_their_plots(jet_page):
+    ids = set(re.findall(r'<figure id="([^"]+)"', jet_page))
+    assert len(ids) == 2  # every histogram figure has an anchor
+    links = re.findall(r'<tr class="metric" id="metric-jets-(\w+)".*?</tr>', jet_page, re.S)
+    assert links == ["W1M_x1e3", "cls_trees_jet_auc"]
+    row = re.search(r'<tr class="metric" id="metric-jets-W1M_x1e3".*?</tr>', jet_page, re.S).group(0)
+    (target,) = re.findall(r'class="plot-link" href="#([^"]+)"', row)
+    assert target in ids and target.endswith("jet_relative_mass")
+    auc = re.search(r'<tr class="metric" id="metric-jets-cls_trees_jet_auc".*?</tr>', jet_page, re.S).group(0)
+    assert "plot-link" not in auc  # a classifier has no single plot
+    verdict_row = re.search(r'<tr data-metric="W1M_x1e3" data-verdict="close">.*?</tr>', jet_page).group(0)
+    assert f'href="#{target}"' in verdict_row
+
+
+def test_illustrating_histogram():
+    from pipelines.report.metric_catalogue import illustrating_histogram
+
+    drawn = [("E_ratio", "E_ratio"), ("E_layer_09", "E_layer"), ("E_layer_14", "E_layer")]
+    assert illustrating_histogram("separation_E_layer", "showers", drawn) == "E_layer_09"
+    assert illustrating_histogram("separation_EC_r", "showers", drawn) is None  # not drawn
+    assert illustrating_histogram("cls_high_auc", "showers", drawn) is None
+    jets = [("jet_relative_mass", "jet"), ("particle_eta_rel", "particle"), ("particle_pt_rel", "particle"),
+            ("efp_square", "efp"), ("efp_paw", "efp")]  # fmt: skip
+    assert illustrating_histogram("W1M_x1e3", "jets", jets) == "jet_relative_mass"
+    assert illustrating_histogram("W1P_x1e3", "jets", jets) == "particle_eta_rel"
+    assert illustrating_histogram("W1P_pt_rel_x1e3", "jets", jets) == "particle_pt_rel"
+    assert illustrating_histogram("W1EFP_paw_x1e5", "jets", jets) == "efp_paw"
+    assert illustrating_histogram("FPD", "jets", jets) == "efp_square"
+    assert illustrating_histogram("cls_trees_jet_auc", "jets", jets) is None

@@ -530,6 +530,7 @@ def metrics_tables(runs: list[dict]) -> list[dict]:
                 {
                     "text": scaled_value_error(_with_overlap(run, row_key, info.key), info.factor),
                     "rvr": row_key != "model",
+                    "href": run.get("plot_links", {}).get(info.key) if row_key == "model" else None,
                 }
                 for run in kind_runs
                 for row_key in ROW_NAMES
@@ -645,6 +646,26 @@ def separation_summary(
     }
 
 
+def plot_anchor(run_index: int, record: PlotRecord) -> str:
+    """The HTML id of a plot of run ``run_index`` (unique on the page)."""
+    return f"plot-{run_index}-{slug(record.path.stem)}"
+
+
+def plot_links(metrics: Mapping, records: Sequence[PlotRecord], run_index: int) -> dict[str, str]:
+    """Metric name -> HTML id of the plot that shows what it measures
+    (:func:`pipelines.report.metric_catalogue.illustrating_histogram`), for the metrics that have one."""
+    groups = {entry["name"]: entry["group"] for entry in metrics["histograms"]}
+    drawn = [(record.title, record.group) for record in records if groups.get(record.title) == record.group]
+    anchors = {record.title: plot_anchor(run_index, record) for record in records if record.title in groups}
+    names = {name for row in metrics["rows"].values() for name in row}
+    links = {}
+    for name in names:
+        found = metric_catalogue.illustrating_histogram(name, metrics["kind"], drawn)
+        if found is not None:
+            links[name] = anchors[found]
+    return links
+
+
 def run_verdict(run: Mapping) -> dict:
     """The verdict block of a run: the sentence, the overall class and one row per headline metric
     (values in the units of the metrics table; ratio and pull against the real-vs-real floor)."""
@@ -670,6 +691,7 @@ def run_verdict(run: Mapping) -> dict:
                 "pull": MISSING if item.pull is None else f"{item.pull:.1f}",
                 "class": item.verdict,
                 "text": verdict.CLASS_TEXT[item.verdict],
+                "href": run.get("plot_links", {}).get(item.key),
             }
         )
     worst = verdict.worst(items)
@@ -788,6 +810,7 @@ def build_report(
                     "caption": record.caption,
                     "uri": data_uri(record.png),
                     "file": record.path.name,
+                    "anchor": plot_anchor(index, record),
                 }
             )
         totals = {
@@ -808,6 +831,7 @@ def build_report(
             "overlap": group_overlap_counts(metrics["histograms"], totals),
             "groups": [{"name": name, "plots": plots} for name, plots in groups.items()],
             "budget": budgets[index].text() if budgets[index] is not None else None,
+            "plot_links": plot_links(metrics, run_records, index),
         }
         run["verdict"] = run_verdict(run)
         runs.append(run)
