@@ -170,3 +170,19 @@ def test_jet_timing_leaves_out_calorimeter_fields(tmp_path):
     del timing["kind"]
     path.write_text(json.dumps(timing))
     assert "collisions" not in {c for g in report_html.load_timing(path, "jets").groups for c in g.columns}
+
+
+def test_plots_also_written_as_pdf_when_asked(tmp_path):
+    assert report_html.parse_settings('{"pdf": true}').style().pdf is True
+    arrays = {
+        "x__edges": np.arange(4.0),
+        "x__reference": np.array([1.0, 2.0, 3.0]),
+        "x__generated": np.array([1.0, 3.0, 2.0]),
+    }
+    metrics = _jet_metrics([_entry("x", "jet")])
+    (record,) = plots.plot_run(
+        metrics, arrays, tmp_path / "pdf", style=plots.PlotStyle(dpi=20, width=3.0, pdf=True)
+    )
+    assert record.path.with_suffix(".pdf").read_bytes().startswith(b"%PDF")
+    (plain,) = plots.plot_run(metrics, arrays, tmp_path / "png", style=STYLE)
+    assert plain.path.exists() and not plain.path.with_suffix(".pdf").exists()

@@ -79,6 +79,8 @@ class ReportSettings:
     smoothing: int = 0
     #: published CaloChallenge submissions shown with --real-data (plus the best by high-level AUC).
     published_models: tuple[str, ...] = published.DEFAULT_MODELS
+    #: also write every plot as PDF (vector graphics) beside its PNG in the plots folder.
+    pdf: bool = False
 
     def __post_init__(self) -> None:
         if not 20 <= self.dpi <= 600:
@@ -106,6 +108,7 @@ class ReportSettings:
             reference_label=self.reference_label,
             colour=self.colours[run_index % len(self.colours)],
             ratio_range=self.ratio_range,
+            pdf=self.pdf,
         )
 
 
@@ -849,7 +852,7 @@ def build_report(
             style=settings.style(index),
         )
         png_path = plots_dir / f"training-{index}-{slug(name)}.png"
-        png = write_png(fig, png_path, settings.dpi)
+        png = write_png(fig, png_path, settings.dpi, settings.pdf)
         panels = [" + ".join(curves) for _, curves in training_panels(shown)]
         caption = f"{Path(path).name}: {training_summary(curve)}; panels: " + ", ".join(panels)
         record = PlotRecord("training", name, caption, png_path, png)

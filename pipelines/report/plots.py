@@ -11,7 +11,7 @@ log10(E_inc / MeV), drawn as E_inc in MeV on a log axis).
 Conventions: legends sit above the axes, never on the data; ratio-panel points beyond the panel's
 range are marked by arrows at its edge; the EFP histograms (group ``efp``) use a log y axis; a jet
 multiplicity histogram whose generated jets all have one n says "fixed n" instead of drawing a
-near-empty figure.
+near-empty figure; with ``PlotStyle.pdf`` every plot is also written as PDF beside its PNG.
 """
 
 from __future__ import annotations
@@ -64,6 +64,7 @@ class PlotStyle:
     reference_label: str = "Reference"
     colour: str = "#d62728"
     ratio_range: tuple[float, float] = (0.5, 1.5)
+    pdf: bool = False  # also write every plot as PDF
 
 
 @dataclass(frozen=True)
@@ -500,12 +501,17 @@ def png_bytes(fig: Figure, dpi: int) -> bytes:
     return buffer.getvalue()
 
 
-def write_png(fig: Figure, path: str | Path, dpi: int) -> bytes:
-    """Render ``fig`` to PNG, write it atomically to ``path`` and return the bytes."""
+def write_png(fig: Figure, path: str | Path, dpi: int, pdf: bool = False) -> bytes:
+    """Render ``fig`` to PNG, write it atomically to ``path`` and return the bytes; with ``pdf`` also
+    write it as vector PDF beside it (same name, suffix ``.pdf``)."""
     data = png_bytes(fig, dpi)
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
         tmp.chmod(0o644)
+    if pdf:
+        with atomic_path(Path(path).with_suffix(".pdf")) as tmp:
+            fig.savefig(tmp, format="pdf")
+            tmp.chmod(0o644)
     return data
 
 
@@ -553,7 +559,7 @@ def plot_run(
 
     def emit(fig: Figure, group: str, name: str, title: str, caption: str) -> None:
         path = out_dir / f"{slug(label)}-{slug(group)}-{slug(name)}.png"
-        records.append(PlotRecord(group, title, caption, path, write_png(fig, path, style.dpi)))
+        records.append(PlotRecord(group, title, caption, path, write_png(fig, path, style.dpi, style.pdf)))
 
     for entry in metrics["histograms"]:
         name = entry["name"]
