@@ -1,6 +1,13 @@
 """Stage ``report``: one self-contained HTML validation page (plots embedded as base64 PNG data URIs)
-from the evaluation outputs (metrics.json + histograms.npz per run), optional training curves (CSV)
-and generation timings (JSON). The PNGs are also written to ``--plots-dir`` for ``snakemake --report``.
+from the evaluation outputs (metrics.json + histograms.npz per run), optional training curves (CSV),
+training summaries (JSON: model family and training budget) and generation timings (JSON). The page
+opens with a verdict per run (:mod:`pipelines.report.verdict`). The PNGs are also written to
+``--plots-dir`` for ``snakemake --report``.
+
+A metrics.json may carry, beyond the evaluation contract, ``n_histograms`` and ``n_no_overlap`` in
+an entry (separation powers) and a top-level ``"conventions"`` object (short name -> one sentence);
+both are shown when present. A separation power of two samples that share no bin is shown as
+"1.00 (no overlap)", never as a blank.
 
 Timing JSON (written by the sampling stage) is read tolerantly: top-level scalars (device, parameter
 count, ...) are shown as run information; every object below the top level whose values are all
