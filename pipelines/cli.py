@@ -1,36 +1,152 @@
-"""Command-line entry points: ``python -m pipelines <stage> [args]`` (one stage per workflow rule)."""
+"""Command-line entry points: ``python -m pipelines <stage> [args]`` (one stage per workflow rule).
+
+``python -m pipelines --help`` lists the stages; ``python -m pipelines <stage> --help`` shows the
+stage's arguments and, where it takes a ``--settings`` JSON object, every settings key with its default
+and meaning (read from the stage's settings dataclass, :mod:`pipelines.settings_help`). An unknown
+stage name gets the closest known names.
+"""
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import logging
 import sys
+from typing import NamedTuple
 
 from pipelines.io.errors import DataError
+from pipelines.settings_help import settings_help
 
-#: stage name -> module whose ``main(argv)`` runs it
-STAGES = {
-    "generate-showers": "pipelines.generate.gflash",
-    "generate-jets": "pipelines.generate.pythia_jets",
-    "validate": "pipelines.validate",
-    "convert": "pipelines.convert",
-    "fit-transforms": "pipelines.transforms",
-    "train-multiplicity": "pipelines.models.multiplicity",
-    "train": "pipelines.train",
-    "sample": "pipelines.sample",
-    "evaluate-showers": "pipelines.metrics.evaluate_showers",
-    "evaluate-jets": "pipelines.metrics.evaluate_jets",
-    "report": "pipelines.report.html",
+
+class Stage(NamedTuple):
+    """A stage: the module whose ``main(argv)`` runs it, one line on what it does, and its settings
+    dataclasses as ``module:Class`` (none where the stage takes no ``--settings``)."""
+
+    module: str
+    summary: str
+    settings: tuple[str, ...] = ()
+
+
+STAGES: dict[str, Stage] = {
+    "generate-showers": Stage(
+        "pipelines.generate.gflash",
+        "simulate GFlash showers in a CaloChallenge geometry (embedded data set)",
+        ("pipelines.generate.gflash:GFlashSettings",),
+    ),
+    "generate-jets": Stage(
+        "pipelines.generate.pythia_jets",
+        "generate JetNet-like jets with Pythia 8 and FastJet (embedded data set)",
+        ("pipelines.generate.pythia_jets:JetGenSettings",),
+    ),
+    "validate": Stage(
+        "pipelines.validate", "check a CaloChallenge or JetNet file completely, record a summary"
+    ),
+    "convert": Stage(
+        "pipelines.convert", "showers or jets -> point clouds with a seeded train/validation split"
+    ),
+    "fit-transforms": Stage(
+        "pipelines.transforms",
+        "fit the invertible point-feature preprocessing on the training split",
+        ("pipelines.transforms:FitSettings",),
+    ),
+    "train-multiplicity": Stage(
+        "pipelines.models.multiplicity",
+        "fit the multiplicity model p(n | E_inc) (showers) or p(n) (jets)",
+        ("pipelines.models.multiplicity:MultiplicitySettings",),
+    ),
+    "train": Stage(
+        "pipelines.train",
+        "train (or resume) one model family and export the model",
+        ("pipelines.training.settings:LoopSettings",),
+    ),
+    "sample": Stage(
+        "pipelines.sample",
+        "generate showers or jets with a trained model, in the input file format, and time it",
+        ("pipelines.sample:SampleSettings",),
+    ),
+    "evaluate-showers": Stage(
+        "pipelines.metrics.evaluate_showers",
+        "CaloChallenge metrics of generated showers against the reference (and real vs real)",
+        ("pipelines.metrics.evaluate_showers:EvaluateShowersSettings",),
+    ),
+    "evaluate-jets": Stage(
+        "pipelines.metrics.evaluate_jets",
+        "JetNet metrics of generated jets against the reference (and real vs real)",
+        ("pipelines.metrics.evaluate_jets:EvaluateJetsSettings",),
+    ),
+    "report": Stage(
+        "pipelines.report.html",
+        "HTML validation page: verdict, metrics against real vs real, plots, training, timing",
+        ("pipelines.report.html:ReportSettings",),
+    ),
 }
+
+USAGE = "usage: python -m pipelines <stage> [args]   (python -m pipelines <stage> --help for its arguments)"
+
+
+def overview() -> str:
+    """The top-level help: usage and one line per stage."""
+    width = max(len(name) for name in STAGES)
+    lines = [USAGE, "", "stages:"]
+    lines += [f"  {name:<{width}}  {stage.summary}" for name, stage in STAGES.items()]
+    return "\n".join(lines)
+
+
+def unknown_stage(name: str) -> str:
+    """The message for a stage name that does not exist, with the closest names ("did you mean")."""
+    close = difflib.get_close_matches(name, list(STAGES), n=3, cutoff=0.6)
+    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    return f"error: unknown stage {name!r}{hint}\nstages: {', '.join(STAGES)}"
+
+
+def _settings_class(path: str) -> type:
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def stage_settings_help(name: str) -> str:
+    """Every settings key of stage ``name`` with default and meaning ("" when it takes no settings).
+    For ``train`` the loop's keys are followed by each model family's own."""
+    stage = STAGES[name]
+    sections = [settings_help(_settings_class(path), f"{name} settings") for path in stage.settings]
+    if name == "train":
+        from pipelines.models.settings import FAMILY_SPECS
+
+        sections[0] = sections[0].replace(f"{name} settings", "train settings of the loop (every family)", 1)
+        sections += [
+            settings_help(spec.settings, f"train settings of family {family!r} (--family {family})")
+            for family, spec in FAMILY_SPECS.items()
+        ]
+    return "\n\n".join(sections)
+
+
+def _stage_help(name: str) -> int:
+    """Print the stage's argparse help, then its settings keys."""
+    module = importlib.import_module(STAGES[name].module)
+    try:
+        module.main(["--help"])
+    except SystemExit as exit_:
+        if exit_.code not in (0, None):
+            return int(exit_.code) if isinstance(exit_.code, int) else 2
+    text = stage_settings_help(name)
+    if text:
+        print("\n" + text)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``argv[0]`` as a stage with the remaining arguments (help and errors as described above)."""
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in STAGES:
-        print("usage: python -m pipelines <stage> [args]\nstages: " + ", ".join(STAGES), file=sys.stderr)
-        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    if not argv or argv[0] in ("-h", "--help"):
+        print(overview(), file=sys.stdout if argv else sys.stderr)
+        return 0 if argv else 2
+    if argv[0] not in STAGES:
+        print(unknown_stage(argv[0]), file=sys.stderr)
+        return 2
+    if any(arg in ("-h", "--help") for arg in argv[1:]):
+        return _stage_help(argv[0])
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
-    module = importlib.import_module(STAGES[argv[0]])
+    module = importlib.import_module(STAGES[argv[0]].module)
     try:
         return int(module.main(argv[1:]) or 0)
     except (DataError, ValueError) as err:

@@ -63,7 +63,7 @@ class SampleSettings:
     max_tokens: int = 50_000  # padded points per generator call at most (larger suits a GPU)
     chunk_size: int = 10_000  # clouds converted (inverse transform, voxelisation) at a time
     timing: bool = True  # measure timing.json figures (otherwise only the generation summary)
-    timing_batch_sizes: tuple[int, ...] = (1, 100, 10_000)
+    timing_batch_sizes: tuple[int, ...] = (1, 100, 10_000)  # batch sizes timed for timing.json
     timing_max_batch_cpu: int = 1000  # on CPU larger timing batch sizes are capped to this
     timing_repeats: int = 3  # timing runs per batch size (median reported)
     progress: bool = True  # tqdm progress bar on stderr

@@ -43,7 +43,9 @@ def _write_shower_run(directory: Path, *, dataset: str = "2", label_note: str = 
     mean = 50.0 * layer[:, None, None] * np.ones(shape[1])[None, :, None] * radial[None, None, :]
     arrays["mean_shower__reference"] = mean
     arrays["mean_shower__generated"] = mean * 1.1
-    arrays["nhits_vs_einc__edges"] = np.geomspace(1e3, 1e6, 5)
+    arrays["nhits_vs_einc__edges"] = np.linspace(
+        3.0, 6.0, 5
+    )  # log10(E_inc / MeV), as evaluate-showers writes
     arrays["nhits_vs_einc__reference"] = np.array([100.0, 200.0, 300.0, 400.0])
     arrays["nhits_vs_einc__generated"] = np.array([110.0, 190.0, 330.0, 400.0])
     npz = directory / "histograms.npz"
@@ -577,8 +579,20 @@ def test_separation_summary_layer_matrix():
     assert summary["layer_groups"] == ["E_layer", "EC_r"]
     texts = [[cell["text"] for cell in row["cells"]] for row in summary["layer_rows"]]
     assert [row["layer"] for row in summary["layer_rows"]] == [0, 1]
-    assert texts == [["\u2014", "0"], ["0.25", "1"]]
+    # S = 1 means disjoint samples: shown as fully separated, never as a blank
+    assert texts == [["\u2014", "0"], ["0.25", "1.00 (no overlap)"]]
     assert summary["layer_rows"][1]["cells"][1]["style"].endswith("0.550)")
+    assert (summary["n_no_overlap"], summary["n_histograms"]) == (1, 6)
+    # with the entries in range: a generated sample without entries is no overlap (S counted as 1,
+    # whether metrics.json left it undefined or not); both samples empty stays undefined
+    totals = {"E_layer_00": (120.0, 0.0), "efp_3": (0.0, 0.0), "E_ratio": (10.0, 10.0)}
+    summary = report_html.separation_summary(histograms, totals)
+    assert summary["layer_rows"][0]["cells"][0]["text"] == "1.00 (no overlap)"
+    assert summary["layer_rows"][0]["cells"][0]["style"].endswith("0.550)")
+    assert [s["value"] for s in summary["singles"]] == ["0.5", "0.1"]
+    assert summary["n_no_overlap"] == 2
+    counts = report_html.group_overlap_counts(histograms, totals)
+    assert counts == {"E_ratio": (1, 0), "E_layer": (2, 1), "EC_r": (2, 1), "efp": (1, 0)}
 
 
 def test_report_embeds_one_valid_png_per_plot(plain_report):

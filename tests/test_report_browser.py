@@ -31,7 +31,8 @@ CHROMIUM_FLAGS = (
 )
 #: appended to a copy of the report (the report itself carries no scripts): after window load, write
 #: how many images there are and how many decoded to a non-zero natural width into the DOM, and whether
-#: the metrics table fits the window width (no horizontal scrolling).
+#: the metrics table fits the window width (no horizontal scrolling), which section comes first and
+#: where the verdict sentence sits (pixels from the top of the window).
 IMAGE_CHECK = """<script>
 window.addEventListener("load", function () {
   var images = Array.prototype.slice.call(document.images);
@@ -40,7 +41,11 @@ window.addEventListener("load", function () {
   out.id = "image-check";
   var table = document.getElementById("metrics-showers");
   var fits = table && table.getBoundingClientRect().right <= document.documentElement.clientWidth;
-  out.textContent = "IMAGES " + images.length + " LOADED " + loaded.length + " TABLE_FITS " + fits + " END";
+  var first = document.querySelector("main section");
+  var verdict = document.querySelector("#verdict .verdict .sentence");
+  var top = verdict ? Math.round(verdict.getBoundingClientRect().top) : -1;
+  out.textContent = "IMAGES " + images.length + " LOADED " + loaded.length + " TABLE_FITS " + fits +
+    " FIRST " + (first ? first.id : "none") + " VERDICT_TOP " + top + " END";
   document.body.appendChild(out);
 });
 </script>
@@ -88,7 +93,7 @@ def _write_run(directory: Path) -> list[str]:
         "etot__generated": np.histogram(rng.normal(1.02, 0.1, 5000), edges)[0].astype(float),
         "mean_shower__reference": rng.uniform(0.1, 1.0, (45, 16, 9)),
         "mean_shower__generated": rng.uniform(0.1, 1.0, (45, 16, 9)),
-        "nhits_vs_einc__edges": np.geomspace(1e3, 1e6, 7),
+        "nhits_vs_einc__edges": np.linspace(3.0, 6.0, 7),  # log10(E_inc / MeV)
         "nhits_vs_einc__reference": np.linspace(100.0, 600.0, 6),
         "nhits_vs_einc__generated": np.linspace(110.0, 580.0, 6),
     }
@@ -167,11 +172,17 @@ def test_report_loads_with_all_images_in_chromium(chromium, tmp_path):
         checked.as_uri(),
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    match = re.search(r"IMAGES (\d+) LOADED (\d+) TABLE_FITS (\w+) END", result.stdout)
+    match = re.search(
+        r"IMAGES (\d+) LOADED (\d+) TABLE_FITS (\w+) FIRST (\S+) VERDICT_TOP (-?\d+) END", result.stdout
+    )
     assert match, f"the load check did not run; stdout tail: {result.stdout[-500:]}"
     assert int(match.group(1)) == n_plots
     assert int(match.group(2)) == n_plots
     assert match.group(3) == "true"
+    # the verdict is the first section, its sentence within the first screenful of a 1280 x 800 window
+    assert match.group(4) == "verdict"
+    assert 0 <= int(match.group(5)) < 800
+    assert "The model is clearly distinguishable from the reference" in result.stdout
     assert "published numbers (arXiv:2410.21611)" in result.stdout
 
     screenshot = tmp_path / "report.png"

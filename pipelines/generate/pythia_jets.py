@@ -68,7 +68,16 @@ _QUIET = (
 
 @dataclasses.dataclass(frozen=True)
 class JetGenSettings:
-    """Hyperparameters of the jet generator (energies and momenta in GeV)."""
+    """Hyperparameters of the jet generator (energies and momenta in GeV).
+
+    sqrt_s_gev: centre-of-mass energy of the pp collisions. pthat_min_gev, pthat_max_gev: range of
+    the hard process's pT-hat. jet_radius: anti-kt radius R. jet_pt_min_gev, jet_pt_max_gev: range of
+    the leading jet's pt. jet_abs_eta_max: largest |eta| of the leading jet. match_radius: largest
+    Delta R (eta, phi) between the jet and a hard-process parton of the requested type. mpi:
+    multiparton interactions on. max_events_per_jet: at most this many events per requested jet are
+    generated (fewer passing jets is an error). pythia_lines: extra Pythia setting strings, read
+    after the defaults.
+    """
 
     sqrt_s_gev: float = 13000.0
     pthat_min_gev: float = 800.0

@@ -58,7 +58,12 @@ RANGE_PERCENTILES = (0.05, 99.95)
 
 @dataclass(frozen=True)
 class EvaluateJetsSettings(JetMetricSettings):
-    """Settings of the ``evaluate-jets`` stage: the metric settings plus the naming and binning."""
+    """Settings of the ``evaluate-jets`` stage: the metric settings plus the naming and binning.
+
+    tree_folds, tree_max_iter, tree_learning_rate, tree_max_leaf_nodes: the tree classifier test
+    (cross-validation folds; boosting iterations, learning rate and leaves per tree of
+    HistGradientBoostingClassifier); tree_seed_offset: its seed is seed + tree_seed_offset.
+    """
 
     dataset: str = ""  # name written to metrics.json; "" = the reference file's stem
     n_bins: int = 50  # bins of the continuous histograms

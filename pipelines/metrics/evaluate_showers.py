@@ -64,6 +64,21 @@ class EvaluateShowersSettings:
     ``classifier_patience`` 0. Published FPD/KPD sizes are the defaults here (they shrink automatically
     for small samples, see distances.py). ``tree_*``: the tree classifier test (``tree_classifier``
     switches it on), seeded with ``seed + tree_seed_offset``.
+
+    chunk_size: showers read and featurised at a time (bounds memory).
+    classifier_runs: trainings of the network classifier (mean ± std reported);
+    classifier_hidden, classifier_layers: width and hidden layers of the network classifier;
+    classifier_epochs, classifier_lr, classifier_batch_size: epochs (at most), Adam learning rate and
+    batch size of the network classifier; classifier_low: also train on the low-level inputs (every
+    voxel); classifier_standardize: standardise the inputs on the reference training split;
+    classifier_patience: stop after this many epochs without test-split improvement (0: never).
+    tree_folds, tree_max_iter, tree_learning_rate, tree_max_leaf_nodes: cross-validation folds,
+    boosting iterations, learning rate and leaves per tree of the tree test
+    (HistGradientBoostingClassifier).
+    fpd_n_sizes, fpd_n_draws: FPD sample sizes between fpd_min_samples and fpd_max_samples (equally
+    spaced in 1/N) and draws per size, extrapolated linearly in 1/N to infinite size;
+    fpd_min_samples, fpd_max_samples: smallest and largest FPD sample size (capped by the samples).
+    kpd_n_batches, kpd_batch_size: KPD batches (median and spread reported) and showers per batch.
     """
 
     chunk_size: int = 2000

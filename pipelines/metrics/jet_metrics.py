@@ -35,7 +35,14 @@ SCALE_FPD_KPD = 1e3
 
 @dataclass(frozen=True)
 class JetMetricSettings:
-    """Knobs of the jet metrics; defaults are the published ones."""
+    """Knobs of the jet metrics; defaults are the published ones.
+
+    seed: seed of every random subsample and batch draw.
+    fpd_n_sizes, fpd_n_draws: FPD sample sizes between fpd_min_samples and fpd_max_samples (equally
+    spaced in 1/N) and draws per size, extrapolated linearly in 1/N to infinite size;
+    fpd_min_samples, fpd_max_samples: smallest and largest FPD sample size (capped by the samples).
+    kpd_n_batches, kpd_batch_size: KPD batches (median and spread reported) and jets per batch.
+    """
 
     seed: int = 0
     num_eval_samples: int = 50_000  # jets per W1 batch (scaled down to the sample sizes)

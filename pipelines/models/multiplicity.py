@@ -38,7 +38,11 @@ FORMAT = "pipelines.multiplicity/1"
 
 @dataclass(frozen=True)
 class MultiplicitySettings:
-    """Hyperparameters of ``train-multiplicity`` (JSON keys of ``--settings``)."""
+    """Hyperparameters of ``train-multiplicity`` (JSON keys of ``--settings``).
+
+    lr: Adam learning rate of the mixture fit. seed: seed of the subsample, minibatches and
+    initialisation.
+    """
 
     family: str = "auto"  # "auto" (mixture for showers, categorical for jets), "mixture", "categorical"
     n_components: int = 4  # mixture components

@@ -1,6 +1,13 @@
 """Stage ``report``: one self-contained HTML validation page (plots embedded as base64 PNG data URIs)
-from the evaluation outputs (metrics.json + histograms.npz per run), optional training curves (CSV)
-and generation timings (JSON). The PNGs are also written to ``--plots-dir`` for ``snakemake --report``.
+from the evaluation outputs (metrics.json + histograms.npz per run), optional training curves (CSV),
+training summaries (JSON: model family and training budget) and generation timings (JSON). The page
+opens with a verdict per run (:mod:`pipelines.report.verdict`). The PNGs are also written to
+``--plots-dir`` for ``snakemake --report``.
+
+A metrics.json may carry, beyond the evaluation contract, ``n_histograms`` and ``n_no_overlap`` in
+an entry (separation powers) and a top-level ``"conventions"`` object (short name -> one sentence);
+both are shown when present. A separation power of two samples that share no bin is shown as
+"1.00 (no overlap)", never as a blank.
 
 Timing JSON (written by the sampling stage) is read tolerantly: top-level scalars (device, parameter
 count, ...) are shown as run information; every object below the top level whose values are all
@@ -29,7 +36,7 @@ import numpy as np
 
 from pipelines.io.atomic import atomic_path
 from pipelines.io.errors import DataError
-from pipelines.report import metric_catalogue, published
+from pipelines.report import metric_catalogue, published, verdict
 from pipelines.report.plots import (
     PlotRecord,
     PlotStyle,
@@ -48,6 +55,12 @@ TEMPLATE_NAME = "report.html"
 KINDS = ("showers", "jets")
 ROW_NAMES = {"model": "model vs reference", "real_vs_real": "reference vs reference (real-vs-real)"}
 MISSING = "\u2014"
+#: optional integer fields of a metrics.json entry (separation powers: histograms averaged, and those
+#: of them without any overlap between the samples)
+COUNT_KEYS = ("n_histograms", "n_no_overlap")
+NO_OVERLAP = "1.00 (no overlap)"
+#: timing.json keys that describe calorimeter voxelisation; not shown for jets
+CALORIMETER_ONLY = frozenset({"collisions", "n_collided", "collided_fraction", "n_voxels_below_threshold"})
 
 
 # ---------------------------------------------------------------- settings
@@ -55,11 +68,13 @@ MISSING = "\u2014"
 class ReportSettings:
     """Report appearance; pass as ``--settings '{"title": ..., "dpi": 110}'`` (unknown keys: ValueError)."""
 
+    #: page title.
     title: str = "MDMA validation report"
     #: PNG resolution, dots per inch.
     dpi: int = 110
     #: figure width, inches.
     figure_width: float = 6.0
+    #: legend name of the reference sample.
     reference_label: str = "Reference"
     #: line colours of the runs, in --labels order (cycled).
     colours: tuple[str, ...] = ("#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e")
@@ -71,6 +86,8 @@ class ReportSettings:
     smoothing: int = 0
     #: published CaloChallenge submissions shown with --real-data (plus the best by high-level AUC).
     published_models: tuple[str, ...] = published.DEFAULT_MODELS
+    #: also write every plot as PDF (vector graphics) beside its PNG in the plots folder.
+    pdf: bool = False
 
     def __post_init__(self) -> None:
         if not 20 <= self.dpi <= 600:
@@ -98,6 +115,7 @@ class ReportSettings:
             reference_label=self.reference_label,
             colour=self.colours[run_index % len(self.colours)],
             ratio_range=self.ratio_range,
+            pdf=self.pdf,
         )
 
 
@@ -140,6 +158,15 @@ def load_metrics(path: str | Path) -> dict:
                 item = entry.get(key)
                 if item is not None and not _is_number(item):
                     raise DataError(f"{path}: {key} of metric {metric!r} in row {row_name!r} is {item!r}")
+            for key in COUNT_KEYS:
+                item = entry.get(key)
+                if item is not None and (not isinstance(item, int) or isinstance(item, bool) or item < 0):
+                    raise DataError(f"{path}: {key} of metric {metric!r} in row {row_name!r} is {item!r}")
+    conventions = data.get("conventions", {})
+    if not isinstance(conventions, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in conventions.items()
+    ):
+        raise DataError(f"{path}: 'conventions' must map short names to sentences (strings)")
     if not isinstance(data["histograms"], list):
         raise DataError(f"{path}: 'histograms' must be a list")
     names = set()
@@ -267,6 +294,60 @@ def training_summary(curve: TrainingCurve) -> str:
 
 
 @dataclass(frozen=True)
+class TrainingBudget:
+    """What a model was given: family, optimisation steps, training minutes, device, parameters."""
+
+    family: str
+    steps: int | None
+    minutes: float | None
+    device: str
+    parameters: int | None
+    exported_step: int | None
+
+    def text(self) -> str:
+        """One line, e.g. "factorised: 1,500 steps in 3.4 min on cpu, 256,048 parameters (exported step
+        1,000)"; parts that were not recorded are left out."""
+        parts = []
+        if self.steps is not None:
+            parts.append(f"{self.steps:,} steps")
+        if self.minutes is not None:
+            parts.append(f"in {self.minutes:.3g} min")
+        if self.device:
+            parts.append(f"on {self.device}")
+        line = f"{self.family}: " + " ".join(parts)
+        if self.parameters is not None:
+            line += f", {self.parameters:,} parameters"
+        if self.exported_step is not None and self.exported_step != self.steps:
+            line += f" (exported step {self.exported_step:,})"
+        return line
+
+
+def load_training_budget(path: str | Path) -> TrainingBudget:
+    """The training budget from a run's training_summary.json (written by the train stage)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DataError(f"{path}: cannot read training summary JSON: {err}") from err
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: training summary must be a JSON object")
+
+    def integer(key: str) -> int | None:
+        value = data.get(key)
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+    seconds = data.get("total_train_time_s", data.get("wall_time_s"))
+    return TrainingBudget(
+        family=str(data.get("family") or "model family not recorded"),
+        steps=integer("steps"),
+        minutes=seconds / 60.0 if _is_number(seconds) else None,
+        device=str(data.get("device") or ""),
+        parameters=integer("parameters"),
+        exported_step=integer("exported_step"),
+    )
+
+
+@dataclass(frozen=True)
 class TimingGroup:
     """One table of timing rows: its ``name`` (the JSON keys leading to it), columns and formatted rows."""
 
@@ -345,8 +426,18 @@ def load_data_summary(path: str | Path) -> dict:
     }
 
 
-def load_timing(path: str | Path) -> TimingTable:
-    """Timing JSON read as described in the module docstring."""
+def _without_keys(node: object, drop: frozenset[str]) -> object:
+    """``node`` with every object key in ``drop`` removed, at any depth."""
+    if isinstance(node, dict):
+        return {key: _without_keys(value, drop) for key, value in node.items() if key not in drop}
+    if isinstance(node, list):
+        return [_without_keys(item, drop) for item in node]
+    return node
+
+
+def load_timing(path: str | Path, kind: str | None = None) -> TimingTable:
+    """Timing JSON read as described in the module docstring; for jets (``kind`` or the file's own
+    ``kind``) the calorimeter-only keys (:data:`CALORIMETER_ONLY`) are left out."""
     path = Path(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -354,6 +445,8 @@ def load_timing(path: str | Path) -> TimingTable:
         raise DataError(f"{path}: cannot read timing JSON: {err}") from err
     if not isinstance(data, dict):
         raise DataError(f"{path}: timing must be a JSON object")
+    if data.get("kind", kind) == "jets":
+        data = {k: _without_keys(v, CALORIMETER_ONLY) for k, v in data.items() if k not in CALORIMETER_ONLY}
     info = [(key, format_scalar(value)) for key, value in data.items() if _is_scalar(value)]
     records: list[dict] = []
     for key, value in data.items():
@@ -421,11 +514,32 @@ def _pair_names(paths: Sequence[str], labels: Sequence[str]) -> list[str]:
 
 
 def scaled_value_error(entry: Mapping | None, factor: float) -> str:
-    """``value ± error`` of a metrics.json entry multiplied by ``factor`` (an em dash when absent)."""
+    """``value ± error`` of a metrics.json entry multiplied by ``factor`` (an em dash when absent),
+    followed by how many of its histograms have no overlap when the entry records that."""
     if entry is None or entry.get("value") is None:
         return MISSING
     error = entry.get("error")
-    return format_value_error(entry["value"] * factor, None if error is None else error * factor)
+    text = format_value_error(entry["value"] * factor, None if error is None else error * factor)
+    return text + no_overlap_note(entry.get("n_no_overlap"), entry.get("n_histograms"))
+
+
+def no_overlap_note(n_no_overlap: int | None, n_histograms: int | None) -> str:
+    """`` (k of n histograms: no overlap)`` for k > 0 (empty otherwise; "of n" only when known)."""
+    if not n_no_overlap:
+        return ""
+    of = f" of {n_histograms}" if n_histograms else ""
+    noun = "histogram" if (n_histograms or n_no_overlap) == 1 else "histograms"
+    return f" ({n_no_overlap}{of} {noun}: no overlap)"
+
+
+def group_overlap_counts(histograms: Sequence[Mapping], totals: Mapping[str, tuple[float, float]]) -> dict:
+    """Per histogram group: (histograms, histograms without overlap) of the model row, from the
+    histogram list and the (reference, generated) totals (:func:`has_no_overlap`)."""
+    counts: dict[str, tuple[int, int]] = {}
+    for entry in histograms:
+        n, k = counts.get(entry["group"], (0, 0))
+        counts[entry["group"]] = (n + 1, k + has_no_overlap(entry, totals.get(entry["name"])))
+    return counts
 
 
 def metrics_tables(runs: list[dict]) -> list[dict]:
@@ -444,8 +558,9 @@ def metrics_tables(runs: list[dict]) -> list[dict]:
                 groups.append({"name": info.group, "note": note, "rows": []})
             cells = [
                 {
-                    "text": scaled_value_error(run["metrics"]["rows"][row_key].get(info.key), info.factor),
+                    "text": scaled_value_error(_with_overlap(run, row_key, info.key), info.factor),
                     "rvr": row_key != "model",
+                    "href": run.get("plot_links", {}).get(info.key) if row_key == "model" else None,
                 }
                 for run in kind_runs
                 for row_key in ROW_NAMES
@@ -467,6 +582,18 @@ def metrics_tables(runs: list[dict]) -> list[dict]:
     return tables
 
 
+def _with_overlap(run: Mapping, row_key: str, key: str) -> Mapping | None:
+    """A metrics.json entry; a model-row separation power without recorded overlap counts gets the
+    counts of its histogram group (the histograms of metrics.json are those of the model row)."""
+    entry = run["metrics"]["rows"][row_key].get(key)
+    if entry is None or row_key != "model" or "n_no_overlap" in entry or not key.startswith("separation_"):
+        return entry
+    counts = run.get("overlap", {}).get(key[len("separation_") :])
+    if counts is None:
+        return entry
+    return {**entry, "n_histograms": counts[0], "n_no_overlap": counts[1]}
+
+
 def classifier_settings_note(runs: list[dict]) -> str:
     """Which classifier settings produced each run's rows (recorded by evaluate-showers), or ""."""
     parts = []
@@ -485,40 +612,135 @@ def classifier_settings_note(runs: list[dict]) -> str:
 LAYER_SUFFIX = re.compile(r"^(?P<group>.+)_(?P<layer>\d+)$")
 
 
-def _separation_cell(value: float | None) -> dict:
-    """Table cell of a separation power with a red background whose strength grows with S (0..1)."""
+def has_no_overlap(entry: Mapping, totals: tuple[float, float] | None) -> bool:
+    """Whether a histogram's samples share no bin: S recorded as 1, or exactly one of the two samples
+    has entries in range (S counted as 1, however metrics.json recorded it)."""
+    value = entry.get("separation_power")
+    if value is not None and value >= 1.0 - 1e-12:
+        return True
+    if totals is None:
+        return False
+    reference, generated = totals
+    return (reference > 0) != (generated > 0)
+
+
+def _separation_cell(value: float | None, no_overlap: bool = False) -> dict:
+    """Table cell of a separation power with a red background whose strength grows with S (0..1);
+    "1.00 (no overlap)" for disjoint samples, an em dash when S is undefined (both samples empty)."""
+    if no_overlap:
+        value = 1.0
     if value is None:
         return {"text": MISSING, "style": ""}
     alpha = 0.55 * min(max(value, 0.0), 1.0)
-    return {"text": f"{value:.3g}", "style": f"background-color: rgba(214, 39, 40, {alpha:.3f})"}
+    text = NO_OVERLAP if no_overlap else f"{value:.3g}"
+    return {"text": text, "style": f"background-color: rgba(214, 39, 40, {alpha:.3f})"}
 
 
-def separation_summary(histograms: Sequence[Mapping]) -> dict:
+def separation_summary(
+    histograms: Sequence[Mapping], totals: Mapping[str, tuple[float, float]] | None = None
+) -> dict:
     """Separation powers of a run: a list of single histograms and, for histograms named
-    ``<group>_<layer>`` (all groups with more than one layer), a layer x group matrix."""
-    per_layer: dict[str, dict[int, float | None]] = {}
+    ``<group>_<layer>`` (all groups with more than one layer), a layer x group matrix. ``totals``
+    (histogram name -> reference and generated entries in range) marks histograms without overlap;
+    ``n_no_overlap`` counts them."""
+    totals = totals or {}
+    cells = {e["name"]: _separation_cell(e.get("separation_power"), has_no_overlap(e, totals.get(e["name"])))
+             for e in histograms}  # fmt: skip
+    per_layer: dict[str, dict[int, str]] = {}
     for entry in histograms:
         match = LAYER_SUFFIX.match(entry["name"])
         if match and match.group("group") == entry["group"]:
-            layer = int(match.group("layer"))
-            per_layer.setdefault(entry["group"], {})[layer] = entry.get("separation_power")
+            per_layer.setdefault(entry["group"], {})[int(match.group("layer"))] = entry["name"]
     per_layer = {group: layers for group, layers in per_layer.items() if len(layers) > 1}
     singles = [
-        {
-            "group": e["group"],
-            "name": e["name"],
-            "xlabel": e["xlabel"],
-            "value": _separation_cell(e.get("separation_power"))["text"],
-        }
+        {"group": e["group"], "name": e["name"], "xlabel": e["xlabel"], "value": cells[e["name"]]["text"]}
         for e in histograms
         if e["group"] not in per_layer
     ]
     layers = sorted({layer for values in per_layer.values() for layer in values})
+    empty = _separation_cell(None)
     matrix = [
-        {"layer": layer, "cells": [_separation_cell(per_layer[g].get(layer)) for g in per_layer]}
+        {
+            "layer": layer,
+            "cells": [cells[per_layer[g][layer]] if layer in per_layer[g] else empty for g in per_layer],
+        }
         for layer in layers
     ]
-    return {"singles": singles, "layer_groups": list(per_layer), "layer_rows": matrix}
+    n_no_overlap = sum(cell["text"] == NO_OVERLAP for cell in cells.values())
+    return {
+        "singles": singles,
+        "layer_groups": list(per_layer),
+        "layer_rows": matrix,
+        "n_no_overlap": n_no_overlap,
+        "n_histograms": len(histograms),
+    }
+
+
+def plot_anchor(run_index: int, record: PlotRecord) -> str:
+    """The HTML id of a plot of run ``run_index`` (unique on the page)."""
+    return f"plot-{run_index}-{slug(record.path.stem)}"
+
+
+def plot_links(metrics: Mapping, records: Sequence[PlotRecord], run_index: int) -> dict[str, str]:
+    """Metric name -> HTML id of the plot that shows what it measures
+    (:func:`pipelines.report.metric_catalogue.illustrating_histogram`), for the metrics that have one."""
+    groups = {entry["name"]: entry["group"] for entry in metrics["histograms"]}
+    drawn = [(record.title, record.group) for record in records if groups.get(record.title) == record.group]
+    anchors = {record.title: plot_anchor(run_index, record) for record in records if record.title in groups}
+    names = {name for row in metrics["rows"].values() for name in row}
+    links = {}
+    for name in names:
+        found = metric_catalogue.illustrating_histogram(name, metrics["kind"], drawn)
+        if found is not None:
+            links[name] = anchors[found]
+    return links
+
+
+def run_verdict(run: Mapping) -> dict:
+    """The verdict block of a run: the sentence, the overall class and one row per headline metric
+    (values in the units of the metrics table; ratio and pull against the real-vs-real floor)."""
+    rows = run["metrics"]["rows"]
+    items = verdict.run_verdicts(rows, run["kind"])
+    shown = {}
+    table = []
+    for item in items:
+        info = metric_catalogue.metric_info(item.key, run["kind"])
+        model = scaled_value_error(_with_overlap(run, "model", item.key), info.factor)
+        real = scaled_value_error(rows["real_vs_real"][item.key], info.factor)
+        shown[item.key] = (
+            f"{format_scalar(item.model * info.factor)} vs {format_scalar(item.real * info.factor)}"
+        )
+        table.append(
+            {
+                "key": item.key,
+                "label": item.label,
+                "unit": info.unit,
+                "model": model,
+                "real": real,
+                "ratio": MISSING if item.ratio is None else f"{item.ratio:.3g}",
+                "pull": MISSING if item.pull is None else f"{item.pull:.1f}",
+                "class": item.verdict,
+                "text": verdict.CLASS_TEXT[item.verdict],
+                "href": run.get("plot_links", {}).get(item.key),
+            }
+        )
+    worst = verdict.worst(items)
+    return {
+        "sentence": verdict.summary_sentence(items, shown),
+        "class": verdict.overall_class(items),
+        "rows": table,
+        "worst": worst.key if worst is not None else None,
+    }
+
+
+def conventions(runs: Sequence[Mapping]) -> list[tuple[str, str]]:
+    """The metrics files' "conventions" (short name -> sentence), merged over the runs in first-seen
+    order; a name given different sentences by different runs is listed once per sentence."""
+    seen: dict[tuple[str, str], None] = {}
+    for run in runs:
+        for name, sentence in run["metrics"].get("conventions", {}).items():
+            seen[(name, sentence)] = None
+    return list(seen)
 
 
 def _published_tables(runs: list[dict], models: tuple[str, ...]) -> tuple[list[dict], list[str]]:
@@ -578,6 +800,7 @@ def build_report(
     settings: ReportSettings = ReportSettings(),
     training_curves: Sequence[str | Path] = (),
     timings: Sequence[str | Path] = (),
+    training_summaries: Sequence[str | Path] = (),
     real_data: bool = False,
     data_summaries: Sequence[str | Path] = (),
 ) -> tuple[dict, list[PlotRecord]]:
@@ -590,6 +813,12 @@ def build_report(
             f"report needs one --histograms and one --labels entry per --metrics file; "
             f"got {len(metrics_paths)} metrics, {len(histogram_paths)} histograms, {len(labels)} labels"
         )
+    if training_summaries and len(training_summaries) != len(labels):
+        raise ValueError(
+            f"report needs one --training-summary per run when given; got {len(training_summaries)} "
+            f"for {len(labels)} runs"
+        )
+    budgets = [load_training_budget(path) for path in training_summaries] or [None] * len(labels)
     if len(set(labels)) != len(labels):
         raise ValueError(f"report --labels must be distinct, got {list(labels)}")
     plots_dir = Path(plots_dir)
@@ -615,21 +844,31 @@ def build_report(
                     "caption": record.caption,
                     "uri": data_uri(record.png),
                     "file": record.path.name,
+                    "anchor": plot_anchor(index, record),
                 }
             )
-        runs.append(
-            {
-                "label": label,
-                "metrics": metrics,
-                "kind": metrics["kind"],
-                "dataset": str(metrics["dataset"]),
-                "metrics_file": str(mpath),
-                "histograms_file": str(hpath),
-                "settings": _settings_items(metrics["settings"]),
-                "separation": separation_summary(metrics["histograms"]),
-                "groups": [{"name": name, "plots": plots} for name, plots in groups.items()],
-            }
-        )
+        totals = {
+            e["name"]: tuple(
+                float(arrays[f"{e['name']}__{part}"].sum()) for part in ("reference", "generated")
+            )
+            for e in metrics["histograms"]
+        }
+        run = {
+            "label": label,
+            "metrics": metrics,
+            "kind": metrics["kind"],
+            "dataset": str(metrics["dataset"]),
+            "metrics_file": str(mpath),
+            "histograms_file": str(hpath),
+            "settings": _settings_items(metrics["settings"]),
+            "separation": separation_summary(metrics["histograms"], totals),
+            "overlap": group_overlap_counts(metrics["histograms"], totals),
+            "groups": [{"name": name, "plots": plots} for name, plots in groups.items()],
+            "budget": budgets[index].text() if budgets[index] is not None else None,
+            "plot_links": plot_links(metrics, run_records, index),
+        }
+        run["verdict"] = run_verdict(run)
+        runs.append(run)
     curves = []
     for index, (path, name) in enumerate(
         zip(training_curves, _pair_names(training_curves, labels), strict=True)
@@ -644,15 +883,16 @@ def build_report(
             style=settings.style(index),
         )
         png_path = plots_dir / f"training-{index}-{slug(name)}.png"
-        png = write_png(fig, png_path, settings.dpi)
+        png = write_png(fig, png_path, settings.dpi, settings.pdf)
         panels = [" + ".join(curves) for _, curves in training_panels(shown)]
         caption = f"{Path(path).name}: {training_summary(curve)}; panels: " + ", ".join(panels)
         record = PlotRecord("training", name, caption, png_path, png)
         records.append(record)
         curves.append({"title": name, "caption": record.caption, "uri": data_uri(png), "file": png_path.name})
+    kinds = [run["kind"] for run in runs] if len(timings) == len(runs) else [None] * len(timings)
     timing_tables = [
-        {"title": name, "file": str(path), "table": load_timing(path)}
-        for path, name in zip(timings, _pair_names(timings, labels), strict=True)
+        {"title": name, "file": str(path), "table": load_timing(path, kind)}
+        for path, name, kind in zip(timings, _pair_names(timings, labels), kinds, strict=True)
     ]
     published_tables, published_notes = ([], [])
     if real_data:
@@ -661,6 +901,8 @@ def build_report(
         "title": settings.title,
         "runs": runs,
         "metrics_tables": metrics_tables(runs),
+        "conventions": conventions(runs),
+        "thresholds": verdict.THRESHOLDS_TEXT,
         "real_data": real_data,
         "citation": published.CITATION,
         "published_tables": published_tables,
@@ -691,7 +933,8 @@ def render_html(context: Mapping) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m pipelines report --metrics M.json ... --histograms H.npz ... --labels a ... --out r.html
-    --plots-dir DIR [--training-curve c.csv ...] [--timing t.json ...] [--real-data] [--settings JSON]``."""
+    --plots-dir DIR [--training-curve c.csv ...] [--timing t.json ...] [--training-summary s.json ...]
+    [--real-data] [--settings JSON]``."""
     parser = argparse.ArgumentParser(prog="pipelines report", description=__doc__.splitlines()[0])
     parser.add_argument("--metrics", nargs="+", required=True, help="metrics.json per run")
     parser.add_argument("--histograms", nargs="+", required=True, help="histograms.npz per run (same order)")
@@ -700,6 +943,12 @@ def main(argv: list[str] | None = None) -> int:
         "--training-curve", nargs="*", default=[], help="training log CSVs (step + loss columns)"
     )
     parser.add_argument("--timing", nargs="*", default=[], help="generation timing JSONs")
+    parser.add_argument(
+        "--training-summary",
+        nargs="*",
+        default=[],
+        help="training_summary.json per run (same order): family and training budget beside the verdict",
+    )
     parser.add_argument(
         "--real-data",
         action="store_true",
@@ -721,6 +970,7 @@ def main(argv: list[str] | None = None) -> int:
         settings=settings,
         training_curves=args.training_curve,
         timings=args.timing,
+        training_summaries=args.training_summary,
         real_data=args.real_data,
         data_summaries=args.data_summaries,
     )

@@ -1,5 +1,5 @@
-"""What every metric name written by the evaluate stages means, how the report groups it and in which
-units it is shown.
+"""What every metric name written by the evaluate stages means, how the report groups it, in which
+units it is shown and which plot shows what it measures.
 
 Showers (``evaluate-showers``): ``separation_<group>`` (mean separation power of the group's
 histograms), ``fpd`` and ``kpd`` (raw; the report shows them × 10³ as the CaloChallenge tables do),
@@ -14,7 +14,7 @@ duplicate), and ``cls_trees_jet_{auc,jsd}``.  A name ending in
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 GROUP_SEPARATION = "Separation power S of the histograms (mean over the group)"
@@ -221,3 +221,29 @@ def select_metrics(names: Iterable[str], kind: str) -> list[MetricInfo]:
         return (group, info.order, first_seen[info.key])
 
     return sorted(infos, key=sort_key)
+
+
+#: jet metrics (base names) and the histogram (name, or group as "group:<g>") that shows what they measure
+_JET_PLOTS = {"W1M": "jet_relative_mass", "W1P": "group:particle", "W1EFP": "group:efp", "FPD": "group:efp",
+              "KPD": "group:efp"}  # fmt: skip
+
+
+def illustrating_histogram(key: str, kind: str, drawn: Sequence[tuple[str, str]]) -> str | None:
+    """The drawn histogram that shows what metric ``key`` measures, from ``drawn`` (name, group) pairs
+    in display order: a shower separation power's first histogram of its group, a jet W1 of a feature
+    that feature's histogram, FPD/KPD of jets the first EFP; None for metrics without one (classifiers,
+    shower FPD/KPD) or when it was not drawn."""
+    base, _ = _stored_power(key)
+    if kind == "showers":
+        target = f"group:{base[len('separation_') :]}" if base.startswith("separation_") else None
+    elif base.startswith("W1P_") and base[4:] in PARTICLE_FEATURES:
+        target = f"particle_{base[4:]}"
+    elif base.startswith("W1EFP_"):
+        target = f"efp_{base[len('W1EFP_') :]}"
+    else:
+        target = _JET_PLOTS.get(base)
+    if target is None:
+        return None
+    if target.startswith("group:"):
+        return next((name for name, group in drawn if group == target[len("group:") :]), None)
+    return target if any(name == target for name, _ in drawn) else None

@@ -5,7 +5,13 @@ Everything draws on ``matplotlib.figure.Figure`` objects with the Agg canvas (no
 plotting is safe in batch jobs. Inputs follow the evaluation contract: per histogram ``<name>__edges``
 (k+1,), ``<name>__reference`` and ``<name>__generated`` (k,) raw counts; for showers
 ``mean_shower__{reference,generated}`` (n_layers, n_alpha, n_r) mean energy per voxel in MeV and
-``nhits_vs_einc__{edges,reference,generated}`` (mean hit count per incident-energy bin, edges in MeV).
+``nhits_vs_einc__{edges,reference,generated}`` (mean hit count per incident-energy bin, edges in
+log10(E_inc / MeV), drawn as E_inc in MeV on a log axis).
+
+Conventions: legends sit above the axes, never on the data; ratio-panel points beyond the panel's
+range are marked by arrows at its edge; the EFP histograms (group ``efp``) use a log y axis; a jet
+multiplicity histogram whose generated jets all have one n says "fixed n" instead of drawing a
+near-empty figure; with ``PlotStyle.pdf`` every plot is also written as PDF beside its PNG.
 """
 
 from __future__ import annotations
@@ -27,6 +33,10 @@ from matplotlib.figure import Figure
 from pipelines.io.atomic import atomic_path
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+#: histogram groups drawn on a log y axis whatever metrics.json says (long-tailed EFPs)
+LOG_Y_GROUPS = frozenset({"efp"})
+#: the jet multiplicity histogram of evaluate-jets (says "fixed n" when the generated n is fixed)
+FIXED_N_HISTOGRAM = "multiplicity"
 
 _RC = {
     "font.size": 10,
@@ -54,6 +64,7 @@ class PlotStyle:
     reference_label: str = "Reference"
     colour: str = "#d62728"
     ratio_range: tuple[float, float] = (0.5, 1.5)
+    pdf: bool = False  # also write every plot as PDF
 
 
 @dataclass(frozen=True)
@@ -176,6 +187,19 @@ def _band(
     ax.fill_between(x, np.repeat(low, 2), np.repeat(high, 2), linewidth=0, **kwargs)
 
 
+def bin_centres(edges: np.ndarray, log: bool = False) -> np.ndarray:
+    """Bin centres: arithmetic, or geometric on a log axis."""
+    edges = np.asarray(edges, dtype=np.float64)
+    return np.sqrt(edges[:-1] * edges[1:]) if log else 0.5 * (edges[:-1] + edges[1:])
+
+
+def out_of_range(ratio: np.ndarray, low: float, high: float) -> tuple[np.ndarray, np.ndarray]:
+    """Masks of the finite ratios above ``high`` and below ``low``."""
+    ratio = np.asarray(ratio, dtype=np.float64)
+    finite = np.isfinite(ratio)
+    return finite & (ratio > high), finite & (ratio < low)
+
+
 def _ratio_panel(
     ax_ratio,
     edges: np.ndarray,
@@ -184,14 +208,32 @@ def _ratio_panel(
     ref_rel: np.ndarray | None,
     style: PlotStyle,
 ) -> None:
+    """Ratio generated/reference with bands; points beyond ``style.ratio_range`` are marked by
+    arrows (up above, down below) at the panel's edge, gids ``ratio-above`` / ``ratio-below``."""
     if ref_rel is not None:
         _band(ax_ratio, edges, 1 - ref_rel, 1 + ref_rel, color=style.reference_colour, alpha=0.8)
     if error is not None:
         _band(ax_ratio, edges, ratio - error, ratio + error, color=style.colour, alpha=0.25)
     ax_ratio.stairs(ratio, edges, color=style.colour, linewidth=1.3, gid="ratio")
     ax_ratio.axhline(1.0, color="black", linewidth=0.7, linestyle="--")
-    ax_ratio.set_ylim(*style.ratio_range)
+    low, high = style.ratio_range
+    ax_ratio.set_ylim(low, high)
+    centres = bin_centres(edges, ax_ratio.get_xscale() == "log")
+    above, below = out_of_range(ratio, low, high)
+    inset = 0.1 * (high - low)
+    for mask, y, marker, gid in (
+        (above, high - inset, "^", "ratio-above"),
+        (below, low + inset, "v", "ratio-below"),
+    ):
+        if mask.any():
+            ax_ratio.plot(centres[mask], np.full(int(mask.sum()), y), linestyle="none", marker=marker,
+                          markersize=5, color=style.colour, gid=gid)  # fmt: skip
     ax_ratio.set_ylabel("Gen./Ref.")
+
+
+def _legend_above(ax, ncols: int = 2) -> None:
+    """The axes' legend above its top edge (off the data); constrained layout makes room for it."""
+    ax.legend(loc="lower left", bbox_to_anchor=(0.0, 1.02, 1.0, 0.1), ncols=ncols, borderaxespad=0.0)
 
 
 def _axes_scales(ax, ax_ratio, edges: np.ndarray, logx: bool, logy: bool) -> None:
@@ -251,7 +293,7 @@ def histogram_figure(
         gen_d, edges, color=style.colour, linewidth=1.5, label=_generated_label(label, separation_power)
     )
     ax.set_ylabel("Normalised entries (1/N dN/dx)")
-    ax.legend(loc="best")
+    _legend_above(ax)
     empty = [name for name, counts in ((style.reference_label, ref), (label, gen)) if counts.sum() <= 0]
     if empty:
         text = " and ".join(empty) + ": no entries within the histogram range"
@@ -298,7 +340,7 @@ def profile_figure(
     )
     ax.stairs(gen_shown, edges, color=style.colour, linewidth=1.5, label=label)
     ax.set_ylabel(ylabel)
-    ax.legend(loc="best")
+    _legend_above(ax)
     _ratio_panel(ax_ratio, edges, value_ratio(ref, gen), None, None, style)
     ax_ratio.set_xlabel(xlabel)
     return fig
@@ -360,6 +402,37 @@ def layer_images_figure(
     return fig
 
 
+def single_bin(counts: np.ndarray) -> int | None:
+    """Index of the only bin holding entries, or None (no entries, or more than one bin)."""
+    (filled,) = np.nonzero(np.asarray(counts) > 0)
+    return int(filled[0]) if filled.size == 1 else None
+
+
+def fixed_n_text(edges: np.ndarray, reference: np.ndarray, generated: np.ndarray, unit: str = "jets") -> str:
+    """What a multiplicity histogram with a single filled generated bin says instead of a figure:
+    "fixed n = 30: all 750 generated jets; reference: 1,499 of 1,500 jets (99.93 %) at n = 30"."""
+    index = single_bin(generated)
+    if index is None:
+        raise ValueError("the generated multiplicity fills more than one bin")
+    n = round(float(bin_centres(edges)[index]))
+    n_gen, n_ref = int(np.sum(generated)), int(np.sum(reference))
+    at_n = int(reference[index])
+    if at_n == n_ref:
+        reference_text = f"all {n_ref:,} reference {unit} too"
+    else:
+        share = 100.0 * at_n / n_ref if n_ref else 0.0
+        reference_text = f"reference: {at_n:,} of {n_ref:,} {unit} ({share:.2f} %) at n = {n}"
+    return f"fixed n = {n}: all {n_gen:,} generated {unit}; {reference_text}"
+
+
+@_styled
+def message_figure(message: str, *, style: PlotStyle = PlotStyle()) -> Figure:
+    """A small figure carrying only ``message`` (gid ``message``), for a plot with nothing to draw."""
+    fig = _figure(style, style.width * 0.25)
+    fig.text(0.5, 0.5, message, ha="center", va="center", wrap=True, gid="message")
+    return fig
+
+
 def training_panels(columns: Mapping[str, np.ndarray]) -> list[tuple[str, dict[str, np.ndarray]]]:
     """Panels (y label, {curve name: values}) of a training log: one per column, except that all
     learning-rate columns (names starting with ``lr``) share one panel, placed last."""
@@ -408,7 +481,7 @@ def training_curve_figure(
                 mean_label = f"{name}, mean of {size}"
                 ax.plot(steps_k, smooth(values, size), color=colour, linewidth=1.4, label=mean_label)
         if len(curves) > 1 or (size > 1 and ax is axes[0]):
-            ax.legend(loc="best")
+            _legend_above(ax)
         if ylabel == "learning rate" and all(np.nanmin(v) > 0 for v in curves.values()):
             ax.set_yscale("log")
         ax.set_ylabel(ylabel)
@@ -428,12 +501,17 @@ def png_bytes(fig: Figure, dpi: int) -> bytes:
     return buffer.getvalue()
 
 
-def write_png(fig: Figure, path: str | Path, dpi: int) -> bytes:
-    """Render ``fig`` to PNG, write it atomically to ``path`` and return the bytes."""
+def write_png(fig: Figure, path: str | Path, dpi: int, pdf: bool = False) -> bytes:
+    """Render ``fig`` to PNG, write it atomically to ``path`` and return the bytes; with ``pdf`` also
+    write it as vector PDF beside it (same name, suffix ``.pdf``)."""
     data = png_bytes(fig, dpi)
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
         tmp.chmod(0o644)
+    if pdf:
+        with atomic_path(Path(path).with_suffix(".pdf")) as tmp:
+            fig.savefig(tmp, format="pdf")
+            tmp.chmod(0o644)
     return data
 
 
@@ -481,33 +559,47 @@ def plot_run(
 
     def emit(fig: Figure, group: str, name: str, title: str, caption: str) -> None:
         path = out_dir / f"{slug(label)}-{slug(group)}-{slug(name)}.png"
-        records.append(PlotRecord(group, title, caption, path, write_png(fig, path, style.dpi)))
+        records.append(PlotRecord(group, title, caption, path, write_png(fig, path, style.dpi, style.pdf)))
 
     for entry in metrics["histograms"]:
         name = entry["name"]
         layer = re.search(r"_(\d+)$", name)
         if metrics["kind"] == "showers" and layer and int(layer.group(1)) not in shower_layers:
             continue
+        sp = entry.get("separation_power")
+        caption = f"{entry['xlabel']}; separation power S = {sp:.4g}" if sp is not None else entry["xlabel"]
+        edges, reference, generated = (
+            histograms[f"{name}__{part}"] for part in ("edges", "reference", "generated")
+        )
+        if metrics["kind"] == "jets" and name == FIXED_N_HISTOGRAM and single_bin(generated) is not None:
+            text = fixed_n_text(edges, reference, generated)
+            emit(
+                message_figure(text.replace(": ", ":\n", 1), style=style),
+                entry["group"],
+                name,
+                name,
+                f"{entry['xlabel']}: {text}",
+            )
+            continue
         fig = histogram_figure(
-            histograms[f"{name}__edges"],
-            histograms[f"{name}__reference"],
-            histograms[f"{name}__generated"],
+            edges,
+            reference,
+            generated,
             xlabel=entry["xlabel"],
             logx=bool(entry["logx"]),
-            logy=bool(entry["logy"]),
-            separation_power=entry.get("separation_power"),
+            logy=bool(entry["logy"]) or entry["group"] in LOG_Y_GROUPS,
+            separation_power=sp,
             label=label,
             style=style,
         )
-        sp = entry.get("separation_power")
-        caption = f"{entry['xlabel']}; separation power S = {sp:.4g}" if sp is not None else entry["xlabel"]
         empty = [
             who
             for who, part in ((style.reference_label, "reference"), (label, "generated"))
             if float(np.sum(histograms[f"{name}__{part}"])) <= 0
         ]
         if empty:
-            caption += f"; {' and '.join(empty)}: no entries within the histogram range (S undefined)"
+            verdict = "S undefined" if len(empty) == 2 else "S = 1.00, no overlap"
+            caption += f"; {' and '.join(empty)}: no entries within the histogram range ({verdict})"
         emit(fig, entry["group"], name, name, caption)
     if metrics["kind"] == "showers":
         _plot_shower_extras(metrics, histograms, emit, label, style, shower_layers)
@@ -562,7 +654,7 @@ def _plot_shower_extras(metrics, histograms, emit, label, style, shower_layers) 
         f"Mean energy per voxel (MeV) in layers {', '.join(map(str, layers))}, polar (alpha, r)",
     )
     fig = profile_figure(
-        histograms["nhits_vs_einc__edges"],
+        10.0 ** np.asarray(histograms["nhits_vs_einc__edges"], dtype=np.float64),  # stored as log10(E / MeV)
         histograms["nhits_vs_einc__reference"],
         histograms["nhits_vs_einc__generated"],
         xlabel="incident energy E_inc [MeV]",
@@ -576,5 +668,5 @@ def _plot_shower_extras(metrics, histograms, emit, label, style, shower_layers) 
         "hit multiplicity",
         "nhits_vs_einc",
         "hits vs incident energy",
-        "Mean number of non-zero voxels per shower in bins of incident energy",
+        "Mean number of non-zero voxels per shower in bins of incident energy (log-spaced, MeV)",
     )

@@ -32,6 +32,9 @@ class LoopSettings:
     validate_n: validation clouds used; select: export the "best" validated model or the "last".
     amp: "auto" (bf16 on CUDA if supported, else fp16), "bf16", "fp16" or "off"; CPU runs fp32.
     num_threads: torch CPU threads (None: env PIPELINES_NUM_THREADS, else torch's default).
+    seed: seed of the initialisation, minibatches and validation draws. checkpoint_every,
+    keep_checkpoints: steps between resumable checkpoints and how many are kept. log_every: steps
+    between rows of the training curve. progress: a progress bar on stderr.
     """
 
     seed: int = 0

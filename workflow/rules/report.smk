@@ -7,6 +7,7 @@ rule report:
         histograms="results/{dataset}/{model}/evaluation/histograms.npz",
         curve="results/{dataset}/{model}/training_curve.csv",
         timing="results/{dataset}/{model}/timing.json",
+        summary="results/{dataset}/{model}/training_summary.json",
     output:
         html="results/{dataset}/{model}/report.html",
         plots=report(
@@ -25,5 +26,6 @@ rule report:
         "logs/{dataset}/{model}/report.log",
     shell:
         "{PY} report --metrics {input.metrics} --histograms {input.histograms} --labels '{params.label}'"
-        " --training-curve {input.curve} --timing {input.timing} {params.real} --settings '{params.settings}'"
+        " --training-curve {input.curve} --timing {input.timing} --training-summary {input.summary}"
+        " {params.real} --settings '{params.settings}'"
         " --out {output.html} --plots-dir {output.plots} 2> {log}"
