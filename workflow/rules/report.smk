@@ -24,6 +24,6 @@ rule report:
     log:
         "logs/{dataset}/{model}/report.log",
     shell:
-        "{PY} report --metrics {input.metrics} --histograms {input.histograms} --labels '{params.label}'"
-        " --training-curve {input.curve} --timing {input.timing} {params.real} --settings '{params.settings}'"
-        " --out {output.html} --plots-dir {output.plots} 2> {log}"
+        "{PY} report --metrics {input.metrics:q} --histograms {input.histograms:q} --labels {params.label:q}"
+        " --training-curve {input.curve:q} --timing {input.timing:q} {params.real:q} --settings {params.settings:q}"
+        " --out {output.html:q} --plots-dir {output.plots:q} 2> {log:q}"
