@@ -6,7 +6,7 @@ import importlib
 import logging
 import sys
 
-from pipelines.io.errors import DataError
+from pipelines.io.errors import BusyError, DataError
 
 #: stage name -> module whose ``main(argv)`` runs it
 STAGES = {
@@ -33,6 +33,6 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(STAGES[argv[0]])
     try:
         return int(module.main(argv[1:]) or 0)
-    except (DataError, ValueError) as err:
+    except (BusyError, DataError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
