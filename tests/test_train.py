@@ -13,7 +13,9 @@ import fcntl
 import json
 import logging
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -410,10 +412,15 @@ def test_restart_on_mismatch_moves_stale_checkpoints_into_a_dated_folder(
 def test_checkpoint_lock_names_the_holder_and_is_released(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
+    lock_file = tmp_path / "trainer.lock"
     with checkpoint_lock(tmp_path):
-        with pytest.raises(BusyError, match=f"{tmp_path} is in use.*PID {os.getpid()} on host"):
+        assert lock_file.read_text().split() == [str(os.getpid()), socket.gethostname()]
+        with pytest.raises(
+            BusyError, match=f"{re.escape(str(tmp_path))} is in use.*PID {os.getpid()} on host"
+        ):
             with checkpoint_lock(tmp_path):
                 pass
+    assert lock_file.read_text() == ""  # no holder named once released
     with checkpoint_lock(tmp_path):  # released at the end of the block
         pass
 

@@ -239,7 +239,11 @@ def checkpoint_lock(directory: Path) -> Iterator[None]:
         if locked:
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
-        yield
+        try:
+            yield
+        finally:
+            if locked:
+                os.ftruncate(fd, 0)  # no stale holder named (a killed holder's line is overwritten)
     finally:
         os.close(fd)  # releases the lock
 
