@@ -14,7 +14,7 @@ import logging
 import sys
 from typing import NamedTuple
 
-from pipelines.io.errors import DataError
+from pipelines.io.errors import BusyError, DataError
 from pipelines.settings_help import settings_help
 
 
@@ -149,6 +149,6 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(STAGES[argv[0]].module)
     try:
         return int(module.main(argv[1:]) or 0)
-    except (DataError, ValueError) as err:
+    except (BusyError, DataError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

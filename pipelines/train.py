@@ -5,7 +5,8 @@
 (:class:`pipelines.training.loop.LoopSettings`) and the family's own (its ``Settings`` dataclass).
 Outputs: the model file (family, config and exported weights: the best validated model or the last,
 see ``select``), the training curve (CSV: losses, learning rates and validation figures) and a
-summary JSON. Checkpoints in ``--checkpoint-dir`` make the run resumable after preemption.
+summary JSON. Checkpoints in ``--checkpoint-dir`` make the run resumable after preemption; the
+process holds an OS lock on that directory, so a second trainer on it stops at once.
 """
 
 from __future__ import annotations
@@ -32,13 +33,15 @@ from pipelines.models.family import TrainingData, count_parameters, get_family
 from pipelines.models.store import save_model
 from pipelines.settings import settings_dict
 from pipelines.training.checkpoint import (
-    checkpoint_paths,
+    checkpoint_lock,
     latest_checkpoint,
     resume_mismatch,
+    set_aside_checkpoints,
     write_checkpoint,
 )
 from pipelines.training.loop import (
     RESUMABLE_CHANGES,
+    LoopSettings,
     Run,
     run_steps,
     seed_everything,
@@ -131,9 +134,35 @@ def train(
 
     A checkpoint is resumed only if it was written for the same family, settings, model config,
     input files (content hashes) and ``code_version``; otherwise a ValueError, or, with
-    ``restart_on_mismatch`` (what the workflow passes), the stale checkpoints are removed.
+    ``restart_on_mismatch`` (what the workflow passes), the stale checkpoints are moved aside into
+    a dated folder in ``checkpoint_dir`` and training starts afresh. The process holds an OS lock on
+    ``checkpoint_dir`` throughout: a second trainer on it fails at once (BusyError naming the PID).
     """
     loop, family_settings = split_settings(family_name, settings)
+    with checkpoint_lock(Path(checkpoint_dir)):
+        return _train_locked(
+            clouds_path, transforms_path, kind, family_name, loop, family_settings, Path(checkpoint_dir),
+            out_model, out_curve, out_summary, device_name, code_version, restart_on_mismatch, dataset,
+        )  # fmt: skip
+
+
+def _train_locked(
+    clouds_path: str,
+    transforms_path: str,
+    kind: str,
+    family_name: str,
+    loop: LoopSettings,
+    family_settings: Any,
+    ckpt_dir: Path,
+    out_model: str,
+    out_curve: str,
+    out_summary: str,
+    device_name: str,
+    code_version: str,
+    restart_on_mismatch: bool,
+    dataset: str | None,
+) -> dict[str, Any]:
+    """:func:`train` once the checkpoint directory is locked."""
     set_threads(loop.num_threads)
     device = resolve_device(device_name)
     data = load_training_data(clouds_path, transforms_path, kind, loop.seed, dataset)
@@ -156,16 +185,16 @@ def train(
         },
     }
 
-    ckpt_dir = Path(checkpoint_dir)
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
     found = latest_checkpoint(ckpt_dir)
     if found is not None:
         path, state = found
         what = resume_mismatch(state, run_info, RESUMABLE_CHANGES)
         if what and restart_on_mismatch:
-            log.warning("checkpoints in %s were written with different %s: starting afresh", ckpt_dir, what)
-            for stale in checkpoint_paths(ckpt_dir):
-                stale.unlink()
+            aside = set_aside_checkpoints(ckpt_dir, f"{path.name} was written with different {what}")
+            log.warning(
+                "checkpoints in %s were written with different %s: moved them to %s (delete that folder "
+                "when they are no longer needed) and starting afresh", ckpt_dir, what, aside,
+            )  # fmt: skip
             found = None
         elif what:
             raise ValueError(
@@ -273,7 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--restart-on-mismatch",
         action="store_true",
-        help="discard checkpoints written for other settings, inputs or code instead of failing",
+        help="move checkpoints written for other settings, inputs or code aside (a dated folder in "
+        "--checkpoint-dir) and train afresh, instead of failing",
     )
     args = p.parse_args(argv)
     settings = settings_dict(args.settings)

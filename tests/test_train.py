@@ -8,12 +8,18 @@ test_mdma_gan.py.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
+import logging
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -22,14 +28,23 @@ import pytest
 import torch
 import toy_family  # registers the "toy-gaussian" family
 
+from pipelines import cli
 from pipelines import train as T
 from pipelines.device import autocast_dtype, resolve_device
 from pipelines.io.clouds import Clouds, write_clouds
-from pipelines.io.errors import DataError
+from pipelines.io.errors import BusyError, DataError
 from pipelines.models.family import get_family, register_family
 from pipelines.models.settings import FAMILY_SPECS
 from pipelines.models.store import load_model, read_model
-from pipelines.training.checkpoint import checkpoint_paths, rng_state, set_rng_state
+from pipelines.training.checkpoint import (
+    CHECKPOINT_FORMAT,
+    checkpoint_lock,
+    checkpoint_paths,
+    latest_checkpoint,
+    prune_checkpoints,
+    rng_state,
+    set_rng_state,
+)
 from pipelines.training.loop import EMA, LoopSettings, lr_factor, split_settings
 from pipelines.transforms import jet_transform, save_transform, shower_transform
 
@@ -285,19 +300,28 @@ def test_stop_and_resume_is_bit_identical(
     assert ref_rows == got_rows  # identical losses and validation figures, only the wall clock differs
 
 
+def _spawn_endless_trainer(files: dict[str, Path], out: Path) -> subprocess.Popen:
+    """``python -m pipelines train`` in a child process, checkpointing every step for minutes."""
+    settings = {**RUN, "max_steps": 10_000_000, "checkpoint_every": 1}
+    env = {**os.environ, "PYTHONPATH": f"{REPO}:{REPO / 'tests'}", "OMP_NUM_THREADS": "1"}
+    code = "import sys, toy_family; from pipelines.cli import main; sys.exit(main(sys.argv[1:]))"
+    command = [sys.executable, "-c", code, "train", *_argv(files, out, settings)]
+    return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _wait_for_checkpoint(proc: subprocess.Popen, directory: Path, step: int) -> None:
+    deadline = time.monotonic() + 60
+    while not any(int(p.name[5:14]) >= step for p in checkpoint_paths(directory)):
+        assert proc.poll() is None and time.monotonic() < deadline, "training did not start"
+        time.sleep(0.005)
+
+
 def test_sigkill_mid_run_then_resume_is_bit_identical(
     straight_run: Path, jet_files: dict[str, Path], tmp_path: Path
 ) -> None:
-    settings = {**RUN, "max_steps": 10_000_000, "checkpoint_every": 1}  # would run for minutes
-    env = {**os.environ, "PYTHONPATH": f"{REPO}:{REPO / 'tests'}", "OMP_NUM_THREADS": "1"}
-    code = "import sys, toy_family; from pipelines.cli import main; sys.exit(main(sys.argv[1:]))"
-    command = [sys.executable, "-c", code, "train", *_argv(jet_files, tmp_path, settings)]
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = _spawn_endless_trainer(jet_files, tmp_path)
     try:
-        deadline = time.monotonic() + 60
-        while not any(int(p.name[5:14]) >= 3 for p in checkpoint_paths(tmp_path / "ckpt")):
-            assert proc.poll() is None and time.monotonic() < deadline, "training did not start"
-            time.sleep(0.005)
+        _wait_for_checkpoint(proc, tmp_path / "ckpt", 3)
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.kill()
@@ -324,6 +348,111 @@ def test_resume_refuses_other_settings_and_skips_broken_checkpoints(
     assert T.main(_argv(jet_files, tmp_path, {**RUN, "max_steps": 8})) == 0
     assert json.loads((tmp_path / "summary.json").read_text())["resumed_from_step"] == 4
     assert not list((tmp_path / "ckpt").glob("*.part"))
+
+
+def test_pruning_counts_and_deletes_only_checkpoints_that_verify(tmp_path: Path) -> None:
+    """keep=1: the newest valid checkpoint and the one just written stay; files that do not load or
+    verify (empty, old format, a step other than the name's) are neither counted nor deleted."""
+    for step in (1, 2, 3, 7):
+        torch.save({"format_version": CHECKPOINT_FORMAT, "step": step}, tmp_path / f"ckpt-{step:09d}.pt")
+    torch.save({"format_version": CHECKPOINT_FORMAT - 1, "step": 8}, tmp_path / "ckpt-000000008.pt")
+    torch.save({"format_version": CHECKPOINT_FORMAT, "step": 3}, tmp_path / "ckpt-000000009.pt")
+    (tmp_path / "ckpt-000000010.pt").write_bytes(b"")
+    deleted = prune_checkpoints(tmp_path, keep=1, written=tmp_path / "ckpt-000000002.pt")
+    assert sorted(p.name for p in deleted) == ["ckpt-000000001.pt", "ckpt-000000003.pt"]
+    assert [p.name[5:14] for p in checkpoint_paths(tmp_path)] == [f"{s:09d}" for s in (2, 7, 8, 9, 10)]
+    assert latest_checkpoint(tmp_path)[0].name == "ckpt-000000007.pt"
+
+
+def test_unreadable_files_named_like_later_steps_never_cost_a_valid_checkpoint(
+    jet_files: dict[str, Path], tmp_path: Path
+) -> None:
+    """Two files named like later steps that do not load or verify used to push every valid
+    checkpoint (the one just written included) out of the two kept: now they are left alone, the
+    valid ones are kept and resumed, and pruning removes only the oldest valid one."""
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    junk = {"ckpt-999999998.pt": b"truncated", "ckpt-999999999.pt": b"PK\x03\x04 not a whole zip archive"}
+    for name, content in junk.items():
+        (ckpt / name).write_bytes(content)
+    assert T.main(_argv(jet_files, tmp_path, {**RUN, "max_steps": 8})) == 0  # checkpoints at 4 and 8
+    assert [p.name for p in checkpoint_paths(ckpt)] == ["ckpt-000000004.pt", "ckpt-000000008.pt", *junk]
+    assert T.main(_argv(jet_files, tmp_path, {**RUN, "max_steps": 12})) == 0
+    assert json.loads((tmp_path / "summary.json").read_text())["resumed_from_step"] == 8
+    assert [p.name for p in checkpoint_paths(ckpt)] == ["ckpt-000000008.pt", "ckpt-000000012.pt", *junk]
+    assert {name: (ckpt / name).read_bytes() for name in junk} == junk
+
+
+def test_restart_on_mismatch_moves_stale_checkpoints_into_a_dated_folder(
+    jet_files: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A code change under --restart-on-mismatch keeps the old checkpoints, byte for byte, in
+    stale-<UTC time>/ with the reason, says where in the log, and never resumes them."""
+    ckpt, summary = tmp_path / "ckpt", tmp_path / "summary.json"
+    assert T.main([*_argv(jet_files, tmp_path, {**RUN, "max_steps": 8}), "--code-version", "a"]) == 0
+    old = {p.name: p.read_bytes() for p in checkpoint_paths(ckpt)}
+    assert sorted(old) == ["ckpt-000000004.pt", "ckpt-000000008.pt"]
+    restart = [*_argv(jet_files, tmp_path, {**RUN, "max_steps": 4}), "--restart-on-mismatch"]
+    before = datetime.now(UTC).replace(microsecond=0)
+    with caplog.at_level(logging.WARNING, logger="pipelines.train"):
+        assert T.main([*restart, "--code-version", "b"]) == 0
+    after = datetime.now(UTC)
+    assert json.loads(summary.read_text())["resumed_from_step"] == 0
+    (aside,) = ckpt.glob("stale-*")
+    assert before <= datetime.strptime(aside.name, "stale-%Y%m%dT%H%M%SZ").replace(tzinfo=UTC) <= after
+    assert {p.name: p.read_bytes() for p in checkpoint_paths(aside)} == old
+    assert "code_version" in (aside / "REASON.txt").read_text()
+    assert f"moved them to {aside}" in caplog.text
+    assert [p.name for p in checkpoint_paths(ckpt)] == ["ckpt-000000004.pt"]  # the new run's own
+    assert T.main([*restart, "--code-version", "a"]) == 0  # back to code a: step 8 of a is not resumed
+    assert json.loads(summary.read_text())["resumed_from_step"] == 0
+    assert len(list(ckpt.glob("stale-*"))) == 2
+
+
+def test_checkpoint_lock_names_the_holder_and_is_released(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    lock_file = tmp_path / "trainer.lock"
+    with checkpoint_lock(tmp_path):
+        assert lock_file.read_text().split() == [str(os.getpid()), socket.gethostname()]
+        with pytest.raises(
+            BusyError, match=f"{re.escape(str(tmp_path))} is in use.*PID {os.getpid()} on host"
+        ):
+            with checkpoint_lock(tmp_path):
+                pass
+    assert lock_file.read_text() == ""  # no holder named once released
+    with checkpoint_lock(tmp_path):  # released at the end of the block
+        pass
+
+    def no_locks(fd: int, operation: int) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with caplog.at_level(logging.WARNING), checkpoint_lock(tmp_path):
+        assert "no file locks on this file system" in caplog.text
+
+
+def test_a_second_trainer_on_one_checkpoint_directory_fails_at_once_naming_the_holder(
+    jet_files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """An orphaned trainer still writes the directory: a second one stops before touching it, with
+    an error naming the first one's PID; once that process is gone, the next run resumes its state."""
+    proc = _spawn_endless_trainer(jet_files, tmp_path)
+    try:
+        _wait_for_checkpoint(proc, tmp_path / "ckpt", 1)
+        start = time.monotonic()
+        code = cli.main(["train", *_argv(jet_files, tmp_path, {**RUN, "max_steps": TOTAL})])
+        assert time.monotonic() - start < 10 and proc.poll() is None
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    message = capsys.readouterr().err
+    assert code == 1 and f"in use by another trainer (PID {proc.pid} on host" in message, message
+    assert not (tmp_path / "model.pt").exists()
+    killed_at = int(checkpoint_paths(tmp_path / "ckpt")[-1].name[5:14])
+    assert T.main(_argv(jet_files, tmp_path, {**RUN, "max_steps": killed_at + 2})) == 0
+    assert json.loads((tmp_path / "summary.json").read_text())["resumed_from_step"] == killed_at
 
 
 def test_changed_code_or_inputs_never_resume_a_stale_checkpoint(

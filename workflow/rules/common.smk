@@ -1,5 +1,6 @@
 # Shared helpers: config lookups, input paths of real or embedded data, code hashes.
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -8,7 +9,9 @@ from pipelines import codehash  # noqa: E402
 from pipelines.models.settings import family_spec  # noqa: E402 (no torch: a fast start)
 from pipelines.training.settings import split_settings  # noqa: E402
 
-PY = f"{sys.executable} -m pipelines"
+# Shell commands quote every interpolated value ({x:q}): config strings and file paths never reach
+# the shell as code, whatever quotes, spaces, $(...), backticks or newlines they hold.
+PY = f"{shlex.quote(sys.executable)} -m pipelines"
 DATASETS = config["datasets"]
 MODELS = config["models"]
 NAME = "[A-Za-z0-9_-]+"
@@ -41,7 +44,7 @@ def raw_file(name, role):
 
 
 def as_json(value):
-    """Compact, sorted JSON: a stable params value and a safe --settings argument."""
+    """Compact, sorted JSON: a stable params value, passed to --settings quoted ({params.settings:q})."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 

@@ -15,8 +15,8 @@ rule generate_showers:
     log:
         "logs/{dataset}/generate_{role}.log",
     shell:
-        "{PY} generate-showers --dataset {params.geometry} --n-showers {params.n} --seed {params.seed}"
-        " --settings '{params.settings}' --out {output} 2> {log}"
+        "{PY} generate-showers --dataset {params.geometry:q} --n-showers {params.n:q} --seed {params.seed:q}"
+        " --settings {params.settings:q} --out {output:q} 2> {log:q}"
 
 
 rule generate_jets:
@@ -34,8 +34,8 @@ rule generate_jets:
     log:
         "logs/{dataset}/generate_{role}.log",
     shell:
-        "{PY} generate-jets --jet-type {params.jet_type} --n-jets {params.n} --n-particles {params.particles}"
-        " --seed {params.seed} --settings '{params.settings}' --out {output} 2> {log}"
+        "{PY} generate-jets --jet-type {params.jet_type:q} --n-jets {params.n:q} --n-particles {params.particles:q}"
+        " --seed {params.seed:q} --settings {params.settings:q} --out {output:q} 2> {log:q}"
 
 
 rule validate_data:
@@ -50,4 +50,4 @@ rule validate_data:
     log:
         "logs/{dataset}/validate_{role}.log",
     shell:
-        "{PY} validate --kind {params.kind} --dataset {params.geometry} --input {input} --out {output} 2> {log}"
+        "{PY} validate --kind {params.kind:q} --dataset {params.geometry:q} --input={input:q} --out {output:q} 2> {log:q}"

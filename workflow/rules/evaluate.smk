@@ -11,7 +11,7 @@ rule evaluate:
         histograms="results/{dataset}/{model}/evaluation/histograms.npz",
     params:
         stage=lambda wc: f"evaluate-{dataset(wc)['kind']}",
-        geometry=lambda wc: f"--dataset {dataset(wc)['geometry']}" if dataset(wc)["kind"] == "showers" else "",
+        geometry=lambda wc: ["--dataset", dataset(wc)["geometry"]] if dataset(wc)["kind"] == "showers" else [],
         settings=lambda wc: as_json(
             {"seed": config["seed"], **config["evaluation"][dataset(wc)["kind"]]}
             | ({"dataset": wc.dataset} if dataset(wc)["kind"] == "jets" else {})
@@ -22,6 +22,6 @@ rule evaluate:
     log:
         "logs/{dataset}/{model}/evaluate.log",
     shell:
-        "{PY} {params.stage} --reference {input.reference} --generated {input.samples} {params.geometry}"
-        " --settings '{params.settings}' --cache-dir {params.cache}"
-        " --out-metrics {output.metrics} --out-histograms {output.histograms} 2> {log}"
+        "{PY} {params.stage:q} --reference={input.reference:q} --generated {input.samples:q} {params.geometry:q}"
+        " --settings {params.settings:q} --cache-dir {params.cache:q}"
+        " --out-metrics {output.metrics:q} --out-histograms {output.histograms:q} 2> {log:q}"

@@ -16,8 +16,8 @@ rule convert:
     log:
         "logs/{dataset}/convert.log",
     shell:
-        "{PY} convert --kind {params.kind} --dataset {params.geometry} --input {input.data}"
-        " --split {params.split} --seed {params.seed} --out {output} 2> {log}"
+        "{PY} convert --kind {params.kind:q} --dataset {params.geometry:q} --input={input.data:q}"
+        " --split {params.split:q} --seed {params.seed:q} --out {output:q} 2> {log:q}"
 
 
 rule fit_transforms:
@@ -34,5 +34,5 @@ rule fit_transforms:
     log:
         "logs/{dataset}/fit_transforms.log",
     shell:
-        "{PY} fit-transforms --clouds {input} --kind {params.kind} --dataset {params.geometry}"
-        " --seed {params.seed} --settings '{params.settings}' --out {output} 2> {log}"
+        "{PY} fit-transforms --clouds {input:q} --kind {params.kind:q} --dataset {params.geometry:q}"
+        " --seed {params.seed:q} --settings {params.settings:q} --out {output:q} 2> {log:q}"

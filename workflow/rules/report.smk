@@ -8,6 +8,7 @@ rule report:
         curve="results/{dataset}/{model}/training_curve.csv",
         timing="results/{dataset}/{model}/timing.json",
         summary="results/{dataset}/{model}/training_summary.json",
+        data_summaries=expand("results/{{dataset}}/data/{role}.summary.json", role=("train", "reference")),
     output:
         html="results/{dataset}/{model}/report.html",
         plots=report(
@@ -25,7 +26,7 @@ rule report:
     log:
         "logs/{dataset}/{model}/report.log",
     shell:
-        "{PY} report --metrics {input.metrics} --histograms {input.histograms} --labels '{params.label}'"
-        " --training-curve {input.curve} --timing {input.timing} --training-summary {input.summary}"
-        " {params.real} --settings '{params.settings}'"
-        " --out {output.html} --plots-dir {output.plots} 2> {log}"
+        "{PY} report --metrics {input.metrics:q} --histograms {input.histograms:q} --labels {params.label:q}"
+        " --training-curve {input.curve:q} --timing {input.timing:q} --training-summary {input.summary:q}"
+        " --data-summaries {input.data_summaries:q} {params.real:q} --settings {params.settings:q}"
+        " --out {output.html:q} --plots-dir {output.plots:q} 2> {log:q}"

@@ -24,7 +24,7 @@ rule sample:
         n=config["sampling"]["n_samples"],
         seed=config["seed"] + 2,
         settings=as_json(config["sampling"]["settings"]),
-        multiplicity=lambda wc, input: f"--multiplicity {input.multiplicity}" if "multiplicity" in input.keys() else "",
+        multiplicity=lambda wc, input: ["--multiplicity", input.multiplicity] if "multiplicity" in input.keys() else [],
         code=code_hash("pipelines.sample", "pipelines.models.families"),
     threads: 2
     resources:
@@ -35,7 +35,7 @@ rule sample:
     log:
         "logs/{dataset}/{model}/sample.log",
     shell:
-        "{PY} sample --model {input.model} {params.multiplicity} --transforms {input.transforms}"
-        " --reference {input.reference} --kind {params.kind} --dataset {params.geometry} --n-samples {params.n}"
-        " --seed {params.seed} --settings '{params.settings}' --out {output.samples}"
-        " --out-timing {output.timing} 2> {log}"
+        "{PY} sample --model {input.model:q} {params.multiplicity:q} --transforms {input.transforms:q}"
+        " --reference={input.reference:q} --kind {params.kind:q} --dataset {params.geometry:q} --n-samples {params.n:q}"
+        " --seed {params.seed:q} --settings {params.settings:q} --out {output.samples:q}"
+        " --out-timing {output.timing:q} 2> {log:q}"

@@ -16,8 +16,8 @@ rule train_multiplicity:
     log:
         "logs/{dataset}/{model}/train_multiplicity.log",
     shell:
-        "{PY} train-multiplicity --clouds {input} --kind {params.kind} --dataset {params.geometry}"
-        " --settings '{params.settings}' --out {output.model} --out-plot {output.plot} 2> {log}"
+        "{PY} train-multiplicity --clouds {input:q} --kind {params.kind:q} --dataset {params.geometry:q}"
+        " --settings {params.settings:q} --out {output.model:q} --out-plot {output.plot:q} 2> {log:q}"
 
 
 rule train:
@@ -44,8 +44,8 @@ rule train:
     log:
         "logs/{dataset}/{model}/train.log",
     shell:
-        "PIPELINES_NUM_THREADS={threads} {PY} train --clouds {input.clouds} --transforms {input.transforms}"
-        " --kind {params.kind} --family {params.family} --dataset {params.geometry}"
-        " --settings '{params.settings}' --checkpoint-dir {params.checkpoints}"
-        " --code-version {params.code} --restart-on-mismatch"
-        " --out-model {output.model} --out-curve {output.curve} --out-summary {output.summary} 2> {log}"
+        "PIPELINES_NUM_THREADS={threads} {PY} train --clouds {input.clouds:q} --transforms {input.transforms:q}"
+        " --kind {params.kind:q} --family {params.family:q} --dataset {params.geometry:q}"
+        " --settings {params.settings:q} --checkpoint-dir {params.checkpoints:q}"
+        " --code-version {params.code:q} --restart-on-mismatch"
+        " --out-model {output.model:q} --out-curve {output.curve:q} --out-summary {output.summary:q} 2> {log:q}"
