@@ -12,10 +12,11 @@ from pipelines.metrics.calo_features import (
     ShowerFeatures,
     compute_features,
     histogram_specs,
+    log_edges,
     scan_file,
     voxel_energy_counts,
 )
-from pipelines.metrics.separation import separation_power
+from pipelines.metrics.separation import counted_separation_power
 
 G = load_geometry("2")
 DR = 4.65  # dataset-2 radial bin, mm
@@ -119,7 +120,7 @@ def test_voxel_counts_and_chunked_scan_match_direct(tmp_path):
         np.testing.assert_allclose(scan.features.to_arrays()[k], v, rtol=1e-6, atol=1e-9)
     np.testing.assert_array_equal(scan.voxel_counts, counts)
     np.testing.assert_allclose(scan.voxel_sum, np.where(s >= THRESHOLD_MEV, s, 0)[rows].sum(0), rtol=1e-6)
-    assert scan.max_voxel == pytest.approx(s.max())
+    assert scan.max_voxel == pytest.approx(np.where(s >= THRESHOLD_MEV, s, 0)[rows].max())  # selected rows
 
 
 def test_histogram_specs_published_binnings():
@@ -149,8 +150,11 @@ def test_comparison_rows():
 def test_evaluate_showers_stage(tmp_path):
     ref, gen = tmp_path / "ref.h5", tmp_path / "gen.h5"
     e_ref, s_ref = _random_showers(60, 2)
+    s_ref[1, 5] = 10 * s_ref.max()  # the largest voxel of the file lies in half B (odd rows)
     write_calochallenge(ref, e_ref, s_ref)
-    write_calochallenge(gen, *_random_showers(30, 3, scale=2.0))
+    e_gen, s_gen = _random_showers(30, 3, scale=2.0)
+    s_gen[:, : G.n_voxels // 45] = 0.0  # layer 0 empty: its E_layer histogram has no generated entry
+    write_calochallenge(gen, e_gen, s_gen)
     settings = json.dumps(
         {
             "classifier_hidden": 8,
@@ -192,10 +196,22 @@ def test_evaluate_showers_stage(tmp_path):
             "cls_high_jsd",
             "cls_trees_high_auc",
             "cls_trees_high_jsd",
-            "separation_E_layer",
-            "separation_voxel_energy",
         ):
             assert set(row[key]) == {"value", "error"}
+        for key in (k for k in row if k.startswith("separation_")):
+            assert set(row[key]) == {"value", "error", "n_histograms", "n_no_overlap"}
+        assert (
+            row["separation_E_layer"]["n_histograms"] == 45
+            and row["separation_voxel_energy"]["n_histograms"] == 1
+        )
+    # the empty generated layer 0 counts as separation power 1 (no overlap), and enters the mean
+    model, listing = m["rows"]["model"], {h["name"]: h for h in m["histograms"]}
+    assert listing["E_layer_00"]["separation_power"] == 1.0 and listing["E_layer_00"]["no_overlap"] is True
+    assert model["separation_E_layer"]["n_no_overlap"] == 1
+    assert m["rows"]["real_vs_real"]["separation_E_layer"]["n_no_overlap"] == 0
+    e_layer = [listing[f"E_layer_{k:02d}"]["separation_power"] for k in range(45)]
+    assert model["separation_E_layer"]["value"] == pytest.approx(np.mean(e_layer), rel=1e-12)
+    assert set(m["conventions"]) == {"separation_edges", "separation_undefined", "threshold"}
     # the tree test compares 30 vs 30 showers in each row; its settings are recorded
     assert (
         m["tree_classifier"]["model"]["n_per_class"]
@@ -215,12 +231,17 @@ def test_evaluate_showers_stage(tmp_path):
         for entry in m["histograms"]:
             n = entry["name"]
             assert len(h[f"{n}__edges"]) == len(h[f"{n}__reference"]) + 1
-            assert separation_power(h[f"{n}__reference"], h[f"{n}__generated"]) == entry["separation_power"]
+            counted = counted_separation_power(h[f"{n}__reference"], h[f"{n}__generated"])
+            assert counted == (entry["separation_power"], entry["no_overlap"])
         assert h["mean_shower__reference"].shape == (45, 16, 9)
         assert h["nhits_vs_einc__reference"].shape == (15,)
         half_a = np.where(s_ref[::2] >= THRESHOLD_MEV, s_ref[::2], 0.0)  # reference = even rows
         np.testing.assert_allclose(h["mean_shower__reference"].ravel(), half_a.mean(0), rtol=1e-5, atol=1e-9)
         assert h["voxel_energy__reference"].sum() == np.count_nonzero(half_a)  # top edge = max voxel
+        # data-dependent edges come from half A, not from the whole reference file
+        assert h["voxel_energy__edges"][-1] == pytest.approx(half_a.max(), rel=1e-6)
+        e_layer_3 = half_a[:, 3 * G.n_voxels // 45 : 4 * G.n_voxels // 45].sum(axis=1)
+        assert h["E_layer_03__edges"][-1] == pytest.approx(e_layer_3.max(), rel=1e-5)
     cached = list((tmp_path / "cache").glob("*.npz"))
     assert len(cached) == 1
     with np.load(cached[0]) as z:  # the cache holds the reference features of all 60 showers
@@ -229,3 +250,14 @@ def test_evaluate_showers_stage(tmp_path):
     assert ev.main(argv) == 0 and (tmp_path / "m.json").read_text() == first  # cached run: same numbers
     write_calochallenge(ref, *_random_showers(60, 4))  # new reference content: new cache entry
     assert ev.main(argv) == 0 and len(list((tmp_path / "cache").glob("*.npz"))) == 2
+
+
+def test_log_edges_keep_the_largest_reference_value_inside():
+    # values whose 10**log10(x) rounds below x: the published logspace binning drops that entry
+    tops = [5022.323127746582, 3584.2357482910156, 6565.282302856445]
+    assert any(np.logspace(np.log10(THRESHOLD_MEV), np.log10(t), 40)[-1] < t for t in tops)
+    for t in tops:
+        edges = log_edges(THRESHOLD_MEV, t, 40)
+        assert edges[0] == THRESHOLD_MEV and edges[-1] == t and np.all(np.diff(edges) > 0)
+        assert np.histogram([t], edges)[0].sum() == 1
+        np.testing.assert_allclose(edges, np.logspace(np.log10(THRESHOLD_MEV), np.log10(t), 40), rtol=1e-14)

@@ -1,4 +1,7 @@
-"""Energy-flow polynomials against brute-force sums over particle tuples and an independent graph count."""
+"""Energy-flow polynomials against brute-force sums over particle tuples and an independent graph count.
+
+Default weights are the raw pt (jetnet / energyflow ``normed=None``); ``normalised=True`` divides by sum pt.
+"""
 
 from __future__ import annotations
 
@@ -111,15 +114,16 @@ def test_prime_n4_d4_are_the_five_connected_graphs_with_four_vertices_and_edges(
     assert forms == all_n4_d4
 
 
+@pytest.mark.parametrize("normalised", [False, True])
 @pytest.mark.parametrize("counts", [[3, 4], [5]])
-def test_every_efp_matches_brute_force(counts):
+def test_every_efp_matches_brute_force(counts, normalised):
     rng = np.random.default_rng(sum(counts))
     particles, mask = _random_jets(rng, counts, n_slots=6)
-    values = efp.efps(particles, mask)
+    values = efp.efps(particles, mask, normalised=normalised)
     assert values.shape == (len(counts), 36)
     for j, n in enumerate(counts):
         pt = particles[j, :n, 2]
-        z = pt / pt.sum()
+        z = pt / pt.sum() if normalised else pt
         theta = _theta(particles[j, :n, 0], particles[j, :n, 1])
         for i, g in enumerate(efp.GRAPHS):
             assert values[j, i] == pytest.approx(_brute_force(g, z, theta), rel=1e-10, abs=1e-14), g.name
@@ -127,18 +131,23 @@ def test_every_efp_matches_brute_force(counts):
 
 def test_two_particle_hand_values_and_phi_wrapping():
     # particles at phi = 3.1 and -3.1: the wrapped angle is 2 pi - 6.2, not 6.2
-    particles = np.array([[[0.1, 3.1, 0.75], [-0.2, -3.1, 0.25]]])
+    # pt (0.6, 0.2) do not sum to 1: the default (jetnet) weights are these raw pt
+    particles = np.array([[[0.1, 3.1, 0.6], [-0.2, -3.1, 0.2]]])
     values = efp.efps(particles)
     theta = np.hypot(0.3, 2 * np.pi - 6.2)
-    z1, z2 = 0.75, 0.25
+    z1, z2 = 0.6, 0.2
     names = [g.name for g in efp.GRAPHS]
-    assert values[0, names.index("trivial")] == pytest.approx(1.0)
+    assert values[0, names.index("trivial")] == pytest.approx(0.8)  # sum pt
     assert values[0, names.index("edge")] == pytest.approx(2 * z1 * z2 * theta)
     assert values[0, names.index("double_edge")] == pytest.approx(2 * z1 * z2 * theta**2)
     # path 0-1-2: sum_j z_j (sum_i z_i theta_ij)^2 = z1 (z2 theta)^2 + z2 (z1 theta)^2
     assert values[0, names.index("path3")] == pytest.approx(z1 * z2 * theta**2 * (z2 + z1))
     assert values[0, names.index("triangle")] == pytest.approx(0.0, abs=1e-15)  # needs 3 distinct particles
     assert values[0, names.index("edge*edge")] == pytest.approx((2 * z1 * z2 * theta) ** 2)
+    # normalised weights z = (0.75, 0.25): the trivial EFP is 1
+    normed = efp.efps(particles, normalised=True)
+    assert normed[0, names.index("trivial")] == pytest.approx(1.0)
+    assert normed[0, names.index("edge")] == pytest.approx(2 * 0.75 * 0.25 * theta)
 
 
 def test_invariant_under_permutation_padding_and_pt_scale():
@@ -158,14 +167,22 @@ def test_invariant_under_permutation_padding_and_pt_scale():
     # masked slots holding garbage are ignored
     garbage = np.where(mask[..., None], rng.normal(size=particles.shape) ** 2, particles)
     assert np.allclose(efp.efps(garbage, mask), base, rtol=1e-12, atol=0)
-    # z is normalised: scaling every pt leaves the EFPs unchanged
+    # raw pt weights: scaling every pt by c scales the EFP of a graph with N vertices by c^N
     scaled = particles * np.array([1.0, 1.0, 3.7])
-    assert np.allclose(efp.efps(scaled, mask), base, rtol=1e-12, atol=0)
+    n_vertices = np.array([sum(efp.CONNECTED[k].n_vertices for k in g.components) or 1 for g in efp.GRAPHS])
+    assert n_vertices.min() == 1 and n_vertices.max() == 8  # the trivial graph; edge^4
+    assert np.allclose(efp.efps(scaled, mask), base * 3.7**n_vertices, rtol=1e-12, atol=0)
+    # normalised weights: the pt scale drops out
+    normed = efp.efps(particles, mask, normalised=True)
+    assert np.allclose(efp.efps(scaled, mask, normalised=True), normed, rtol=1e-12, atol=0)
+    # normalised = raw EFP / (sum pt)^N
+    total = np.where(mask, 0.0, particles[:, :, 2]).sum(axis=1)
+    assert np.allclose(normed, base / total[:, None] ** n_vertices, rtol=1e-12, atol=0)
     # one jet at a time gives the same as the batch (chunking by multiplicity is transparent)
     single = np.concatenate([efp.efps(particles[j : j + 1], mask[j : j + 1]) for j in range(len(counts))])
     assert np.allclose(single, base, rtol=1e-12, atol=0)
-    # a single-particle jet: every EFP with an edge vanishes
-    assert base[0, 0] == 1.0 and np.all(base[0, 1:] == 0.0)
+    # a single-particle jet: every EFP with an edge vanishes; the trivial one is its pt
+    assert base[0, 0] == particles[0, 0, 2] and np.all(base[0, 1:] == 0.0)
 
 
 def test_disconnected_efps_are_products_of_components():

@@ -163,8 +163,45 @@ def test_evaluate_jets_outputs_follow_the_contract(tmp_path):
         edges, r, g = (hist[f"{h['name']}__{k}"] for k in ("edges", "reference", "generated"))
         assert len(edges) == len(r) + 1 == len(g) + 1 and np.all(np.diff(edges) > 0)
         assert 0.0 <= h["separation_power"] <= 1.0
-        assert set(h) == {"name", "xlabel", "logx", "logy", "group", "separation_power"}
+        assert set(h) == {"name", "xlabel", "logx", "logy", "group", "separation_power", "no_overlap"}
     assert hist["multiplicity__reference"].sum() == 400 and hist["multiplicity__generated"].sum() == 300
+    # the conventions are named; the defaults are jetnet's EFPs and the batch std of the averaged W1
+    conv = metrics["conventions"]
+    assert set(conv) == {"efp", "w1_error", "separation_edges", "separation_undefined"}
+    assert "normed=None" in conv["efp"] and conv["w1_error"] == jet_metrics.W1_ERRORS["batch_std"]
+    assert s["efp_normalised"] is False and s["w1_error"] == "batch_std"
+
+
+def test_evaluate_jets_efp_and_w1_error_options(tmp_path):
+    ref, gen = _write_pair(tmp_path, n_ref=120, n_gen=100)
+    raw, _ = _run(tmp_path, ref, gen, tag="raw")
+    other, _ = _run(
+        tmp_path, ref, gen, {**FAST, "efp_normalised": True, "w1_error": "jetnet_norm"}, tag="opt"
+    )
+    assert "normed=True" in other["conventions"]["efp"]
+    assert other["conventions"]["w1_error"] == jet_metrics.W1_ERRORS["jetnet_norm"]
+    # the reference cache keeps both conventions apart; pt_rel sums to 1 in every jet of these files
+    # (to float32 rounding), so here both give the same EFPs
+    assert len(list((tmp_path / "cache").glob("jetnet_efps_*.npz"))) == 2
+    r, o = raw["rows"]["model"], other["rows"]["model"]
+    assert o["W1EFP"]["value"] == pytest.approx(r["W1EFP"]["value"], rel=1e-4)
+    assert o["W1M"] == r["W1M"] and o["W1P"]["value"] == r["W1P"]["value"]
+    # jetnet_norm: the norm of the per-feature errors
+    feats = [o[f"W1P_{f}"]["error"] for f in jet_metrics.PARTICLE_FEATURES]
+    assert o["W1P"]["error"] == pytest.approx(np.linalg.norm(feats), rel=1e-12)
+    with pytest.raises(ValueError, match="w1_error"):
+        evaluate_jets.EvaluateJetsSettings(w1_error="sum")
+
+
+def test_feature_mean_w1_error_conventions_hand_computed():
+    # two batches, two features: per-batch W1 (1, 3) and (3, 1)
+    per_batch = np.array([[1.0, 3.0], [3.0, 1.0]])
+    # batch std: per-batch means (2, 2) -> std 0; jetnet: per-feature stds (1, 1) -> norm sqrt(2)
+    assert jet_metrics.feature_mean_w1(per_batch, "batch_std") == (2.0, 0.0)
+    value, error = jet_metrics.feature_mean_w1(per_batch, "jetnet_norm")
+    assert value == 2.0 and error == pytest.approx(np.sqrt(2.0), rel=1e-15)
+    with pytest.raises(ValueError):
+        jet_metrics.feature_mean_w1(per_batch, "nope")
 
 
 def test_reference_cache_is_keyed_and_reused(tmp_path):
@@ -174,6 +211,7 @@ def test_reference_cache_is_keyed_and_reused(tmp_path):
     assert len(cached) == 1
     key = evaluate_jets.reference_cache_key(ref)
     assert cached[0].name == f"jetnet_efps_{key}.npz"
+    assert evaluate_jets.reference_cache_key(ref, efp_normalised=True) != key
     with np.load(cached[0]) as z:
         pf, _ = _jetnet_particles(np.random.default_rng(5), 60)
         assert np.allclose(z["efps"], efp.efps(pf[..., :3], pf[..., 3] == 0))

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from pipelines.metrics.separation import histogram_counts, separation_power
+from pipelines.metrics.separation import counted_separation_power, histogram_counts, separation_power
 
 
 def test_identical_histograms_give_zero():
@@ -28,6 +28,20 @@ def test_empty_histogram_is_none_and_bad_input_raises():
         separation_power([1, 2], [1, 2, 3])
     with pytest.raises(ValueError):
         separation_power([-1, 2], [1, 2])
+
+
+def test_counted_separation_power_counts_no_overlap_as_one():
+    # defined: the same value as the published formula, not flagged
+    assert counted_separation_power([2, 2], [1, 3]) == (pytest.approx(1.0 / 15.0, rel=1e-12), False)
+    # the generated sample has no entry in range (the published code gives NaN): 1, flagged
+    assert counted_separation_power([3, 1, 0], [0, 0, 0]) == (1.0, True)
+    # nor has the reference: the symmetric case
+    assert counted_separation_power([0, 0], [5, 1]) == (1.0, True)
+    # neither has an entry in range: they agree
+    assert counted_separation_power([0, 0], [0, 0]) == (0.0, False)
+    # disjoint but both filled: 1 by the formula itself, not an undefined case
+    s, flag = counted_separation_power([4, 0], [0, 9])
+    assert s == pytest.approx(1.0) and not flag
 
 
 def test_shifted_gaussian_grows_with_shift():

@@ -154,10 +154,21 @@ def compute_features(
     )
 
 
+def log_edges(low: float, top: float, n_edges: int) -> np.ndarray:
+    """logspace(log10(low), log10(top), n_edges) with the end points exactly ``low`` and ``top``.
+
+    Fix of a rounding flaw of the published binning: 10**log10(top) can fall an ulp below ``top`` (the
+    published code takes log10 in float32, which moves it by ~1e-7), and the reference's largest value,
+    which defines ``top``, then drops out of the histogram."""
+    edges = np.logspace(np.log10(low), np.log10(top), n_edges)
+    edges[0], edges[-1] = low, top
+    return edges
+
+
 def voxel_energy_edges(max_reference_voxel_mev: float, threshold: float = THRESHOLD_MEV) -> np.ndarray:
     """Voxel-energy binning: logspace(log10(threshold), log10(max reference voxel), 50) in MeV."""
     top = max(float(max_reference_voxel_mev), 10.0 * threshold)
-    return np.logspace(np.log10(threshold), np.log10(top), 50)
+    return log_edges(threshold, top, 50)
 
 
 def voxel_energy_counts(
@@ -181,9 +192,9 @@ def voxel_energy_counts(
 class FileScan:
     """Result of one pass over a shower file.
 
-    features: per-shower high-level features; voxel_sum: (n_voxels,) summed energy (MeV) over all showers;
-    max_voxel: largest thresholded voxel energy (MeV); voxel_counts: per-shower voxel-energy histograms
-    (N, k) when edges were given.
+    features: per-shower high-level features; voxel_sum: (n_voxels,) summed energy (MeV) and max_voxel:
+    largest thresholded voxel energy (MeV), both over the selected rows (all when none); voxel_counts:
+    per-shower voxel-energy histograms (N, k) when edges were given.
     """
 
     features: ShowerFeatures
@@ -202,7 +213,8 @@ def scan_file(
 ) -> FileScan:
     """One chunked pass over a CaloChallenge file (memory bounded by ``chunk_size`` showers).
 
-    ``rows``: optional boolean mask (N,) of the showers to include in ``voxel_sum``.
+    ``rows``: optional boolean mask (N,) of the showers entering ``voxel_sum`` and ``max_voxel``
+    (features and voxel counts cover every shower).
     """
     n = check_layout(path, geometry)
     parts: list[ShowerFeatures] = []
@@ -214,8 +226,8 @@ def scan_file(
         stop = start + len(energies)
         parts.append(compute_features(energies, showers, geometry, threshold))
         above = np.where(showers >= threshold, showers, 0.0)
-        max_voxel = max(max_voxel, float(above.max(initial=0.0)))
         keep = slice(None) if rows is None else rows[start:stop]
+        max_voxel = max(max_voxel, float(above[keep].max(initial=0.0)))
         voxel_sum += above[keep].sum(axis=0, dtype=np.float64)
         if counts is not None:
             counts[start:stop] = voxel_energy_counts(showers, voxel_edges, threshold)
@@ -269,12 +281,14 @@ _LAYER_HIST = {
 def histogram_specs(
     reference: ShowerFeatures, max_reference_voxel: float, threshold: float = THRESHOLD_MEV
 ) -> list[HistogramSpec]:
-    """All histograms with the published binnings; data-dependent edges come from the reference."""
+    """All histograms with the published binnings; data-dependent edges (E_layer, voxel energy) come from
+    ``reference`` and ``max_reference_voxel``: pass the comparison's own reference sample (half A), as the
+    CaloChallenge evaluate.py takes them from the reference file it compares with."""
     specs = [HistogramSpec("E_ratio", "E_tot / E_inc", False, True, "E_ratio", np.linspace(0.5, 1.5, 101))]
     n_layers = reference.e_layer.shape[1]
     for layer in range(n_layers):
         top = max(float(reference.e_layer[:, layer].max(initial=0.0)), 10.0 * threshold)
-        edges = np.logspace(np.log10(threshold), np.log10(top), 40)
+        edges = log_edges(threshold, top, 40)
         specs.append(
             HistogramSpec(f"E_layer_{layer:02d}", f"E layer {layer} [MeV]", True, True, "E_layer", edges)
         )

@@ -1,15 +1,22 @@
 """Energy-flow polynomials (EFPs) of degree <= 4, vectorised over jets.
 
-Definition (Komiske, Metodiev, Thaler, arXiv:1712.07124), measure "hadr", beta = 1, normalised:
-    z_i = pt_i / sum_j pt_j,   theta_ij = sqrt(d_eta_ij^2 + d_phi_ij^2)  (d_phi wrapped into [-pi, pi)),
+Definition (Komiske, Metodiev, Thaler, arXiv:1712.07124), measure "hadr", beta = 1:
+    theta_ij = sqrt(d_eta_ij^2 + d_phi_ij^2)  (d_phi wrapped into [-pi, pi)),
     EFP_G = sum_{i_1..i_N} z_{i_1} ... z_{i_N} prod_{(k, l) in G} theta_{i_k i_l}
 for a multigraph G with N vertices; the degree d of G is its number of edges.  Disconnected graphs
 factorise into the product of their connected components.
 
+Weights z_i (the ``normalised`` argument of :func:`efps`):
+* default, not normalised: z_i = pt_i as given (pt_rel for JetNet).  This is energyflow's ``normed=None``
+  (energyflow >= 1.1), which ``jetnet`` and the published JetNet tables (W1EFP, FPD, KPD) use; scaling
+  every pt of a jet by c scales an EFP of a graph with N vertices by c^N.
+* ``normalised=True``: z_i = pt_i / sum_j pt_j (energyflow ``normed=True``); the EFPs are then invariant
+  under a common pt scale.
+
 There are 20 connected ("prime") multigraphs with 1 <= d <= 4 and 36 multigraphs in all with d <= 4
-(including the trivial graph: one vertex, no edge, EFP = sum z = 1).  Each connected graph is
-evaluated with matrix-vector products (O(n^2) per jet) except the ones holding a cycle, which need
-one batched matrix product M @ M with M_ij = sqrt(z_i) theta_ij sqrt(z_j) (O(n^3) per jet).
+(including the trivial graph: one vertex, no edge, EFP = sum z: sum pt, or 1 when normalised).  Each
+connected graph is evaluated with matrix-vector products (O(n^2) per jet) except the ones holding a
+cycle, which need one batched matrix product M @ M with M_ij = sqrt(z_i) theta_ij sqrt(z_j) (O(n^3) per jet).
 
 Column order of ``efps`` (names in ``EFP_NAMES``): by degree d; within a degree connected graphs
 before disconnected ones, then by number of vertices n, then in the order of ``CONNECTED``.  The 5
@@ -211,11 +218,13 @@ def efps(
     particles: NDArray[np.floating],
     mask: NDArray[np.bool_] | None = None,
     progress: bool = False,
+    normalised: bool = False,
 ) -> FloatArray:
     """All 36 EFPs with d <= 4 for each jet.
 
     particles: (N, n, 3) (eta_rel, phi_rel (rad), pt_rel >= 0); mask: (N, n) bool, True = padding
-    (padded particles get z = 0 and drop out).  Returns (N, 36) float64, columns as ``EFP_NAMES``.
+    (padded particles get z = 0 and drop out); normalised: weights pt / sum pt instead of pt (see the
+    module docstring).  Returns (N, 36) float64, columns as ``EFP_NAMES``.
     A jet without any particle of positive pt has all EFPs (the trivial one included) equal to 0.
     Jets are processed in chunks sorted by multiplicity, each chunk trimmed to its largest jet.
     """
@@ -239,6 +248,7 @@ def efps(
     jet_order = np.argsort(counts, kind="stable")
     out = np.zeros((n_jets, len(GRAPHS)), dtype=np.float64)
     connected = np.zeros((n_jets, len(CONNECTED)), dtype=np.float64)
+    trivial = np.zeros(n_jets, dtype=np.float64)  # sum z: sum pt, or 1 when normalised; 0 without particles
 
     starts = []
     start = 0
@@ -263,13 +273,15 @@ def efps(
         p = np.asarray(particles[rows, cols, :3], dtype=np.float64)
         keep = ~pad[rows, cols]
         z = np.where(keep, p[:, :, 2], 0.0)
-        z = z / z.sum(axis=1, keepdims=True)
+        total = z.sum(axis=1)
+        trivial[jets] = 1.0 if normalised else total
+        if normalised:
+            z = z / total[:, None]
         connected[jets] = _connected_values(z, p[:, :, 0], p[:, :, 1])
 
-    has_particles = counts > 0
     for i, g in enumerate(GRAPHS):
         if not g.components:
-            out[:, i] = has_particles.astype(np.float64)
+            out[:, i] = trivial
         else:
             out[:, i] = np.prod(connected[:, list(g.components)], axis=1)
     return out

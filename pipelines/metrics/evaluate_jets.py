@@ -17,11 +17,16 @@ Rows of metrics.json (both computed with the same code and the same sizes):
 
 Histograms (raw counts, edges from the full reference; out-of-range entries dropped) compare the full
 reference with the full generated sample: relative jet mass, particle eta_rel / phi_rel / pt_rel
-(real particles only), the 5 prime EFPs (n = 4, d = 4) and the particle multiplicity.
+(real particles only), the 5 prime EFPs (n = 4, d = 4) and the particle multiplicity.  Their separation
+powers count the undefined case as :func:`pipelines.metrics.separation.counted_separation_power` does
+(``no_overlap`` marks a histogram counted as 1).
+
+metrics.json names its conventions under ``conventions`` (EFP weights, error of the averaged W1,
+histogram edges, undefined separation powers).
 
 The reference EFPs (all 36 per jet) are cached in ``--cache-dir`` under a key = sha256 of the reference
-file's bytes combined with the hash of the code that computes them (efp and jet_metrics with all
-they import, see pipelines.codehash).
+file's bytes combined with the EFP weight convention and the hash of the code that computes them (efp
+and jet_metrics with all they import, see pipelines.codehash).
 """
 
 from __future__ import annotations
@@ -45,13 +50,13 @@ from pipelines.io.hashing import file_sha256
 from pipelines.io.jetnet import read_jetnet
 from pipelines.metrics import efp, jet_metrics
 from pipelines.metrics.jet_metrics import JetMetricSettings, JetSample, make_sample
-from pipelines.metrics.separation import histogram_counts, separation_power
+from pipelines.metrics.separation import UNDEFINED_CONVENTION, counted_separation_power, histogram_counts
 from pipelines.metrics.tree_classifier import TreeClassifierConfig, tree_classifier_test
 from pipelines.settings import settings_object
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = "jet-efps-v1"
+CACHE_VERSION = "jet-efps-v2"
 # percentiles of the reference that bound the histogram ranges (robust to single outliers)
 RANGE_PERCENTILES = (0.05, 99.95)
 
@@ -105,20 +110,22 @@ class EvaluateJetsSettings(JetMetricSettings):
 # ---------------------------------------------------------------- cache
 
 
-def reference_cache_key(reference: Path) -> str:
-    """sha256 over the reference file's bytes, the EFP code (efp and jet_metrics with all they import,
-    see :mod:`pipelines.codehash`) and the cache format version."""
+def reference_cache_key(reference: Path, efp_normalised: bool = False) -> str:
+    """sha256 over the reference file's bytes, the EFP weight convention, the EFP code (efp and
+    jet_metrics with all they import, see :mod:`pipelines.codehash`) and the cache format version."""
     h = hashlib.sha256(CACHE_VERSION.encode())
     h.update(file_sha256(reference).encode())
+    h.update(b"normalised" if efp_normalised else b"raw-pt")
     h.update(codehash.code_hash("pipelines.metrics.efp", "pipelines.metrics.jet_metrics").encode())
     return h.hexdigest()
 
 
 def reference_efps(
-    reference: Path, particle_features: NDArray[np.floating], cache_dir: Path
+    reference: Path, particle_features: NDArray[np.floating], cache_dir: Path, efp_normalised: bool = False
 ) -> tuple[NDArray[np.float64], bool]:
-    """All 36 EFPs of the reference jets, loaded from or stored in the cache; returns (efps, cache hit)."""
-    key = reference_cache_key(reference)
+    """All 36 EFPs of the reference jets (weights as ``efp_normalised``), loaded from or stored in the
+    cache; returns (efps, cache hit)."""
+    key = reference_cache_key(reference, efp_normalised)
     cache_file = cache_dir / f"jetnet_efps_{key}.npz"
     n_jets = len(particle_features)
     if cache_file.is_file():
@@ -131,7 +138,7 @@ def reference_efps(
         except (OSError, KeyError, ValueError) as err:
             log.warning("ignoring unreadable EFP cache %s (%s)", cache_file, err)
     particles, mask = jet_metrics.split_particle_features(particle_features)
-    values = efp.efps(particles, mask, progress=True)
+    values = efp.efps(particles, mask, progress=True, normalised=efp_normalised)
     with atomic_path(cache_file) as tmp, open(tmp, "wb") as f:
         np.savez(f, efps=values, key=np.array(key))
     return values, False
@@ -203,6 +210,7 @@ def histograms(
         edges = np.asarray(spec.edges, dtype=np.float64)
         h_ref = histogram_counts(spec.reference, edges)
         h_gen = histogram_counts(spec.generated, edges)
+        separation, no_overlap = counted_separation_power(h_ref, h_gen)
         arrays[f"{spec.name}__edges"] = edges
         arrays[f"{spec.name}__reference"] = h_ref
         arrays[f"{spec.name}__generated"] = h_gen
@@ -213,7 +221,8 @@ def histograms(
                 "logx": spec.logx,
                 "logy": spec.logy,
                 "group": spec.group,
-                "separation_power": separation_power(h_ref, h_gen),
+                "separation_power": separation,
+                "no_overlap": no_overlap,
             }
         )
     return listing, arrays
@@ -246,10 +255,10 @@ def evaluate(
                 f"{path}: jet {int(np.flatnonzero(empty)[0])} has no particles ({int(empty.sum())} such "
                 "jets); its mass and EFPs are undefined"
             )
-    ref_efps, hit = reference_efps(reference, ref_pf, cache_dir)
+    ref_efps, hit = reference_efps(reference, ref_pf, cache_dir, settings.efp_normalised)
     log.info("reference EFPs: %s (%d jets)", "cache hit" if hit else "computed and cached", len(ref_pf))
     ref = make_sample(ref_pf, ref_efps)
-    gen = make_sample(gen_pf, progress=True)
+    gen = make_sample(gen_pf, progress=True, efp_normalised=settings.efp_normalised)
 
     half_a, half_b, gen_idx = split_rows(len(ref), len(gen), settings.seed)
     metric_settings = settings.metric_settings()
@@ -303,11 +312,24 @@ def evaluate(
         "dataset": recorded["dataset"],
         "rows": {"model": model, "real_vs_real": rvr},
         "settings": recorded,
+        "conventions": conventions(settings),
         "histograms": listing,
     }
     if trees:
         metrics["tree_classifier"] = trees
     return metrics, arrays
+
+
+def conventions(settings: EvaluateJetsSettings) -> dict[str, str]:
+    """One sentence per convention that shapes the numbers of metrics.json (its ``conventions``)."""
+    return {
+        "efp": jet_metrics.EFP_CONVENTIONS[settings.efp_normalised],
+        "w1_error": jet_metrics.W1_ERRORS[settings.w1_error],
+        "separation_edges": "histogram edges from the full reference file (percentiles "
+        f"{RANGE_PERCENTILES[0]}-{RANGE_PERCENTILES[1]} for continuous features); the histograms compare "
+        "the full reference with the full generated sample",
+        "separation_undefined": UNDEFINED_CONVENTION,
+    }
 
 
 def _finite_or_none(obj: Any) -> Any:

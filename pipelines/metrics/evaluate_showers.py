@@ -9,6 +9,14 @@ reference incident energies keeps matching energies (for N_gen = N_ref the gener
 exactly the odd rows). Histograms and mean showers in histograms.npz are half A ("reference") and the
 compared generated rows ("generated"); separation powers are those of exactly these histograms.
 
+Histogram edges that depend on data (E_layer, voxel energies) come from half A, the comparison's own
+reference sample, as the CaloChallenge evaluate.py takes them from the reference file it compares with.
+A histogram in whose range the compared sample has no entry (and half A has) counts as separation power
+1, as :func:`pipelines.metrics.separation.counted_separation_power` defines; every
+``separation_<group>`` entry is {"value": mean over the group's histograms, "error": None,
+"n_histograms", "n_no_overlap": how many of them were counted as 1}. metrics.json names these and the
+other conventions under ``conventions``.
+
 Classifier rows: ``cls_trees_high_{auc,jsd}``, the sensitive test (gradient-boosted trees on the
 high-level features plus energy ratios, k-fold cross-validated, :mod:`pipelines.metrics.tree_classifier`),
 and ``cls_{high,low}_{auc,jsd}``, the CaloChallenge network classifier; only the network with the
@@ -49,7 +57,7 @@ from pipelines.metrics.calo_features import (
 )
 from pipelines.metrics.classifier import ClassifierConfig, classifier_test, low_level_inputs
 from pipelines.metrics.distances import frechet_physics_distance, kernel_physics_distance
-from pipelines.metrics.separation import histogram_counts, separation_power
+from pipelines.metrics.separation import UNDEFINED_CONVENTION, counted_separation_power, histogram_counts
 from pipelines.metrics.tree_classifier import TreeClassifierConfig, TreeClassifierResult, tree_classifier_test
 from pipelines.settings import settings_object
 
@@ -193,7 +201,8 @@ def reference_scan(
     cache_dir: Path,
     chunk_size: int,
 ) -> FileScan:
-    """Reference features, voxel-energy counts and half-A voxel sums, from the cache when possible."""
+    """Reference features and voxel-energy counts (edges up to the largest voxel of half A), half-A voxel
+    sums and largest voxel, from the cache when possible."""
     path = cache_dir / f"calo_reference_{cache_key(reference_sha256, geometry.name)}.npz"
     if path.exists():
         log.info("reference features from cache %s", path)
@@ -242,13 +251,30 @@ def _counts(spec: HistogramSpec, feats: ShowerFeatures, voxel_counts: np.ndarray
     return histogram_counts(histogram_values(feats, spec), spec.edges)
 
 
-def _group_means(specs: list[HistogramSpec], powers: list[float | None]) -> dict[str, dict]:
-    groups: dict[str, list[float]] = {}
-    for spec, s in zip(specs, powers, strict=True):
-        groups.setdefault(spec.group, [])
-        if s is not None:
-            groups[spec.group].append(s)
-    return {f"separation_{g}": _entry(np.mean(v) if v else None) for g, v in groups.items()}
+def group_means(specs: list[HistogramSpec], powers: list[tuple[float, bool]]) -> dict[str, dict]:
+    """``separation_<group>`` entries from the counted separation powers (S, no_overlap) of ``specs``:
+    {"value": mean S of the group, "error": None, "n_histograms", "n_no_overlap"}."""
+    groups: dict[str, list[tuple[float, bool]]] = {}
+    for spec, sp in zip(specs, powers, strict=True):
+        groups.setdefault(spec.group, []).append(sp)
+    return {
+        f"separation_{g}": {
+            **_entry(np.mean([s for s, _ in v])),
+            "n_histograms": len(v),
+            "n_no_overlap": sum(no_overlap for _, no_overlap in v),
+        }
+        for g, v in groups.items()
+    }
+
+
+def conventions() -> dict[str, str]:
+    """One sentence per convention that shapes the numbers of metrics.json (its ``conventions``)."""
+    return {
+        "separation_edges": "histogram edges of E_layer and voxel energies from the comparison's own "
+        "reference sample (half A, the even rows of the reference file), as the CaloChallenge evaluate.py",
+        "separation_undefined": UNDEFINED_CONVENTION,
+        "threshold": f"voxels below {THRESHOLD_MEV * 1e3:.2f} keV are set to zero in both samples first",
+    }
 
 
 def _classifier_entries(name: str, real: np.ndarray, other: np.ndarray, cfg: ClassifierConfig) -> dict:
@@ -283,13 +309,13 @@ def evaluate(
 
     fa, fb, fg = ref.features.select(half_a), ref.features.select(half_b), gen.features.select(gen_rows)
     ca, cb, cg = ref.voxel_counts[half_a], ref.voxel_counts[half_b], gen.voxel_counts[gen_rows]
-    specs = histogram_specs(ref.features, ref.max_voxel)
+    specs = histogram_specs(fa, ref.max_voxel)  # ref.max_voxel is that of half A (reference_scan)
     arrays: dict[str, np.ndarray] = {}
     hist_list, s_model, s_real = [], [], []
     for spec in specs:
         h_a, h_b, h_g = _counts(spec, fa, ca), _counts(spec, fb, cb), _counts(spec, fg, cg)
-        s_model.append(separation_power(h_a, h_g))
-        s_real.append(separation_power(h_a, h_b))
+        s_model.append(counted_separation_power(h_a, h_g))
+        s_real.append(counted_separation_power(h_a, h_b))
         arrays[f"{spec.name}__edges"] = spec.edges
         arrays[f"{spec.name}__reference"] = h_a
         arrays[f"{spec.name}__generated"] = h_g
@@ -300,7 +326,8 @@ def evaluate(
                 "logx": spec.logx,
                 "logy": spec.logy,
                 "group": spec.group,
-                "separation_power": s_model[-1],
+                "separation_power": s_model[-1][0],
+                "no_overlap": s_model[-1][1],
             }
         )
     arrays["mean_shower__reference"] = (ref.voxel_sum / len(half_a)).reshape(geometry.grid_shape)
@@ -314,8 +341,8 @@ def evaluate(
     arrays["nhits_vs_einc__generated"] = nhits_profile(fg, e_edges)
 
     rows: dict[str, dict] = {
-        "model": _group_means(specs, s_model),
-        "real_vs_real": _group_means(specs, s_real),
+        "model": group_means(specs, s_model),
+        "real_vs_real": group_means(specs, s_real),
     }
     trees: dict[str, dict] = {}
     if settings.tree_classifier:
@@ -375,6 +402,7 @@ def evaluate(
             "fpd_kpd_units": "raw values (published tables quote x 1e3)",
             "reference_sha256": reference_sha256,
         },
+        "conventions": conventions(),
         "histograms": hist_list,
     }
     if trees:

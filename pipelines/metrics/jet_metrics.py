@@ -1,13 +1,20 @@
-"""JetNet metrics (arXiv:2211.10295, the ``jetnet`` library's definitions): W1M, W1P, W1EFP, FPD, KPD.
+"""JetNet metrics (arXiv:2211.10295, the ``jetnet`` 0.2.5 definitions): W1M, W1P, W1EFP, FPD, KPD.
 
 * Relative jet mass m / pT_jet from the massless four-vector sum of the particles in relative
   coordinates (pt_rel, eta_rel, phi_rel): a shift in eta is a longitudinal boost and a shift in phi a
   rotation, so the mass of the relative four-vectors is m / pT_jet when pt_rel = pt / pT_jet.
+* EFPs (:mod:`pipelines.metrics.efp`) weighted by the raw pt_rel by default, as ``jetnet`` (energyflow
+  ``normed=None``); ``efp_normalised`` weights by pt_rel / sum pt_rel instead (not comparable with the
+  published W1EFP, FPD, KPD).
 * W1M, W1P (per particle feature over real particles only, plus the mean over the three), W1EFP (the 5
   prime EFPs with n = 4, d = 4, plus their mean): 1-d Wasserstein distances over ``num_batches``
-  batches of ``batch_size`` jets drawn with replacement from each sample (seeded; the same jet indices
-  for every W1 metric).  value = mean over batches, error = std over batches (population std, ddof = 0,
-  as in ``jetnet``).  The mean over features is taken per batch, then averaged over batches.
+  batches of ``batch_size`` jets drawn with replacement from each sample (seeded ``default_rng(seed)``,
+  per batch first the real then the generated indices, as ``jetnet`` draws them; the same jet indices
+  for every W1 metric).  value = mean over batches, error = std over batches (population std,
+  ddof = 0, as in ``jetnet``).  The mean over features is taken per batch, then averaged over batches;
+  its error follows ``w1_error`` (see ``W1_ERRORS``): the std over batches of the per-batch mean
+  (default), or ``jetnet``'s convention for the averaged W1 (jetnet <= 0.2.2 ``average_over_features``,
+  used for the published tables): the Euclidean norm of the per-feature stds, sqrt(sum_k sigma_k^2).
   Documented deviation: the published batch size is 50,000; when a sample is smaller the batch size
   becomes ``min(num_eval_samples, len(real), len(gen))``.
 * FPD, KPD on all 36 EFPs with d <= 4 through :mod:`pipelines.metrics.distances`.
@@ -32,6 +39,21 @@ SCALE_W1P = 1e3
 SCALE_W1EFP = 1e5
 SCALE_FPD_KPD = 1e3
 
+#: error conventions of the feature-averaged W1P and W1EFP, each with the sentence metrics.json names it by
+W1_ERRORS = {
+    "batch_std": "error of the feature-averaged W1P / W1EFP = std over batches of the per-batch mean over "
+    "features",
+    "jetnet_norm": "error of the feature-averaged W1P / W1EFP = sqrt(sum_k sigma_k^2), the norm of the "
+    "per-feature stds over batches (jetnet's average_over_features convention, published tables)",
+}
+#: EFP weight conventions, each with the sentence metrics.json names it by
+EFP_CONVENTIONS = {
+    False: "EFPs weighted by the raw pt_rel (energyflow normed=None, as jetnet and the published W1EFP, "
+    "FPD, KPD); the d = 0 EFP is sum(pt_rel)",
+    True: "EFPs weighted by pt_rel / sum(pt_rel) (energyflow normed=True; not comparable with the published "
+    "W1EFP, FPD, KPD); the d = 0 EFP is 1",
+}
+
 
 @dataclass(frozen=True)
 class JetMetricSettings:
@@ -53,8 +75,12 @@ class JetMetricSettings:
     fpd_max_samples: int = 50_000
     kpd_n_batches: int = 10
     kpd_batch_size: int = 5_000
+    efp_normalised: bool = False  # EFP weights pt_rel / sum pt_rel instead of jetnet's raw pt_rel
+    w1_error: str = "batch_std"  # error of the feature-averaged W1P / W1EFP, a key of W1_ERRORS
 
     def __post_init__(self) -> None:
+        if self.w1_error not in W1_ERRORS:
+            raise ValueError(f"w1_error must be one of {sorted(W1_ERRORS)}, got {self.w1_error!r}")
         for name in ("num_eval_samples", "num_batches", "fpd_n_draws", "kpd_n_batches"):
             if getattr(self, name) < 1:
                 raise ValueError(f"jet metric setting {name} must be >= 1, got {getattr(self, name)}")
@@ -116,12 +142,14 @@ def make_sample(
     particle_features: NDArray[np.floating],
     efp_values: NDArray[np.float64] | None = None,
     progress: bool = False,
+    efp_normalised: bool = False,
 ) -> JetSample:
-    """Build a :class:`JetSample` from JetNet particle features, computing EFPs unless given."""
+    """Build a :class:`JetSample` from JetNet particle features, computing EFPs (weights as
+    ``efp_normalised``, see :func:`pipelines.metrics.efp.efps`) unless given."""
     particles, mask = split_particle_features(particle_features)
     particles = np.asarray(particles, dtype=np.float64)
     if efp_values is None:
-        efp_values = efp.efps(particles, mask, progress=progress)
+        efp_values = efp.efps(particles, mask, progress=progress, normalised=efp_normalised)
     if efp_values.shape != (len(particles), len(efp.GRAPHS)):
         raise ValueError(
             f"efp_values must have shape {(len(particles), len(efp.GRAPHS))}, got {efp_values.shape}"
@@ -196,6 +224,21 @@ def _mean_std(per_batch: NDArray[np.float64]) -> tuple[float, float]:
     return float(np.mean(per_batch)), float(np.std(per_batch))
 
 
+def feature_mean_w1(per_batch: NDArray[np.float64], w1_error: str = "batch_std") -> tuple[float, float]:
+    """(value, error) of the W1 averaged over features from per-batch values (num_batches, K).
+
+    value = mean over batches and features; error per ``w1_error`` (a key of ``W1_ERRORS``):
+    "batch_std" = std over batches of the per-batch feature mean, "jetnet_norm" = sqrt(sum_k sigma_k^2)
+    with sigma_k the std over batches of feature k."""
+    per_batch = np.asarray(per_batch, dtype=np.float64)
+    value = float(np.mean(per_batch))
+    if w1_error == "batch_std":
+        return value, float(np.std(per_batch.mean(axis=1)))
+    if w1_error == "jetnet_norm":
+        return value, float(np.linalg.norm(np.std(per_batch, axis=0)))
+    raise ValueError(f"w1_error must be one of {sorted(W1_ERRORS)}, got {w1_error!r}")
+
+
 def _add(
     rows: dict[str, dict[str, float | None]], name: str, value: float, error: float | None, scale: float
 ) -> None:
@@ -222,12 +265,12 @@ def jet_metrics(
     w1p = w1_per_batch_particle_features(real, gen, batches)
     for c, name in enumerate(PARTICLE_FEATURES):
         _add(rows, f"W1P_{name}", *_mean_std(w1p[:, c]), SCALE_W1P)
-    _add(rows, "W1P", *_mean_std(w1p.mean(axis=1)), SCALE_W1P)
+    _add(rows, "W1P", *feature_mean_w1(w1p, settings.w1_error), SCALE_W1P)
 
     w1efp = w1_per_batch_jet_features(efp.prime_n4_d4(real.efps), efp.prime_n4_d4(gen.efps), batches)
     for c, name in enumerate(PRIME_EFP_NAMES):
         _add(rows, f"W1EFP_{name}", *_mean_std(w1efp[:, c]), SCALE_W1EFP)
-    _add(rows, "W1EFP", *_mean_std(w1efp.mean(axis=1)), SCALE_W1EFP)
+    _add(rows, "W1EFP", *feature_mean_w1(w1efp, settings.w1_error), SCALE_W1EFP)
 
     fpd = frechet_physics_distance(
         real.efps,

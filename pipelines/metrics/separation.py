@@ -3,6 +3,10 @@
 CaloChallenge definition: with both histograms normalised to unit sum (equivalently density
 histograms multiplied by the bin widths; out-of-range entries dropped),
 S = 1/2 * sum_i (h1_i - h2_i)^2 / (h1_i + h2_i + 1e-16). S lies in [0, 1]; 0 means identical.
+
+Undefined case (the published code gives NaN): a histogram in whose range one sample has entries and the
+other none is counted as S = 1 (no overlap) by :func:`counted_separation_power`, so that it is not
+dropped from a mean; one in whose range neither sample has an entry counts as 0 (they agree).
 """
 
 from __future__ import annotations
@@ -26,6 +30,27 @@ def separation_power(counts_1: np.ndarray, counts_2: np.ndarray) -> float | None
         return None
     h1, h2 = h1 / s1, h2 / s2
     return float(0.5 * np.sum((h1 - h2) ** 2 / (h1 + h2 + 1e-16)))
+
+
+#: the convention of :func:`counted_separation_power`, as metrics.json names it
+UNDEFINED_CONVENTION = (
+    "a histogram in whose range one sample has entries and the other none counts as separation power 1 "
+    "(no overlap; the CaloChallenge code gives NaN) and enters the group mean; one in whose range neither "
+    "sample has an entry counts as 0"
+)
+
+
+def counted_separation_power(counts_ref: np.ndarray, counts_gen: np.ndarray) -> tuple[float, bool]:
+    """(S, no_overlap) of two histograms of raw counts, undefined cases counted (module docstring):
+    S = 1 and no_overlap = True when exactly one histogram is empty, S = 0 when both are."""
+    s = separation_power(counts_ref, counts_gen)
+    if s is not None:
+        return s, False
+    empty_ref = not np.asarray(counts_ref).sum() > 0
+    empty_gen = not np.asarray(counts_gen).sum() > 0
+    if empty_ref and empty_gen:
+        return 0.0, False
+    return 1.0, True
 
 
 def histogram_counts(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
