@@ -26,7 +26,7 @@ rule sample:
         settings=as_json(config["sampling"]["settings"]),
         multiplicity=lambda wc, input: ["--multiplicity", input.multiplicity] if "multiplicity" in input.keys() else [],
         code=code_hash("pipelines.sample", "pipelines.models.families"),
-    threads: 2
+    threads: 1  # as train: small ops on a shared 2-core machine are fastest on one thread
     resources:
         gpu=1,
         cpus_per_gpu=lambda wc, threads: threads,
