@@ -150,6 +150,12 @@ def test_hostile_title_and_path_arrive_intact_in_a_real_run(tmp_path: Path) -> N
     curve, timing = _write_curve_and_timing(run_dir)
     curve.rename(run_dir / "training_curve.csv")
     timing.rename(run_dir / "timing.json")
+    summary = {"family": "factorised", "steps": 10, "total_train_time_s": 3.0, "device": "cpu"}
+    (run_dir / "training_summary.json").write_text(json.dumps(summary))
+    for role in ("train", "reference"):  # the calo data summaries the report lists (no warnings)
+        data_summary = {"file": f"results/calo/data/{role}.h5", "sha256": "0" * 64, "warnings": []}
+        (work / "results" / "calo" / "data").mkdir(parents=True, exist_ok=True)
+        (work / "results" / "calo" / "data" / f"{role}.summary.json").write_text(json.dumps(data_summary))
     (work / "hostile.yaml").write_text(yaml.safe_dump(_hostile_config(data_dir)))
     targets = ["results/jets/data/train.summary.json", "results/calo/tiny-factorised/report.html"]
     only = ("--allowed-rules", "validate_data", "report")
