@@ -239,10 +239,13 @@ def _train_locked(
     if run.step != last_saved or found is None:
         write_checkpoint(ckpt_dir, run.state(run_info), loop.keep_checkpoints)
     if loop.validate_every > 0 and run.step % loop.validate_every != 0:
-        # the final weights compete for "best" too; after the checkpoint, so a resumed run is unchanged
-        run.history.append(
-            {"step": run.step, **run.lrs(), **figures, **run.validate(), "elapsed_s": run.elapsed_s}
-        )
+        # the final weights compete for "best" too; after the checkpoint, so a resumed run is unchanged;
+        # one curve row per step (the step's log row, when there is one, gets the figures)
+        final = {"step": run.step, **run.lrs(), **figures, **run.validate(), "elapsed_s": run.elapsed_s}
+        if run.history and run.history[-1]["step"] == run.step:
+            run.history[-1].update(final)
+        else:
+            run.history.append(final)
 
     use_best = loop.select == "best" and run.best is not None
     weights = run.best["weights"] if use_best else run.export_weights()

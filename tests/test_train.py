@@ -8,6 +8,7 @@ test_mdma_gan.py.
 
 from __future__ import annotations
 
+import csv
 import errno
 import fcntl
 import json
@@ -272,6 +273,16 @@ def test_stage_outputs(straight_run: Path) -> None:
     final = _final_state(straight_run)
     assert final["best"]["step"] == summary["exported_step"]
     _assert_same_tensors(payload["weights"]["gauss"], final["best"]["weights"]["gauss"])
+
+
+def test_final_validation_joins_the_last_log_row(jet_files: dict[str, Path], tmp_path: Path) -> None:
+    """6 steps, a log row every 2 and validation every 4: rows 2, 4, 6; step 6 (the end) is validated."""
+    settings = {**RUN, "max_steps": 6, "validate_every": 4, "checkpoint_every": 6}
+    assert T.main(_argv(jet_files, tmp_path, settings)) == 0
+    with open(tmp_path / "curve.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows] == [2, 4, 6]
+    assert [r["val_figure"] != "" for r in rows] == [False, True, True] and rows[-1]["loss"] != ""
 
 
 def _assert_same_run(ref: dict, got: dict) -> None:
