@@ -129,15 +129,21 @@ def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def load_metrics(path: str | Path) -> dict:
-    """metrics.json of the evaluation contract, validated (DataError naming the file otherwise)."""
-    path = Path(path)
+def _read_json_object(path: Path, what: str) -> dict:
+    """The JSON object in ``path``; DataError naming the file and ``what`` it should hold otherwise."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise DataError(f"{path}: cannot read metrics JSON: {err}") from err
+        raise DataError(f"{path}: cannot read {what} JSON: {err}") from err
     if not isinstance(data, dict):
-        raise DataError(f"{path}: metrics must be a JSON object")
+        raise DataError(f"{path}: {what} must be a JSON object")
+    return data
+
+
+def load_metrics(path: str | Path) -> dict:
+    """metrics.json of the evaluation contract, validated (DataError naming the file otherwise)."""
+    path = Path(path)
+    data = _read_json_object(path, "metrics")
     missing = [key for key in ("kind", "dataset", "rows", "settings", "histograms") if key not in data]
     if missing:
         raise DataError(f"{path}: metrics lack keys {missing}")
@@ -325,12 +331,7 @@ class TrainingBudget:
 def load_training_budget(path: str | Path) -> TrainingBudget:
     """The training budget from a run's training_summary.json (written by the train stage)."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise DataError(f"{path}: cannot read training summary JSON: {err}") from err
-    if not isinstance(data, dict):
-        raise DataError(f"{path}: training summary must be a JSON object")
+    data = _read_json_object(path, "training summary")
 
     def integer(key: str) -> int | None:
         value = data.get(key)
@@ -409,11 +410,8 @@ def format_scalar(value: object) -> str:
 def load_data_summary(path: str | Path) -> dict:
     """A ``validate`` summary JSON: input file, content hash and warnings (DataError if it is not one)."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise DataError(f"{path}: cannot read the data summary JSON: {err}") from err
-    if not isinstance(data, dict) or not {"file", "sha256", "warnings"} <= set(data):
+    data = _read_json_object(path, "the data summary")
+    if not {"file", "sha256", "warnings"} <= set(data):
         raise DataError(f"{path}: not a data summary of the validate stage (needs file, sha256, warnings)")
     warnings = data["warnings"]
     if not isinstance(warnings, list) or not all(isinstance(w, str) for w in warnings):
@@ -439,12 +437,7 @@ def load_timing(path: str | Path, kind: str | None = None) -> TimingTable:
     """Timing JSON read as described in the module docstring; for jets (``kind`` or the file's own
     ``kind``) the calorimeter-only keys (:data:`CALORIMETER_ONLY`) are left out."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise DataError(f"{path}: cannot read timing JSON: {err}") from err
-    if not isinstance(data, dict):
-        raise DataError(f"{path}: timing must be a JSON object")
+    data = _read_json_object(path, "timing")
     if data.get("kind", kind) == "jets":
         data = {k: _without_keys(v, CALORIMETER_ONLY) for k, v in data.items() if k not in CALORIMETER_ONLY}
     info = [(key, format_scalar(value)) for key, value in data.items() if _is_scalar(value)]
