@@ -34,7 +34,7 @@ def check_settings_types(settings: Any) -> None:
 
 @dataclass(frozen=True)
 class FactorisedSettings:
-    """Hyperparameters of the factorised family (defaults: about 2-3 minutes of 1-thread CPU training).
+    """Hyperparameters of the factorised family (defaults: a CPU model, ~0.027 s per step on one thread).
 
     shower_hidden, shower_blocks: width and hidden layers of the shower-level velocity MLP;
     shower_lr, shower_batch: its AdamW learning rate and showers per minibatch; time_dim: sinusoidal
