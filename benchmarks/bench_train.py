@@ -21,7 +21,8 @@ from embedded_data import jet_data, shower_data
 
 from pipelines.device import resolve_device
 from pipelines.models.family import count_parameters, family_settings, get_family
-from pipelines.training.loop import LoopSettings, Run, seed_everything
+from pipelines.training.loop import Run, seed_everything
+from pipelines.training.settings import LoopSettings
 
 FAMILIES = ("factorised", "flow-matching", "mdma-gan")
 

@@ -2,7 +2,7 @@
 
 ``--family`` names the model family (``factorised``, ``flow-matching``, ``mdma-gan``; see
 :mod:`pipelines.models.family`); ``--settings`` is one JSON object holding the loop's settings
-(:class:`pipelines.training.loop.LoopSettings`) and the family's own (its ``Settings`` dataclass).
+(:class:`pipelines.training.settings.LoopSettings`) and the family's own (its ``Settings`` dataclass).
 Outputs: the model file (family, config and exported weights: the best validated model or the last,
 see ``select``), the training curve (CSV: losses, learning rates and validation figures) and a
 summary JSON. Checkpoints in ``--checkpoint-dir`` make the run resumable after preemption; the
@@ -39,14 +39,8 @@ from pipelines.training.checkpoint import (
     set_aside_checkpoints,
     write_checkpoint,
 )
-from pipelines.training.loop import (
-    RESUMABLE_CHANGES,
-    LoopSettings,
-    Run,
-    run_steps,
-    seed_everything,
-    split_settings,
-)
+from pipelines.training.loop import Run, run_steps, seed_everything
+from pipelines.training.settings import RESUMABLE_CHANGES, LoopSettings, split_settings
 from pipelines.transforms import load_transform
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,8 @@ from pipelines.io.errors import DataError
 from pipelines.models.blocks import UnitNormLinear
 from pipelines.models.family import PointSampler, TrainingData, family_settings
 from pipelines.models.mdma_gan import MDMAGAN, GANSettings, gradient_penalty, periodic_columns
-from pipelines.training.loop import LoopSettings, Run, seed_everything
+from pipelines.training.loop import Run, seed_everything
+from pipelines.training.settings import LoopSettings
 from pipelines.transforms import Chain, Standardize, jet_transform, shower_transform
 
 torch.set_num_threads(1)

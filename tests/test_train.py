@@ -46,7 +46,8 @@ from pipelines.training.checkpoint import (
     rng_state,
     set_rng_state,
 )
-from pipelines.training.loop import EMA, LoopSettings, lr_factor, split_settings
+from pipelines.training.loop import EMA, lr_factor
+from pipelines.training.settings import LoopSettings, split_settings
 from pipelines.transforms import jet_transform, save_transform, shower_transform
 
 REPO = Path(__file__).resolve().parents[1]

@@ -32,19 +32,7 @@ from tqdm import tqdm
 from pipelines.device import autocast_dtype
 from pipelines.models.family import Family, ParamGroup
 from pipelines.training.checkpoint import CHECKPOINT_FORMAT, rng_state, set_rng_state
-from pipelines.training.settings import LOOP_KEYS, RESUMABLE_CHANGES, LoopSettings, split_settings
-
-__all__ = [
-    "EMA",
-    "LOOP_KEYS",
-    "RESUMABLE_CHANGES",
-    "LoopSettings",
-    "Run",
-    "lr_factor",
-    "run_steps",
-    "seed_everything",
-    "split_settings",
-]
+from pipelines.training.settings import LoopSettings
 
 log = logging.getLogger(__name__)
 
