@@ -216,8 +216,9 @@ def points_to_voxels(
             flat[key] = energy
             continue
         if collisions == "shift":
-            shower = np.repeat(np.arange(s1 - s0, dtype=np.int64), lengths[s0:s1])
-            layer, alpha, r = _clamped_bins(p, geometry)
+            if geometry.is_regular:  # the regular keys were made without the per-point bins
+                shower = np.repeat(np.arange(s1 - s0, dtype=np.int64), lengths[s0:s1])
+                layer, alpha, r = _clamped_bins(p, geometry)
             key = shower * n_vox + _shift_collisions(shower, layer, alpha, r, geometry)
         np.add.at(flat, key, energy)
     return out, int(n_collided)
