@@ -32,7 +32,7 @@ TINY = REPO / "tests" / "config" / "tiny.yaml"
 HOSTILE = 'Anna\'s $(touch pwned-a) `touch pwned-b` "q" ; touch pwned-c & x | y > z\nline two\\'
 #: a directory name in the same spirit (no "/": it is one path component)
 HOSTILE_DIR = "my data 'q'$(touch pwned-d)`touch pwned-e`\n\"x\" ;&|<>*?"
-PY_PREFIX = f"{shlex.quote(sys.executable)} -m pipelines "
+PY_PREFIX = "python -m pipelines "
 #: stands in for ``python -m pipelines``: appends its argv (stage and options) to the file argv[1]
 ARGV_DUMPER = (
     "import json, sys\nwith open(sys.argv[1], 'a') as f:\n    print(json.dumps(sys.argv[2:]), file=f)\n"

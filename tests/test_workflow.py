@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
+import tomllib
 
 import h5py
 import numpy as np
@@ -137,3 +139,30 @@ def test_snakemake_report_collects_the_plots(tiny_run):
     assert res.returncode == 0, res.stderr
     page = (tiny_run / "workflow_report.html").read_text()
     assert "layer_profile" in page and "relative_mass" in page
+
+
+def test_snakemake_lint_finds_nothing(tmp_path):
+    """`snakemake --lint`: every rule names its environment, no shell command reads a global."""
+    work = copy_repository(tmp_path)
+    res = _snakemake(work, "--lint")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "Congratulations, your workflow is in a good condition!" in res.stdout + res.stderr
+
+
+def _requirements(lines: list[str]) -> dict[str, str]:
+    """Requirement strings by package name (PEP 508 names, without extras)."""
+    return {re.split(r"[<>=!~ \[;]", line, maxsplit=1)[0].lower(): line.replace(" ", "") for line in lines}
+
+
+def test_dependency_pins_agree_across_pyproject_conda_env_and_slurm_profile():
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    pins = _requirements(project)
+    env = yaml.safe_load((REPO / "workflow" / "envs" / "pipelines.yaml").read_text())
+    (pip,) = [entry["pip"] for entry in env["dependencies"] if isinstance(entry, dict)]
+    assert _requirements(pip) == pins
+    python = [entry for entry in env["dependencies"] if isinstance(entry, str) and entry.startswith("python")]
+    assert python == ["python=3.11"]
+    plugin = pins["snakemake-executor-plugin-slurm"]
+    assert plugin.startswith("snakemake-executor-plugin-slurm>=2.8")
+    profile = (REPO / "profiles" / "slurm" / "config.yaml").read_text()
+    assert re.findall(r"snakemake-executor-plugin-slurm\S*", profile) == [plugin]

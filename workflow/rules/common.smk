@@ -1,6 +1,6 @@
 # Shared helpers: config lookups, input paths of real or embedded data, code hashes.
 import json
-import shlex
+import os
 import sys
 from pathlib import Path
 
@@ -10,8 +10,16 @@ from pipelines.models.settings import family_spec  # noqa: E402 (no torch: a fas
 from pipelines.training.settings import split_settings  # noqa: E402
 
 # Shell commands quote every interpolated value ({x:q}): config strings and file paths never reach
-# the shell as code, whatever quotes, spaces, $(...), backticks or newlines they hold.
-PY = f"{shlex.quote(sys.executable)} -m pipelines"
+# the shell as code, whatever quotes, spaces, $(...), backticks or newlines they hold. They run
+# `python -m pipelines`: the interpreter running this workflow comes first on PATH (jobs inherit it),
+# unless --use-conda activates the rules' environment (workflow/envs/pipelines.yaml).
+envvars:
+    "PATH",
+
+
+_BIN = str(Path(sys.executable).parent)
+if os.environ.get("PATH", "").split(os.pathsep)[0] != _BIN:
+    os.environ["PATH"] = os.pathsep.join([_BIN, os.environ.get("PATH", "")])
 DATASETS = config["datasets"]
 MODELS = config["models"]
 NAME = "[A-Za-z0-9_-]+"
@@ -59,6 +67,13 @@ def run_dirs():
 
 def final_outputs():
     return [f"{d}/report.html" for d in run_dirs()]
+
+
+def multiplicity_input(wc):
+    """The multiplicity model, for families that draw n from it (not the factorised showers)."""
+    if family_spec(MODELS[wc.model]["family"]).needs_multiplicity:
+        return {"multiplicity": f"results/{wc.dataset}/{wc.model}/multiplicity.json"}
+    return {}
 
 
 for _run in config["runs"]:

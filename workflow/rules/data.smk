@@ -12,10 +12,12 @@ rule generate_showers:
         seed=role_seed,
         settings=lambda wc: as_json(dataset(wc)["source"]["embedded"]["settings"]),
         code=code_hash("pipelines.generate.gflash"),
+    conda:
+        "../envs/pipelines.yaml"
     log:
         "logs/{dataset}/generate_{role}.log",
     shell:
-        "{PY} generate-showers --dataset {params.geometry:q} --n-showers {params.n:q} --seed {params.seed:q}"
+        "python -m pipelines generate-showers --dataset {params.geometry:q} --n-showers {params.n:q} --seed {params.seed:q}"
         " --settings {params.settings:q} --out {output:q} 2> {log:q}"
 
 
@@ -31,10 +33,12 @@ rule generate_jets:
         seed=role_seed,
         settings=lambda wc: as_json(dataset(wc)["source"]["embedded"]["settings"]),
         code=code_hash("pipelines.generate.pythia_jets"),
+    conda:
+        "../envs/pipelines.yaml"
     log:
         "logs/{dataset}/generate_{role}.log",
     shell:
-        "{PY} generate-jets --jet-type {params.jet_type:q} --n-jets {params.n:q} --n-particles {params.particles:q}"
+        "python -m pipelines generate-jets --jet-type {params.jet_type:q} --n-jets {params.n:q} --n-particles {params.particles:q}"
         " --seed {params.seed:q} --settings {params.settings:q} --out {output:q} 2> {log:q}"
 
 
@@ -47,7 +51,9 @@ rule validate_data:
         kind=lambda wc: dataset(wc)["kind"],
         geometry=lambda wc: dataset(wc)["geometry"],
         code=code_hash("pipelines.validate"),
+    conda:
+        "../envs/pipelines.yaml"
     log:
         "logs/{dataset}/validate_{role}.log",
     shell:
-        "{PY} validate --kind {params.kind:q} --dataset {params.geometry:q} --input={input:q} --out {output:q} 2> {log:q}"
+        "python -m pipelines validate --kind {params.kind:q} --dataset {params.geometry:q} --input={input:q} --out {output:q} 2> {log:q}"

@@ -19,9 +19,11 @@ rule evaluate:
         cache="results/cache/features",
         code=lambda wc: code_hash(f"pipelines.metrics.evaluate_{dataset(wc)['kind']}"),
     threads: 2
+    conda:
+        "../envs/pipelines.yaml"
     log:
         "logs/{dataset}/{model}/evaluate.log",
     shell:
-        "{PY} {params.stage:q} --reference={input.reference:q} --generated {input.samples:q} {params.geometry:q}"
+        "python -m pipelines {params.stage:q} --reference={input.reference:q} --generated {input.samples:q} {params.geometry:q}"
         " --settings {params.settings:q} --cache-dir {params.cache:q}"
         " --out-metrics {output.metrics:q} --out-histograms {output.histograms:q} 2> {log:q}"

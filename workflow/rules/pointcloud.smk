@@ -13,10 +13,12 @@ rule convert:
         split=",".join(str(f) for f in config["preprocessing"]["split"]),
         seed=config["seed"],
         code=code_hash("pipelines.convert"),
+    conda:
+        "../envs/pipelines.yaml"
     log:
         "logs/{dataset}/convert.log",
     shell:
-        "{PY} convert --kind {params.kind:q} --dataset {params.geometry:q} --input={input.data:q}"
+        "python -m pipelines convert --kind {params.kind:q} --dataset {params.geometry:q} --input={input.data:q}"
         " --split {params.split:q} --seed {params.seed:q} --out {output:q} 2> {log:q}"
 
 
@@ -31,8 +33,10 @@ rule fit_transforms:
         seed=config["seed"],
         settings=as_json({"max_fit_points": config["preprocessing"]["max_fit_points"]}),
         code=code_hash("pipelines.transforms"),
+    conda:
+        "../envs/pipelines.yaml"
     log:
         "logs/{dataset}/fit_transforms.log",
     shell:
-        "{PY} fit-transforms --clouds {input:q} --kind {params.kind:q} --dataset {params.geometry:q}"
+        "python -m pipelines fit-transforms --clouds {input:q} --kind {params.kind:q} --dataset {params.geometry:q}"
         " --seed {params.seed:q} --settings {params.settings:q} --out {output:q} 2> {log:q}"

@@ -23,10 +23,12 @@ rule report:
         real=lambda wc: "" if is_embedded(wc.dataset) else "--real-data",
         settings=as_json(config["report"]["settings"]),
         code=code_hash("pipelines.report.html", extra_files=("report/templates/report.html",)),
+    conda:
+        "../envs/pipelines.yaml"
     log:
         "logs/{dataset}/{model}/report.log",
     shell:
-        "{PY} report --metrics {input.metrics:q} --histograms {input.histograms:q} --labels {params.label:q}"
+        "python -m pipelines report --metrics {input.metrics:q} --histograms {input.histograms:q} --labels {params.label:q}"
         " --training-curve {input.curve:q} --timing {input.timing:q} --training-summary {input.summary:q}"
         " --data-summaries {input.data_summaries:q} {params.real:q} --settings {params.settings:q}"
         " --out {output.html:q} --plots-dir {output.plots:q} 2> {log:q}"

@@ -1,13 +1,6 @@
 # Generation: samples in the input format (CaloChallenge showers, JetNet jets) plus timings.
 
 
-def multiplicity_input(wc):
-    """The multiplicity model, for families that draw n from it (not the factorised showers)."""
-    if family_spec(MODELS[wc.model]["family"]).needs_multiplicity:
-        return {"multiplicity": f"results/{wc.dataset}/{wc.model}/multiplicity.json"}
-    return {}
-
-
 rule sample:
     input:
         unpack(multiplicity_input),
@@ -32,10 +25,12 @@ rule sample:
         cpus_per_gpu=lambda wc, threads: threads,
         mem_mb=lambda wc, attempt: 8000 * attempt,
         runtime=lambda wc, attempt: 30 * attempt,
+    conda:
+        "../envs/pipelines.yaml"
     log:
         "logs/{dataset}/{model}/sample.log",
     shell:
-        "{PY} sample --model {input.model:q} {params.multiplicity:q} --transforms {input.transforms:q}"
+        "python -m pipelines sample --model {input.model:q} {params.multiplicity:q} --transforms {input.transforms:q}"
         " --reference={input.reference:q} --kind {params.kind:q} --dataset {params.geometry:q} --n-samples {params.n:q}"
         " --seed {params.seed:q} --settings {params.settings:q} --out {output.samples:q}"
         " --out-timing {output.timing:q} 2> {log:q}"

@@ -13,10 +13,12 @@ rule train_multiplicity:
         geometry=lambda wc: dataset(wc)["geometry"],
         settings=lambda wc: as_json({"seed": config["seed"], **MODELS[wc.model].get("multiplicity", {})}),
         code=code_hash("pipelines.models.multiplicity"),
+    conda:
+        "../envs/pipelines.yaml"
     log:
         "logs/{dataset}/{model}/train_multiplicity.log",
     shell:
-        "{PY} train-multiplicity --clouds {input:q} --kind {params.kind:q} --dataset {params.geometry:q}"
+        "python -m pipelines train-multiplicity --clouds {input:q} --kind {params.kind:q} --dataset {params.geometry:q}"
         " --settings {params.settings:q} --out {output.model:q} --out-plot {output.plot:q} 2> {log:q}"
 
 
@@ -41,10 +43,12 @@ rule train:
         cpus_per_gpu=lambda wc, threads: threads,
         mem_mb=lambda wc, attempt: 8000 * attempt,
         runtime=lambda wc, attempt: 60 * attempt,
+    conda:
+        "../envs/pipelines.yaml"
     log:
         "logs/{dataset}/{model}/train.log",
     shell:
-        "PIPELINES_NUM_THREADS={threads} {PY} train --clouds {input.clouds:q} --transforms {input.transforms:q}"
+        "PIPELINES_NUM_THREADS={threads} python -m pipelines train --clouds {input.clouds:q} --transforms {input.transforms:q}"
         " --kind {params.kind:q} --family {params.family:q} --dataset {params.geometry:q}"
         " --settings {params.settings:q} --checkpoint-dir {params.checkpoints:q}"
         " --code-version {params.code:q} --restart-on-mismatch"
