@@ -1,14 +1,26 @@
 # Raw data -> point clouds -> generative model -> samples -> metrics -> HTML report.
 # Every rule calls one `python -m pipelines <stage>` entry point; the logic lives in pipelines/.
+import sys
+
+from snakemake.common.configfile import load_configfile
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
+sys.path.insert(0, workflow.basedir)
+from pipelines.config_check import check_config  # noqa: E402 (no torch: a fast start)
 
 
 configfile: "config.yaml"
 
 
-validate(config, "workflow/schemas/config.schema.yaml")
+# One line per mistake (key, problem, fix); a --configfile's data source replaces the default one.
+check_config(
+    config,
+    f"{workflow.basedir}/workflow/schemas/config.schema.yaml",
+    layers=[load_configfile(f) for f in workflow.config_settings.configfiles] + [workflow.config_settings.config],
+    files=", ".join(["config.yaml", *map(str, workflow.config_settings.configfiles)]),
+)
+validate(config, "workflow/schemas/config.schema.yaml")  # fills in the schema's defaults
 
 
 report: "workflow/report/workflow.rst"

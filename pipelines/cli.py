@@ -31,12 +31,12 @@ STAGES: dict[str, Stage] = {
     "generate-showers": Stage(
         "pipelines.generate.gflash",
         "simulate GFlash showers in a CaloChallenge geometry (embedded data set)",
-        ("pipelines.generate.gflash:GFlashSettings",),
+        ("pipelines.generate.settings:GFlashSettings",),
     ),
     "generate-jets": Stage(
         "pipelines.generate.pythia_jets",
         "generate JetNet-like jets with Pythia 8 and FastJet (embedded data set)",
-        ("pipelines.generate.pythia_jets:JetGenSettings",),
+        ("pipelines.generate.settings:JetGenSettings",),
     ),
     "validate": Stage(
         "pipelines.validate", "check a CaloChallenge or JetNet file completely, record a summary"
@@ -47,12 +47,12 @@ STAGES: dict[str, Stage] = {
     "fit-transforms": Stage(
         "pipelines.transforms",
         "fit the invertible point-feature preprocessing on the training split",
-        ("pipelines.transforms:FitSettings",),
+        ("pipelines.stage_settings:FitSettings",),
     ),
     "train-multiplicity": Stage(
         "pipelines.models.multiplicity",
         "fit the multiplicity model p(n | E_inc) (showers) or p(n) (jets)",
-        ("pipelines.models.multiplicity:MultiplicitySettings",),
+        ("pipelines.models.settings:MultiplicitySettings",),
     ),
     "train": Stage(
         "pipelines.train",
@@ -62,22 +62,22 @@ STAGES: dict[str, Stage] = {
     "sample": Stage(
         "pipelines.sample",
         "generate showers or jets with a trained model, in the input file format, and time it",
-        ("pipelines.sample:SampleSettings",),
+        ("pipelines.stage_settings:SampleSettings",),
     ),
     "evaluate-showers": Stage(
         "pipelines.metrics.evaluate_showers",
         "CaloChallenge metrics of generated showers against the reference (and real vs real)",
-        ("pipelines.metrics.evaluate_showers:EvaluateShowersSettings",),
+        ("pipelines.metrics.settings:EvaluateShowersSettings",),
     ),
     "evaluate-jets": Stage(
         "pipelines.metrics.evaluate_jets",
         "JetNet metrics of generated jets against the reference (and real vs real)",
-        ("pipelines.metrics.evaluate_jets:EvaluateJetsSettings",),
+        ("pipelines.metrics.settings:EvaluateJetsSettings",),
     ),
     "report": Stage(
         "pipelines.report.html",
         "HTML validation page: verdict, metrics against real vs real, plots, training, timing",
-        ("pipelines.report.html:ReportSettings",),
+        ("pipelines.report.settings:ReportSettings",),
     ),
 }
 

@@ -3,11 +3,26 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
+import math
+import re
 import types
 import typing
 from collections.abc import Mapping
 from typing import Any
+
+#: a number as YAML 1.2 and JSON read it but YAML 1.1 (PyYAML) keeps as a string: ``3e-4``, ``1E5``
+YAML11_NUMBER = re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
+
+
+def yaml11_number(value: Any) -> float | None:
+    """The number a YAML 1.1 string such as ``"3e-4"`` stands for (a config's ``lr: 3e-4``), None for
+    any other value."""
+    if isinstance(value, str) and YAML11_NUMBER.match(value.strip()):
+        number = float(value)
+        return number if math.isfinite(number) else None
+    return None
 
 
 def settings_object(text: str | Mapping | None, cls: type, stage: str) -> dict[str, Any]:
@@ -32,7 +47,9 @@ def settings_object(text: str | Mapping | None, cls: type, stage: str) -> dict[s
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - known)
     if unknown:
-        raise ValueError(f"unknown {stage} settings {unknown}; known: {sorted(known)}")
+        close = difflib.get_close_matches(str(unknown[0]), sorted(known), n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"unknown {stage} settings {unknown}{hint} (known: {', '.join(sorted(known))})")
     hints = typing.get_type_hints(cls)
     return {key: checked_value(f"{stage} setting {key}", value, hints[key]) for key, value in raw.items()}
 
@@ -67,8 +84,9 @@ def checked_value(what: str, value: Any, hint: Any) -> Any:
     """``value`` checked against the type ``hint`` in JSON terms, converted; ValueError naming ``what``.
 
     Supported hints: bool, int, float, str, ``X | None`` and tuples (``tuple[X, ...]`` or fixed
-    length). Booleans are not numbers, an int is accepted for a float (and becomes one), and a
-    list is accepted for a tuple (and becomes one).
+    length). Booleans are not numbers, an int is accepted for a float (and becomes one), so is a
+    YAML 1.1 number string such as ``"3e-4"`` (:func:`yaml11_number`), and a list is accepted for a
+    tuple (and becomes one).
     """
     if isinstance(hint, types.UnionType):
         options = typing.get_args(hint)
@@ -92,6 +110,8 @@ def checked_value(what: str, value: Any, hint: Any) -> Any:
         return tuple(checked_value(what, item, arg) for item, arg in zip(value, args, strict=True))
     if hint is float and type(value) in (int, float):
         return float(value)
+    if hint is float and yaml11_number(value) is not None:
+        return yaml11_number(value)
     if hint in (bool, int, str) and type(value) is hint:
         return value
     raise ValueError(f"{what} must be {_describe(hint)}, got {value!r}")

@@ -35,7 +35,6 @@ physical values and train in transformed space.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import functools
 import json
 import logging
@@ -50,7 +49,7 @@ from scipy import optimize, special
 
 from pipelines.io.atomic import atomic_path
 from pipelines.io.errors import DataError
-from pipelines.settings import settings_object
+from pipelines.stage_settings import FitSettings
 
 if TYPE_CHECKING:
     import torch
@@ -688,24 +687,6 @@ def load_transform(path: str | Path) -> Transform:
 
 
 # ----------------------------------------------------------------------------------------------- CLI
-
-
-@dataclasses.dataclass(frozen=True)
-class FitSettings:
-    """Settings of the ``fit-transforms`` stage.
-
-    max_fit_points: fit on at most this many training points (a seeded random subset of whole
-        clouds' points; 0 = all). Bounds memory and time on the 1.6e8-point dataset-2 training split.
-    """
-
-    max_fit_points: int = 5_000_000
-
-    @classmethod
-    def from_json(cls, text: str | None) -> FitSettings:
-        s = cls(**settings_object(text, cls, "fit-transforms"))
-        if not isinstance(s.max_fit_points, int) or s.max_fit_points < 0:
-            raise ValueError(f"max_fit_points must be a non-negative integer, got {s.max_fit_points!r}")
-        return s
 
 
 def fit_point_transform(

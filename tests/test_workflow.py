@@ -39,17 +39,24 @@ def test_default_config_dry_run_plans_every_stage(tmp_path):
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        (lambda c: c.update(seed="one"), "'one' is not of type 'integer'"),
-        (lambda c: c.update(colour="blue"), "Additional properties are not allowed"),
+        (lambda c: c.update(seed="one"), 'config.yaml: seed: "one" is not of type integer'),
+        (lambda c: c.update(colour="blue"), "unknown key 'colour'"),
         (lambda c: c["models"]["flow"]["training"].update(max_step=3), "max_step"),
-        (lambda c: c["models"]["flow"].update(family="vae"), "'vae' is not one of"),
+        (lambda c: c["models"]["flow"].update(family="vae"), '"vae" is not allowed; allowed values: '),
         (
             lambda c: c["models"]["flow"]["architecture"].update(critic_hidden=3),
             "takes no settings ['critic_hidden']",
         ),
         (lambda c: c["models"]["flow"]["architecture"].update(hidden="wide"), "hidden"),
         (lambda c: c["runs"].append({"dataset": "jets-top30", "model": "factorised"}), "does not model jets"),
-        (lambda c: c["datasets"]["calo-ds2"].update(geometry="4"), "calo-ds2"),
+        (
+            lambda c: c["datasets"]["calo-ds2"].update(geometry=2),
+            'config.yaml: datasets.calo-ds2.geometry: 2 is not allowed; allowed values: "2", "3" (write "2"',
+        ),
+        (
+            lambda c: c["report"]["settings"].update(ratio_range=[-1, 2]),
+            "config.yaml: report.settings: report setting ratio_range must be [low, high]",
+        ),
         (lambda c: c["runs"].append({"dataset": "nope", "model": "flow"}), "unknown data set"),
         (lambda c: c["preprocessing"].update(split=[0.5, 0.2, 0.2]), "must sum to 1"),
     ],
@@ -62,6 +69,33 @@ def test_bad_config_is_a_clear_error(tmp_path, edit, message):
     res = _snakemake(work, "-n", "--cores", "1")
     assert res.returncode != 0
     assert message in res.stdout + res.stderr
+    assert "not valid under any of the given schemas" not in res.stdout + res.stderr
+
+
+def test_own_data_via_configfile_replaces_the_embedded_source(tmp_path):
+    """The README's route: a config file of one's own with a `files` source, merged over config.yaml."""
+    work = copy_repository(tmp_path / "work")
+    for role in ("train", "reference"):
+        (tmp_path / f"{role}.h5").write_bytes(b"")  # a dry run only needs the files to exist
+    own = {
+        "datasets": {
+            "calo-ds2": {
+                "kind": "showers",
+                "geometry": "2",
+                "source": {
+                    "files": {
+                        "train": str(tmp_path / "train.h5"),
+                        "reference": str(tmp_path / "reference.h5"),
+                    }
+                },
+            }
+        }
+    }
+    (work / "mine.yaml").write_text(yaml.safe_dump(own))
+    res = _snakemake(work, "-n", "-p", "--cores", "1", "--configfile", "mine.yaml")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "generate_showers" not in res.stdout and "generate_jets" in res.stdout  # jets stay embedded
+    assert f"--input={tmp_path / 'train.h5'}" in res.stdout
 
 
 @pytest.fixture(scope="module")

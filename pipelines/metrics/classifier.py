@@ -32,55 +32,9 @@ from sklearn.isotonic import IsotonicRegression
 from sklearn.metrics import roc_auc_score
 from tqdm import tqdm
 
+from pipelines.metrics.settings import ClassifierConfig
+
 log = logging.getLogger(__name__)
-
-
-#: the published network and training (arXiv:2410.21611): 3 x 2048, Adam lr 2e-4, batch 1000, 50 epochs,
-#: mean and std over 10 trainings
-PUBLISHED = {"hidden": 2048, "layers": 3, "lr": 2e-4, "batch_size": 1000, "epochs": 50, "runs": 10}
-
-
-@dataclass(frozen=True)
-class ClassifierConfig:
-    """Classifier settings. Published values: hidden 2048, layers 3, epochs 50, runs 10."""
-
-    hidden: int = 128
-    layers: int = 2
-    epochs: int = 10
-    lr: float = 2e-4
-    batch_size: int = 1000
-    runs: int = 1
-    seed: int = 0
-    standardize: bool = False
-    patience: int = 0
-
-    def __post_init__(self) -> None:
-        for key in ("hidden", "layers", "epochs", "batch_size", "runs"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"classifier {key} must be >= 1, got {getattr(self, key)}")
-        if not self.lr > 0:
-            raise ValueError(f"classifier lr must be > 0, got {self.lr}")
-        if self.patience < 0:
-            raise ValueError(f"classifier patience must be >= 0, got {self.patience}")
-
-    @property
-    def is_published(self) -> bool:
-        """True for the published setting (see :data:`PUBLISHED`, plain inputs, no early stopping):
-        the only one comparable with the published tables."""
-        own = {key: getattr(self, key) for key in PUBLISHED}
-        return own == PUBLISHED and not (self.standardize or self.patience)
-
-    def describe(self) -> str:
-        """One line naming the setting, for metrics.json and the report."""
-        text = (
-            f"{self.layers} x {self.hidden} LeakyReLU MLP, Adam lr {self.lr}, batch {self.batch_size}, "
-            f"up to {self.epochs} epochs, {self.runs} run(s)"
-        )
-        if self.standardize:
-            text += ", inputs standardised on the reference training split"
-        if self.patience:
-            text += f", early stopping after {self.patience} epochs without test-split improvement"
-        return text + (" (published setting)" if self.is_published else " (not the published setting)")
 
 
 @dataclass(frozen=True)

@@ -49,62 +49,16 @@ from pipelines.io.errors import DataError
 from pipelines.io.hashing import file_sha256
 from pipelines.io.jetnet import read_jetnet
 from pipelines.metrics import efp, jet_metrics
-from pipelines.metrics.jet_metrics import JetMetricSettings, JetSample, make_sample
+from pipelines.metrics.jet_metrics import JetSample, make_sample
 from pipelines.metrics.separation import UNDEFINED_CONVENTION, counted_separation_power, histogram_counts
-from pipelines.metrics.tree_classifier import TreeClassifierConfig, tree_classifier_test
-from pipelines.settings import settings_object
+from pipelines.metrics.settings import EvaluateJetsSettings
+from pipelines.metrics.tree_classifier import tree_classifier_test
 
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = "jet-efps-v2"
 # percentiles of the reference that bound the histogram ranges (robust to single outliers)
 RANGE_PERCENTILES = (0.05, 99.95)
-
-
-@dataclass(frozen=True)
-class EvaluateJetsSettings(JetMetricSettings):
-    """Settings of the ``evaluate-jets`` stage: the metric settings plus the naming and binning.
-
-    tree_folds, tree_max_iter, tree_learning_rate, tree_max_leaf_nodes: the tree classifier test
-    (cross-validation folds; boosting iterations, learning rate and leaves per tree of
-    HistGradientBoostingClassifier); tree_seed_offset: its seed is seed + tree_seed_offset.
-    """
-
-    dataset: str = ""  # name written to metrics.json; "" = the reference file's stem
-    n_bins: int = 50  # bins of the continuous histograms
-    tree_classifier: bool = True  # the tree classifier test on per-jet features
-    tree_folds: int = 5
-    tree_max_iter: int = 100
-    tree_learning_rate: float = 0.1
-    tree_max_leaf_nodes: int = 15
-    tree_seed_offset: int = 0
-    tree_n_particles: int = 30  # leading particles whose features enter the tree test
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.n_bins < 1:
-            raise ValueError(f"n_bins must be >= 1, got {self.n_bins}")
-        if self.tree_n_particles < 1:
-            raise ValueError(f"tree_n_particles must be >= 1, got {self.tree_n_particles}")
-        self.tree_config()  # validates the tree keys
-
-    @classmethod
-    def from_json(cls, text: str) -> EvaluateJetsSettings:
-        """Parse a JSON object; unknown keys or wrong types are a ValueError."""
-        return cls(**settings_object(text, cls, "evaluate-jets"))
-
-    def tree_config(self) -> TreeClassifierConfig:
-        return TreeClassifierConfig(
-            folds=self.tree_folds,
-            max_iter=self.tree_max_iter,
-            learning_rate=self.tree_learning_rate,
-            max_leaf_nodes=self.tree_max_leaf_nodes,
-            seed=self.seed + self.tree_seed_offset,
-        )
-
-    def metric_settings(self) -> JetMetricSettings:
-        names = {f.name for f in dataclasses.fields(JetMetricSettings)}
-        return JetMetricSettings(**{k: v for k, v in dataclasses.asdict(self).items() if k in names})
 
 
 # ---------------------------------------------------------------- cache

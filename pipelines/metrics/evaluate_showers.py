@@ -33,7 +33,6 @@ import dataclasses
 import io
 import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -55,96 +54,13 @@ from pipelines.metrics.calo_features import (
     voxel_energy_counts,
     voxel_energy_edges,
 )
-from pipelines.metrics.classifier import ClassifierConfig, classifier_test, low_level_inputs
+from pipelines.metrics.classifier import classifier_test, low_level_inputs
 from pipelines.metrics.distances import frechet_physics_distance, kernel_physics_distance
 from pipelines.metrics.separation import UNDEFINED_CONVENTION, counted_separation_power, histogram_counts
-from pipelines.metrics.tree_classifier import TreeClassifierConfig, TreeClassifierResult, tree_classifier_test
-from pipelines.settings import settings_object
+from pipelines.metrics.settings import ClassifierConfig, EvaluateShowersSettings
+from pipelines.metrics.tree_classifier import TreeClassifierResult, tree_classifier_test
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class EvaluateShowersSettings:
-    """Hyperparameters of the shower evaluation (defaults sized for a quick CPU run).
-
-    Published classifier: hidden 2048, layers 3, epochs 50, runs 10, ``classifier_standardize`` false,
-    ``classifier_patience`` 0. Published FPD/KPD sizes are the defaults here (they shrink automatically
-    for small samples, see distances.py). ``tree_*``: the tree classifier test (``tree_classifier``
-    switches it on), seeded with ``seed + tree_seed_offset``.
-
-    chunk_size: showers read and featurised at a time (bounds memory).
-    classifier_runs: trainings of the network classifier (mean ± std reported);
-    classifier_hidden, classifier_layers: width and hidden layers of the network classifier;
-    classifier_epochs, classifier_lr, classifier_batch_size: epochs (at most), Adam learning rate and
-    batch size of the network classifier; classifier_low: also train on the low-level inputs (every
-    voxel); classifier_standardize: standardise the inputs on the reference training split;
-    classifier_patience: stop after this many epochs without test-split improvement (0: never).
-    tree_folds, tree_max_iter, tree_learning_rate, tree_max_leaf_nodes: cross-validation folds,
-    boosting iterations, learning rate and leaves per tree of the tree test
-    (HistGradientBoostingClassifier).
-    fpd_n_sizes, fpd_n_draws: FPD sample sizes between fpd_min_samples and fpd_max_samples (equally
-    spaced in 1/N) and draws per size, extrapolated linearly in 1/N to infinite size;
-    fpd_min_samples, fpd_max_samples: smallest and largest FPD sample size (capped by the samples).
-    kpd_n_batches, kpd_batch_size: KPD batches (median and spread reported) and showers per batch.
-    """
-
-    chunk_size: int = 2000
-    classifier_runs: int = 1
-    classifier_hidden: int = 128
-    classifier_layers: int = 2
-    classifier_epochs: int = 10
-    classifier_lr: float = 2e-4
-    classifier_batch_size: int = 1000
-    classifier_low: bool = True
-    classifier_standardize: bool = False
-    classifier_patience: int = 0
-    tree_classifier: bool = True
-    tree_folds: int = 5
-    tree_max_iter: int = 100
-    tree_learning_rate: float = 0.1
-    tree_max_leaf_nodes: int = 15
-    tree_seed_offset: int = 0
-    fpd_n_sizes: int = 10
-    fpd_n_draws: int = 20
-    fpd_min_samples: int = 20000
-    fpd_max_samples: int = 50000
-    kpd_n_batches: int = 10
-    kpd_batch_size: int = 5000
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.chunk_size < 1:
-            raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}")
-        self.classifier_config()  # validates the classifier keys
-        self.tree_config()
-
-    @classmethod
-    def from_json(cls, text: str | None) -> EvaluateShowersSettings:
-        """Parse a JSON object; unknown keys and wrongly typed values are a ValueError."""
-        return cls(**settings_object(text, cls, "evaluate-showers"))
-
-    def classifier_config(self) -> ClassifierConfig:
-        return ClassifierConfig(
-            hidden=self.classifier_hidden,
-            layers=self.classifier_layers,
-            epochs=self.classifier_epochs,
-            lr=self.classifier_lr,
-            batch_size=self.classifier_batch_size,
-            runs=self.classifier_runs,
-            seed=self.seed,
-            standardize=self.classifier_standardize,
-            patience=self.classifier_patience,
-        )
-
-    def tree_config(self) -> TreeClassifierConfig:
-        return TreeClassifierConfig(
-            folds=self.tree_folds,
-            max_iter=self.tree_max_iter,
-            learning_rate=self.tree_learning_rate,
-            max_leaf_nodes=self.tree_max_leaf_nodes,
-            seed=self.seed + self.tree_seed_offset,
-        )
 
 
 #: what the tree classifier test of the showers reads (ShowerFeatures.tree_vector)

@@ -31,6 +31,7 @@ from numpy.typing import NDArray
 
 from pipelines.metrics import efp
 from pipelines.metrics.distances import frechet_physics_distance, kernel_physics_distance, wasserstein_1d
+from pipelines.metrics.settings import W1_ERRORS, JetMetricSettings
 
 PARTICLE_FEATURES = ("eta_rel", "phi_rel", "pt_rel")
 PRIME_EFP_NAMES = tuple(efp.GRAPHS[i].name for i in efp.PRIME_N4_D4)
@@ -39,13 +40,6 @@ SCALE_W1P = 1e3
 SCALE_W1EFP = 1e5
 SCALE_FPD_KPD = 1e3
 
-#: error conventions of the feature-averaged W1P and W1EFP, each with the sentence metrics.json names it by
-W1_ERRORS = {
-    "batch_std": "error of the feature-averaged W1P / W1EFP = std over batches of the per-batch mean over "
-    "features",
-    "jetnet_norm": "error of the feature-averaged W1P / W1EFP = sqrt(sum_k sigma_k^2), the norm of the "
-    "per-feature stds over batches (jetnet's average_over_features convention, published tables)",
-}
 #: EFP weight conventions, each with the sentence metrics.json names it by
 EFP_CONVENTIONS = {
     False: "EFPs weighted by the raw pt_rel (energyflow normed=None, as jetnet and the published W1EFP, "
@@ -53,43 +47,6 @@ EFP_CONVENTIONS = {
     True: "EFPs weighted by pt_rel / sum(pt_rel) (energyflow normed=True; not comparable with the published "
     "W1EFP, FPD, KPD); the d = 0 EFP is 1",
 }
-
-
-@dataclass(frozen=True)
-class JetMetricSettings:
-    """Knobs of the jet metrics; defaults are the published ones.
-
-    seed: seed of every random subsample and batch draw.
-    fpd_n_sizes, fpd_n_draws: FPD sample sizes between fpd_min_samples and fpd_max_samples (equally
-    spaced in 1/N) and draws per size, extrapolated linearly in 1/N to infinite size;
-    fpd_min_samples, fpd_max_samples: smallest and largest FPD sample size (capped by the samples).
-    kpd_n_batches, kpd_batch_size: KPD batches (median and spread reported) and jets per batch.
-    """
-
-    seed: int = 0
-    num_eval_samples: int = 50_000  # jets per W1 batch (scaled down to the sample sizes)
-    num_batches: int = 5  # W1 batches
-    fpd_n_sizes: int = 10
-    fpd_n_draws: int = 20
-    fpd_min_samples: int = 20_000
-    fpd_max_samples: int = 50_000
-    kpd_n_batches: int = 10
-    kpd_batch_size: int = 5_000
-    efp_normalised: bool = False  # EFP weights pt_rel / sum pt_rel instead of jetnet's raw pt_rel
-    w1_error: str = "batch_std"  # error of the feature-averaged W1P / W1EFP, a key of W1_ERRORS
-
-    def __post_init__(self) -> None:
-        if self.w1_error not in W1_ERRORS:
-            raise ValueError(f"w1_error must be one of {sorted(W1_ERRORS)}, got {self.w1_error!r}")
-        for name in ("num_eval_samples", "num_batches", "fpd_n_draws", "kpd_n_batches"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"jet metric setting {name} must be >= 1, got {getattr(self, name)}")
-        if self.fpd_n_sizes < 2 or self.fpd_min_samples < 2 or self.fpd_max_samples < self.fpd_min_samples:
-            raise ValueError(
-                "jet metric settings need fpd_n_sizes >= 2 and 2 <= fpd_min_samples <= fpd_max_samples"
-            )
-        if self.kpd_batch_size < 2:
-            raise ValueError(f"kpd_batch_size must be >= 2, got {self.kpd_batch_size}")
 
 
 @dataclass(frozen=True)

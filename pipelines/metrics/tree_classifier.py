@@ -33,51 +33,12 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold, cross_val_predict, train_test_split
 
 from pipelines.metrics.classifier import binary_cross_entropy
+from pipelines.metrics.settings import TreeClassifierConfig
 
 log = logging.getLogger(__name__)
 
 #: isotonic outputs are kept inside (EPS, 1 - EPS), as in the network classifier
 EPS = 1e-6
-
-
-@dataclass(frozen=True)
-class TreeClassifierConfig:
-    """Settings of the tree test; the boosting keys are those of HistGradientBoostingClassifier."""
-
-    folds: int = 5
-    max_iter: int = 100
-    learning_rate: float = 0.1
-    max_leaf_nodes: int = 15
-    max_bins: int = 63
-    calibration_fraction: float = 0.25
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.folds < 2:
-            raise ValueError(f"tree classifier folds must be >= 2, got {self.folds}")
-        if self.max_iter < 1:
-            raise ValueError(f"tree classifier max_iter must be >= 1, got {self.max_iter}")
-        if not self.learning_rate > 0:
-            raise ValueError(f"tree classifier learning_rate must be > 0, got {self.learning_rate}")
-        if self.max_leaf_nodes < 2:
-            raise ValueError(f"tree classifier max_leaf_nodes must be >= 2, got {self.max_leaf_nodes}")
-        if not 2 <= self.max_bins <= 255:
-            raise ValueError(f"tree classifier max_bins must be within 2..255, got {self.max_bins}")
-        if not 0 < self.calibration_fraction < 1:
-            raise ValueError(
-                f"tree classifier calibration_fraction must be within (0, 1), got {self.calibration_fraction}"
-            )
-        if self.seed < 0:
-            raise ValueError(f"tree classifier seed must be >= 0, got {self.seed}")
-
-    def describe(self) -> str:
-        """One line naming the recipe, for metrics.json and the report."""
-        return (
-            f"HistGradientBoostingClassifier (max_iter {self.max_iter}, learning_rate {self.learning_rate}, "
-            f"max_leaf_nodes {self.max_leaf_nodes}, max_bins {self.max_bins}), isotonic calibration on "
-            f"{self.calibration_fraction:g} of each training part, {self.folds}-fold cross-validated "
-            f"predictions, seed {self.seed}"
-        )
 
 
 @dataclass(frozen=True)
