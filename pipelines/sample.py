@@ -28,7 +28,6 @@ import dataclasses
 import json
 import logging
 import platform
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,13 +36,13 @@ from typing import Any
 import h5py
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from pipelines.device import resolve_device
 from pipelines.geometry import THRESHOLD_MEV, Geometry, load_geometry
 from pipelines.io.atomic import atomic_path
 from pipelines.io.errors import DataError
 from pipelines.models.family import ShowerSampler
+from pipelines.progress import progress as progress_bar
 from pipelines.stage_settings import SampleSettings
 
 log = logging.getLogger(__name__)
@@ -224,7 +223,7 @@ def showers_from_conditions(
     counts = _new_counts()
     showers = np.zeros((len(n), geo.n_voxels), dtype=np.float32) if voxelise else None
     shifts = rng.integers(0, geo.n_alpha, len(n))
-    bar = tqdm(total=len(n), unit="shower", disable=not progress, file=sys.stderr, desc="sample")
+    bar = progress_bar(total=len(n), unit="shower", disable=not progress, desc="sample")
     for s0 in range(0, len(n), settings.chunk_size):
         s1 = min(len(n), s0 + settings.chunk_size)
         t0 = time.perf_counter()
@@ -261,7 +260,7 @@ def _showers_from_model(
     energies = np.asarray(energies, dtype=np.float64).reshape(-1)
     showers = np.zeros((len(energies), sampler.geometry.n_voxels), dtype=np.float32)
     counts = _new_counts()
-    bar = tqdm(total=len(energies), unit="shower", disable=not progress, file=sys.stderr, desc="sample")
+    bar = progress_bar(total=len(energies), unit="shower", disable=not progress, desc="sample")
     for s0 in range(0, len(energies), settings.chunk_size):
         s1 = min(len(energies), s0 + settings.chunk_size)
         showers[s0:s1], c = sampler.generator.sample_showers(energies[s0:s1], torch_gen)
@@ -544,7 +543,7 @@ def run_jets(
         n = sampler.multiplicity.sample(rng_n, size=n_samples)
     t0 = time.perf_counter()
     pf_parts, jf_parts, counts = [], [], _new_counts()
-    bar = tqdm(total=n_samples, unit="jet", disable=not settings.progress, file=sys.stderr, desc="sample")
+    bar = progress_bar(total=n_samples, unit="jet", disable=not settings.progress, desc="sample")
     for s0 in range(0, n_samples, settings.chunk_size):
         s1 = min(n_samples, s0 + settings.chunk_size)
         pts = generate_points(

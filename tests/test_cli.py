@@ -1,16 +1,19 @@
-"""Tests of the command line: the stage list, "did you mean" for unknown stages, and each stage's
-``--help`` listing its settings keys with defaults and meanings."""
+"""Tests of the command line: the stage list, "did you mean" for unknown stages, each stage's
+``--help`` listing its settings keys with defaults and meanings, and progress as plain lines in logs."""
 
 from __future__ import annotations
 
 import dataclasses
+import io
 import subprocess
 import sys
 from dataclasses import dataclass
 
 import pytest
+from tqdm import tqdm
 
 from pipelines import cli
+from pipelines.progress import LineProgress, progress
 from pipelines.settings_help import field_meanings, settings_help
 
 
@@ -135,3 +138,48 @@ def test_field_meanings_from_comments_and_docstrings():
     text = settings_help(_Child, "child settings")
     assert "  epsilon = [1, 2]\n" in text and "  delta = null\n" in text and "  beta_prime = 7" in text
     assert "  zeta = 0\n  beta_prime" in text  # no meaning: the key and default only
+
+
+# ---------------------------------------------------------------- progress in logs
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_is_a_bar_on_a_terminal_and_plain_lines_in_a_log():
+    assert isinstance(progress(total=3, file=_Terminal(), disable=True), tqdm)
+    log = io.StringIO()
+    bar = progress(total=100, desc="train", unit="step", file=log, dynamic_ncols=True)
+    assert isinstance(bar, LineProgress)
+    for step in range(1, 101):
+        if step == 30:
+            bar.set_postfix({"loss": "0.5"}, val_figure=0.125)
+        bar.update(1)
+    bar.close()
+    text = log.getvalue()
+    assert "\r" not in text
+    lines = text.splitlines()
+    assert [line.split(" ", 2)[1] for line in lines] == [f"{k}/100" for k in range(10, 101, 10)]
+    assert lines[0].startswith("train: 10/100 step (10%), ") and "elapsed" in lines[0]
+    assert "loss" not in lines[1] and lines[2].endswith(", loss=0.5 val_figure=0.125")
+
+
+def test_plain_progress_lines_without_a_total_and_at_the_end():
+    log = io.StringIO()
+    with LineProgress(desc="EFPs", unit="chunk", file=log, every_s=0.0) as bar:
+        bar.update(3)
+        bar.update(2)
+    assert "\r" not in log.getvalue()
+    assert [line.split(",")[0] for line in log.getvalue().splitlines()] == ["EFPs: 3 chunk", "EFPs: 5 chunk"]
+    log = io.StringIO()
+    items = list(LineProgress(range(7), desc="epochs", file=log, every_fraction=0.5))
+    assert items == list(range(7))
+    shown = [line.split(",")[0] for line in log.getvalue().splitlines()]
+    assert shown == ["epochs: 4/7 it (57%)", "epochs: 7/7 it (100%)"]  # marks at 3.5 and 7
+    log = io.StringIO()
+    quiet = LineProgress(total=5, file=log, disable=True)
+    quiet.update(5)
+    quiet.close()
+    assert log.getvalue() == ""

@@ -255,6 +255,22 @@ def test_loop_fits_the_toy_family_and_exports_the_best_validated_model(tmp_path:
     assert validated[200] < 0.2 * validated[20]
 
 
+def test_training_log_is_plain_lines_with_losses_and_validation_figures(
+    jet_files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Not on a terminal (a job's log), progress is a line each tenth of the budget, never a '\\r'."""
+    settings = {**RUN, "max_steps": TOTAL, "progress": True}
+    assert T.main(_argv(jet_files, tmp_path, settings)) == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    lines = [line for line in err.splitlines() if line.startswith("train: ")]
+    steps = [int(line.split()[1].split("/")[0]) for line in lines]
+    assert set(range(2, TOTAL + 1, 2)) <= set(steps) and steps == sorted(steps)
+    assert all(f"/{TOTAL} step (" in line for line in lines)
+    assert "val_figure=" not in lines[0] and "loss=" in lines[0]  # first validation at step 5
+    assert "validated_at=20 val_figure=" in lines[-1]
+
+
 # ------------------------------------------------------------------------------------ stage and resume
 
 

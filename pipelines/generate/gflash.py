@@ -35,10 +35,10 @@ from pathlib import Path
 
 import numpy as np
 from scipy.special import gammainc
-from tqdm import tqdm
 
 from pipelines.generate.settings import GFlashSettings
 from pipelines.geometry import Geometry, load_geometry
+from pipelines.progress import progress as progress_bar
 
 #: Showers per independent random stream; chunk sizes must be multiples of it.
 BLOCK_SIZE = 100
@@ -188,7 +188,7 @@ def simulate_showers(
         raise ValueError(f"GFlash showers need a regular geometry (datasets 2, 3), not {geometry.name}")
     n = len(energies)
     showers = np.empty((n, geometry.n_voxels), dtype=np.float32)
-    with tqdm(total=n, desc="gflash showers", unit="shower", file=sys.stderr, disable=not progress) as bar:
+    with progress_bar(total=n, desc="gflash showers", unit="shower", disable=not progress) as bar:
         for start in range(0, n, chunk_size):
             stop = min(start + chunk_size, n)
             blocks = range(start // BLOCK_SIZE, (stop - 1) // BLOCK_SIZE + 1)

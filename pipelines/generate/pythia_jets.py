@@ -35,10 +35,10 @@ import sys
 from collections.abc import Iterator, Sequence
 
 import numpy as np
-from tqdm import tqdm
 
 from pipelines.generate.settings import JetGenSettings
 from pipelines.io.jetnet import write_jetnet
+from pipelines.progress import progress as progress_bar
 from pipelines.settings import settings_object
 
 log = logging.getLogger(__name__)
@@ -201,9 +201,7 @@ def generate_jets(
     jet_features = np.zeros((n_jets, 4), dtype=np.float32)
     n_done = n_events = n_failed = 0
     max_events = settings.max_events_per_jet * n_jets
-    bar = tqdm(
-        total=n_jets, desc=f"pythia {jet_type} jets", unit="jet", disable=not progress, file=sys.stderr
-    )
+    bar = progress_bar(total=n_jets, desc=f"pythia {jet_type} jets", unit="jet", disable=not progress)
     with bar:
         while n_done < n_jets:
             if n_events >= max_events:

@@ -14,10 +14,10 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from pipelines.geometry import THRESHOLD_MEV, Geometry
 from pipelines.io.calochallenge import check_layout, iter_calochallenge
+from pipelines.progress import progress
 
 #: Per-layer feature arrays of :class:`ShowerFeatures`, in the order the histograms list them.
 LAYER_FEATURES = ("e_layer", "ec_eta", "ec_phi", "ec_r", "width_eta", "width_phi", "width_r", "sparsity")
@@ -221,7 +221,7 @@ def scan_file(
     voxel_sum = np.zeros(geometry.n_voxels, dtype=np.float64)
     counts = None if voxel_edges is None else np.zeros((n, len(voxel_edges) - 1), dtype=np.int32)
     max_voxel = 0.0
-    bar = tqdm(total=n, desc=f"features {Path(path).name}", unit="shower", leave=False)
+    bar = progress(total=n, desc=f"features {Path(path).name}", unit="shower", leave=False)
     for start, energies, showers in iter_calochallenge(path, geometry, chunk_size):
         stop = start + len(energies)
         parts.append(compute_features(energies, showers, geometry, threshold))

@@ -30,9 +30,9 @@ import numpy as np
 import torch
 from sklearn.isotonic import IsotonicRegression
 from sklearn.metrics import roc_auc_score
-from tqdm import tqdm
 
 from pipelines.metrics.settings import ClassifierConfig
+from pipelines.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ def train_and_score(
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
     loss_fn = torch.nn.BCEWithLogitsLoss()
     best_acc, best_state, best_epoch = -1.0, copy.deepcopy(model.state_dict()), 0
-    for epoch in tqdm(range(config.epochs), desc="classifier epochs", leave=False):
+    for epoch in progress(range(config.epochs), desc="classifier epochs", unit="epoch", leave=False):
         model.train()
         order = torch.randperm(len(x_tr), generator=gen_torch)
         for i in range(0, len(order), config.batch_size):

@@ -260,9 +260,9 @@ def efps(
 
     iterator = starts
     if progress:
-        from tqdm import tqdm
+        from pipelines.progress import progress as progress_bar
 
-        iterator = tqdm(starts, desc="EFPs", unit="chunk", leave=False)
+        iterator = progress_bar(starts, desc="EFPs", unit="chunk", leave=False)
     for start, stop in iterator:
         jets = jet_order[start:stop]
         width = int(counts[jets].max())

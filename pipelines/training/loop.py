@@ -18,7 +18,6 @@ import copy
 import logging
 import math
 import random
-import sys
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -27,10 +26,10 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from pipelines.device import autocast_dtype
 from pipelines.models.family import Family, ParamGroup
+from pipelines.progress import progress as progress_bar
 from pipelines.training.checkpoint import CHECKPOINT_FORMAT, rng_state, set_rng_state
 from pipelines.training.settings import LoopSettings
 
@@ -243,19 +242,30 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
 
 
+def shown_figures(
+    figures: dict[str, float], history: list[dict[str, Any]], n_losses: int = 3
+) -> dict[str, str]:
+    """What the progress shows: the step's first ``n_losses`` figures and the latest validation figures."""
+    shown = {k: f"{v:.3g}" for k, v in list(figures.items())[:n_losses]}
+    validated = next((row for row in reversed(history) if any(k.startswith("val_") for k in row)), {})
+    if validated:
+        shown["validated_at"] = str(validated["step"])
+        shown |= {k: f"{v:.3g}" for k, v in validated.items() if k.startswith("val_")}
+    return shown
+
+
 def run_steps(
     run: Run, budget_left: Any, on_step: Any, progress: bool, total: int | None
 ) -> dict[str, float]:
     """Train while ``budget_left()``; after every step call ``on_step(figures)``; returns the last figures."""
     figures: dict[str, float] = {}
-    bar = tqdm(total=total, initial=run.step, desc="train", unit="step", file=sys.stderr,
-               disable=not progress, dynamic_ncols=True)  # fmt: skip
+    bar = progress_bar(total=total, initial=run.step, desc="train", unit="step", disable=not progress,
+                       dynamic_ncols=True)  # fmt: skip
     while budget_left():
         figures = run.train_step()
-        bar.update(1)
-        shown = {k: f"{v:.3g}" for k, v in list(figures.items())[:3]}
-        if run.step % run.loop.log_every == 0:
-            bar.set_postfix(shown)
         on_step(figures)
+        if run.step % run.loop.log_every == 0:
+            bar.set_postfix(shown_figures(figures, run.history))
+        bar.update(1)
     bar.close()
     return figures
