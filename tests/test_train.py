@@ -268,7 +268,7 @@ def test_training_log_is_plain_lines_with_losses_and_validation_figures(
     assert set(range(2, TOTAL + 1, 2)) <= set(steps) and steps == sorted(steps)
     assert all(f"/{TOTAL} step (" in line for line in lines)
     assert "val_figure=" not in lines[0] and "loss=" in lines[0]  # first validation at step 5
-    assert "validated_at=20 val_figure=" in lines[-1]
+    assert "validated_at=20 val_figure=" in lines[-1], err
 
 
 # ------------------------------------------------------------------------------------ stage and resume
