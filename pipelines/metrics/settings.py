@@ -143,13 +143,44 @@ class DistanceSettings:
 
 
 @dataclass(frozen=True)
-class EvaluateShowersSettings(DistanceSettings):
+class TreeTestSettings:
+    """The tree classifier test's settings, shared by the shower and the jet evaluation.
+
+    tree_classifier: run the test; tree_folds, tree_max_iter, tree_learning_rate, tree_max_leaf_nodes:
+    cross-validation folds, boosting iterations, learning rate and leaves per tree
+    (HistGradientBoostingClassifier); tree_seed_offset: the test is seeded with seed + tree_seed_offset;
+    seed: the evaluation's seed.
+    """
+
+    tree_classifier: bool = True
+    tree_folds: int = 5
+    tree_max_iter: int = 100
+    tree_learning_rate: float = 0.1
+    tree_max_leaf_nodes: int = 15
+    tree_seed_offset: int = 0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()  # the other settings of the evaluation (DistanceSettings last)
+        self.tree_config()  # validates the tree keys
+
+    def tree_config(self) -> TreeClassifierConfig:
+        return TreeClassifierConfig(
+            folds=self.tree_folds,
+            max_iter=self.tree_max_iter,
+            learning_rate=self.tree_learning_rate,
+            max_leaf_nodes=self.tree_max_leaf_nodes,
+            seed=self.seed + self.tree_seed_offset,
+        )
+
+
+@dataclass(frozen=True)
+class EvaluateShowersSettings(TreeTestSettings, DistanceSettings):
     """Hyperparameters of the shower evaluation (defaults sized for a quick CPU run).
 
     Published classifier: hidden 2048, layers 3, epochs 50, runs 10, ``classifier_standardize`` false,
     ``classifier_patience`` 0. Published FPD/KPD sizes are the defaults here (they shrink automatically
-    for small samples, see distances.py). ``tree_*``: the tree classifier test (``tree_classifier``
-    switches it on), seeded with ``seed + tree_seed_offset``.
+    for small samples, see distances.py).
 
     chunk_size: showers read and featurised at a time (bounds memory).
     classifier_runs: trainings of the network classifier (mean ± std reported);
@@ -158,10 +189,7 @@ class EvaluateShowersSettings(DistanceSettings):
     batch size of the network classifier; classifier_low: also train on the low-level inputs (every
     voxel); classifier_standardize: standardise the inputs on the reference training split;
     classifier_patience: stop after this many epochs without test-split improvement (0: never).
-    tree_folds, tree_max_iter, tree_learning_rate, tree_max_leaf_nodes: cross-validation folds,
-    boosting iterations, learning rate and leaves per tree of the tree test
-    (HistGradientBoostingClassifier).
-    FPD and KPD: see :class:`DistanceSettings`.
+    The tree test: see :class:`TreeTestSettings`; FPD and KPD: see :class:`DistanceSettings`.
     """
 
     chunk_size: int = 2000
@@ -174,12 +202,6 @@ class EvaluateShowersSettings(DistanceSettings):
     classifier_low: bool = True
     classifier_standardize: bool = False
     classifier_patience: int = 0
-    tree_classifier: bool = True
-    tree_folds: int = 5
-    tree_max_iter: int = 100
-    tree_learning_rate: float = 0.1
-    tree_max_leaf_nodes: int = 15
-    tree_seed_offset: int = 0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -187,7 +209,6 @@ class EvaluateShowersSettings(DistanceSettings):
         if self.chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}")
         self.classifier_config()  # validates the classifier keys
-        self.tree_config()
 
     @classmethod
     def from_json(cls, text: str | None) -> EvaluateShowersSettings:
@@ -205,15 +226,6 @@ class EvaluateShowersSettings(DistanceSettings):
             seed=self.seed,
             standardize=self.classifier_standardize,
             patience=self.classifier_patience,
-        )
-
-    def tree_config(self) -> TreeClassifierConfig:
-        return TreeClassifierConfig(
-            folds=self.tree_folds,
-            max_iter=self.tree_max_iter,
-            learning_rate=self.tree_learning_rate,
-            max_leaf_nodes=self.tree_max_leaf_nodes,
-            seed=self.seed + self.tree_seed_offset,
         )
 
 
@@ -241,22 +253,12 @@ class JetMetricSettings(DistanceSettings):
 
 
 @dataclass(frozen=True)
-class EvaluateJetsSettings(JetMetricSettings):
-    """Settings of the ``evaluate-jets`` stage: the metric settings plus the naming and binning.
-
-    tree_folds, tree_max_iter, tree_learning_rate, tree_max_leaf_nodes: the tree classifier test
-    (cross-validation folds; boosting iterations, learning rate and leaves per tree of
-    HistGradientBoostingClassifier); tree_seed_offset: its seed is seed + tree_seed_offset.
-    """
+class EvaluateJetsSettings(TreeTestSettings, JetMetricSettings):
+    """Settings of the ``evaluate-jets`` stage: the metric settings, the tree test on per-jet features
+    (:class:`TreeTestSettings`) and the naming and binning."""
 
     dataset: str = ""  # name written to metrics.json; "" = the reference file's stem
     n_bins: int = 50  # bins of the continuous histograms
-    tree_classifier: bool = True  # the tree classifier test on per-jet features
-    tree_folds: int = 5
-    tree_max_iter: int = 100
-    tree_learning_rate: float = 0.1
-    tree_max_leaf_nodes: int = 15
-    tree_seed_offset: int = 0
     tree_n_particles: int = 30  # leading particles whose features enter the tree test
 
     def __post_init__(self) -> None:
@@ -265,21 +267,11 @@ class EvaluateJetsSettings(JetMetricSettings):
             raise ValueError(f"n_bins must be >= 1, got {self.n_bins}")
         if self.tree_n_particles < 1:
             raise ValueError(f"tree_n_particles must be >= 1, got {self.tree_n_particles}")
-        self.tree_config()  # validates the tree keys
 
     @classmethod
     def from_json(cls, text: str) -> EvaluateJetsSettings:
         """Parse a JSON object; unknown keys or wrong types are a ValueError."""
         return cls(**settings_object(text, cls, "evaluate-jets"))
-
-    def tree_config(self) -> TreeClassifierConfig:
-        return TreeClassifierConfig(
-            folds=self.tree_folds,
-            max_iter=self.tree_max_iter,
-            learning_rate=self.tree_learning_rate,
-            max_leaf_nodes=self.tree_max_leaf_nodes,
-            seed=self.seed + self.tree_seed_offset,
-        )
 
     def metric_settings(self) -> JetMetricSettings:
         names = {f.name for f in dataclasses.fields(JetMetricSettings)}
