@@ -202,6 +202,23 @@ def test_config_mistakes_are_one_line_naming_the_key_and_the_fix(edit, message):
     assert _config_error(edit).startswith(message)
 
 
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (
+            {"max_step": 3},
+            "family 'flow-matching' takes no settings ['max_step']; did you mean 'max_steps'? (loop",
+        ),
+        ({"hiden": 3}, "family 'flow-matching' takes no settings ['hiden']; did you mean 'hidden'? (loop"),
+        ({"zzz": 3}, "family 'flow-matching' takes no settings ['zzz'] (loop settings: amp, "),
+    ],
+)
+def test_a_misspelt_model_setting_gets_did_you_mean(values, message):
+    with pytest.raises(ValueError) as info:
+        split_settings("flow-matching", values)
+    assert str(info.value).startswith(message)
+
+
 def test_every_default_config_passes_its_checks():
     for path in (ROOT / "config.yaml", ROOT / "tests" / "config" / "tiny.yaml"):
         config = yaml.safe_load(path.read_text())

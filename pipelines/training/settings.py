@@ -6,12 +6,13 @@ Importable without torch, so that the workflow checks every model's settings whe
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import typing
 from dataclasses import dataclass
 from typing import Any
 
-from pipelines.models.settings import make_settings
+from pipelines.models.settings import family_spec, make_settings
 from pipelines.settings import checked_fields, checked_value
 
 #: mixed-precision modes (:func:`pipelines.device.autocast_dtype`)
@@ -105,7 +106,18 @@ LOOP_KEYS = frozenset(f.name for f in dataclasses.fields(LoopSettings))
 
 
 def split_settings(family: str, values: dict[str, Any]) -> tuple[LoopSettings, Any]:
-    """(LoopSettings, the family's Settings) from one flat dict; unknown keys are a ValueError."""
+    """(LoopSettings, the family's Settings) from one flat dict; unknown keys are a ValueError (naming
+    the closest known key of the loop or the family: "did you mean ...")."""
+    known = LOOP_KEYS | {f.name for f in dataclasses.fields(family_spec(family).settings)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        close = difflib.get_close_matches(str(unknown[0]), sorted(known), n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        loop_keys, own_keys = ", ".join(sorted(LOOP_KEYS)), ", ".join(sorted(known - LOOP_KEYS))
+        raise ValueError(
+            f"family {family!r} takes no settings {unknown}{hint} "
+            f"(loop settings: {loop_keys}; {family} settings: {own_keys})"
+        )
     loop = LoopSettings(
         **checked_fields(LoopSettings, {k: v for k, v in values.items() if k in LOOP_KEYS}, "train")
     )
