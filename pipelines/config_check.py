@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import difflib
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jsonschema
 import yaml
@@ -193,64 +193,59 @@ def convert_yaml11_numbers(config: dict, schema: Mapping, limit: int = 1000) -> 
 WORKFLOW_KEYS = {"seed": "the config's top-level seed", "dataset": "the data set's name"}
 
 
-def _settings_blocks(config: Mapping) -> Iterator[tuple[str, Mapping, type, str, tuple[str, ...]]]:
-    """(key path, block, settings dataclass, stage, keys the workflow sets) of every settings block."""
+class SettingsBlock(NamedTuple):
+    """A settings block of the config: its key path, values, the stage's dataclass and the stage's
+    name, and the keys the workflow sets itself (not allowed in the block)."""
+
+    where: str
+    values: Mapping
+    cls: type
+    stage: str
+    reserved: tuple[str, ...] = ()
+
+
+def settings_blocks(config: Mapping) -> list[SettingsBlock]:
+    """Every settings block of a schema-valid ``config`` with the dataclass that defines it."""
     generators = {"showers": (GFlashSettings, "generate-showers"), "jets": (JetGenSettings, "generate-jets")}
-    for name, entry in config["datasets"].items():
-        if "embedded" in entry["source"]:
-            cls, stage = generators[entry["kind"]]
-            yield (
-                f"datasets.{name}.source.embedded.settings",
-                entry["source"]["embedded"].get("settings", {}),
-                cls,
-                stage,
-                (),
-            )
-    fit = {k: v for k, v in config["preprocessing"].items() if k != "split"}
-    yield "preprocessing", fit, FitSettings, "fit-transforms", ()
-    for name, model in config["models"].items():
-        yield (
-            f"models.{name}.multiplicity",
-            model.get("multiplicity", {}),
-            MultiplicitySettings,
-            ("train-multiplicity"),
-            ("seed",),
-        )
-    yield "sampling.settings", config["sampling"].get("settings", {}), SampleSettings, "sample", ()
-    evaluation = config.get("evaluation", {})
-    yield (
-        "evaluation.showers",
-        evaluation.get("showers", {}),
-        EvaluateShowersSettings,
-        "evaluate-showers",
-        ("seed",),
-    )
-    yield (
-        "evaluation.jets",
-        evaluation.get("jets", {}),
-        EvaluateJetsSettings,
-        "evaluate-jets",
-        (
-            "seed",
-            "dataset",
-        ),
-    )
-    yield "report.settings", config.get("report", {}).get("settings", {}), ReportSettings, "report", ()
+    blocks = [
+        SettingsBlock(f"datasets.{name}.source.embedded.settings",
+                      entry["source"]["embedded"].get("settings", {}), *generators[entry["kind"]])
+        for name, entry in config["datasets"].items()
+        if "embedded" in entry["source"]
+    ]  # fmt: skip
+    fit = {key: value for key, value in config["preprocessing"].items() if key != "split"}
+    blocks.append(SettingsBlock("preprocessing", fit, FitSettings, "fit-transforms"))
+    blocks += [
+        SettingsBlock(f"models.{name}.multiplicity", model.get("multiplicity", {}), MultiplicitySettings,
+                      "train-multiplicity", ("seed",))
+        for name, model in config["models"].items()
+    ]  # fmt: skip
+    evaluation, report = config.get("evaluation", {}), config.get("report", {})
+    return blocks + [
+        SettingsBlock("sampling.settings", config["sampling"].get("settings", {}), SampleSettings, "sample"),
+        SettingsBlock("evaluation.showers", evaluation.get("showers", {}), EvaluateShowersSettings,
+                      "evaluate-showers", ("seed",)),
+        SettingsBlock("evaluation.jets", evaluation.get("jets", {}), EvaluateJetsSettings, "evaluate-jets",
+                      ("seed", "dataset")),
+        SettingsBlock("report.settings", report.get("settings", {}), ReportSettings, "report"),
+    ]  # fmt: skip
 
 
 def settings_errors(config: Mapping) -> list[str]:
     """One line per settings block of a schema-valid ``config`` that its stage's dataclass rejects:
     an unknown key ("did you mean ..."), a key the workflow sets, a wrong type or a bad value."""
     errors = []
-    for where, block, cls, stage, reserved in _settings_blocks(config):
-        own = sorted(set(block) & set(reserved))
+    for block in settings_blocks(config):
+        own = sorted(set(block.values) & set(block.reserved))
         if own:
-            errors.append(f"{where}: {own[0]} is set by the workflow ({WORKFLOW_KEYS[own[0]]}), not here")
+            errors.append(
+                f"{block.where}: {own[0]} is set by the workflow ({WORKFLOW_KEYS[own[0]]}), not here"
+            )
             continue
         try:
-            cls(**settings_object(block, cls, stage))
+            block.cls(**settings_object(block.values, block.cls, block.stage))
         except (TypeError, ValueError) as err:
-            errors.append(f"{where}: {err}")
+            errors.append(f"{block.where}: {err}")
     return errors
 
 
