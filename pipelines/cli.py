@@ -31,12 +31,12 @@ STAGES: dict[str, Stage] = {
     "generate-showers": Stage(
         "pipelines.generate.gflash",
         "simulate GFlash showers in a CaloChallenge geometry (embedded data set)",
-        ("pipelines.generate.settings:GFlashSettings",),
+        ("pipelines.generate.gflash_settings:GFlashSettings",),
     ),
     "generate-jets": Stage(
         "pipelines.generate.pythia_jets",
         "generate JetNet-like jets with Pythia 8 and FastJet (embedded data set)",
-        ("pipelines.generate.settings:JetGenSettings",),
+        ("pipelines.generate.pythia_settings:JetGenSettings",),
     ),
     "validate": Stage(
         "pipelines.validate", "check a CaloChallenge or JetNet file completely, record a summary"
@@ -47,12 +47,12 @@ STAGES: dict[str, Stage] = {
     "fit-transforms": Stage(
         "pipelines.transforms",
         "fit the invertible point-feature preprocessing on the training split",
-        ("pipelines.stage_settings:FitSettings",),
+        ("pipelines.transforms_settings:FitSettings",),
     ),
     "train-multiplicity": Stage(
         "pipelines.models.multiplicity",
         "fit the multiplicity model p(n | E_inc) (showers) or p(n) (jets)",
-        ("pipelines.models.settings:MultiplicitySettings",),
+        ("pipelines.models.multiplicity_settings:MultiplicitySettings",),
     ),
     "train": Stage(
         "pipelines.train",
@@ -62,7 +62,7 @@ STAGES: dict[str, Stage] = {
     "sample": Stage(
         "pipelines.sample",
         "generate showers or jets with a trained model, in the input file format, and time it",
-        ("pipelines.stage_settings:SampleSettings",),
+        ("pipelines.sample_settings:SampleSettings",),
     ),
     "evaluate-showers": Stage(
         "pipelines.metrics.evaluate_showers",

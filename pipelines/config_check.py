@@ -22,12 +22,14 @@ from typing import Any, NamedTuple
 import jsonschema
 import yaml
 
-from pipelines.generate.settings import GFlashSettings, JetGenSettings
+from pipelines.generate.gflash_settings import GFlashSettings
+from pipelines.generate.pythia_settings import JetGenSettings
 from pipelines.metrics.settings import EvaluateJetsSettings, EvaluateShowersSettings
-from pipelines.models.settings import MultiplicitySettings
+from pipelines.models.multiplicity_settings import MultiplicitySettings
 from pipelines.report.settings import ReportSettings
+from pipelines.sample_settings import SampleSettings
 from pipelines.settings import settings_object, yaml11_number
-from pipelines.stage_settings import FitSettings, SampleSettings
+from pipelines.transforms_settings import FitSettings
 
 SOURCES = ("embedded", "files")
 

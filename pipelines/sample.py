@@ -43,7 +43,7 @@ from pipelines.io.atomic import atomic_path
 from pipelines.io.errors import DataError
 from pipelines.models.family import ShowerSampler
 from pipelines.progress import progress as progress_bar
-from pipelines.stage_settings import SampleSettings
+from pipelines.sample_settings import SampleSettings
 
 log = logging.getLogger(__name__)
 

@@ -74,6 +74,13 @@ def settings_dict(text: str | None, stage: str = "train") -> dict[str, Any]:
     return dict(raw)
 
 
+def check_settings_types(settings: Any) -> None:
+    """Type-check every field of a settings dataclass by its type hint (shared ``checked_value``)."""
+    hints = typing.get_type_hints(type(settings))
+    for f in dataclasses.fields(settings):
+        checked_value(f"setting {f.name}", getattr(settings, f.name), hints[f.name])
+
+
 def checked_fields(cls: type, values: Mapping[str, Any], what: str) -> dict[str, Any]:
     """``values`` for the fields of dataclass ``cls``, each checked and converted by its type hint."""
     hints = typing.get_type_hints(cls)

@@ -49,7 +49,7 @@ from scipy import optimize, special
 
 from pipelines.io.atomic import atomic_path
 from pipelines.io.errors import DataError
-from pipelines.stage_settings import FitSettings
+from pipelines.transforms_settings import FitSettings
 
 if TYPE_CHECKING:
     import torch

@@ -15,7 +15,7 @@ import yaml
 
 from pipelines.cli import main as cli_main
 from pipelines.config_check import check_config, replace_sources, settings_errors
-from pipelines.models.settings import MultiplicitySettings
+from pipelines.models.multiplicity_settings import MultiplicitySettings
 from pipelines.settings import checked_value, settings_object, yaml11_number
 from pipelines.training.settings import split_settings
 

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 from scipy.special import gammainc
 
-from pipelines.generate.settings import GFlashSettings
+from pipelines.generate.gflash_settings import GFlashSettings
 from pipelines.geometry import Geometry, load_geometry
 from pipelines.progress import progress as progress_bar
 

@@ -36,7 +36,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from pipelines.generate.settings import JetGenSettings
+from pipelines.generate.pythia_settings import JetGenSettings
 from pipelines.io.jetnet import write_jetnet
 from pipelines.progress import progress as progress_bar
 from pipelines.settings import settings_object

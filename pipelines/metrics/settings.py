@@ -10,8 +10,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from pipelines.models.settings import check_settings_types
-from pipelines.settings import settings_object
+from pipelines.settings import check_settings_types, settings_object
 
 #: the published network and training (arXiv:2410.21611): 3 x 2048, Adam lr 2e-4, batch 1000, 50 epochs,
 #: mean and std over 10 trainings

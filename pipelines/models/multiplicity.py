@@ -27,7 +27,7 @@ from scipy import special
 
 from pipelines.io.atomic import atomic_path
 from pipelines.io.errors import DataError
-from pipelines.models.settings import MultiplicitySettings
+from pipelines.models.multiplicity_settings import MultiplicitySettings
 
 log = logging.getLogger(__name__)
 
