@@ -28,7 +28,7 @@ from pipelines.metrics.settings import EvaluateJetsSettings, EvaluateShowersSett
 from pipelines.models.multiplicity_settings import MultiplicitySettings
 from pipelines.report.settings import ReportSettings
 from pipelines.sample_settings import SampleSettings
-from pipelines.settings import settings_object, yaml11_number
+from pipelines.settings import settings_object, yaml11_hint, yaml11_number
 from pipelines.transforms_settings import FitSettings
 
 SOURCES = ("embedded", "files")
@@ -128,7 +128,7 @@ def describe_error(error: jsonschema.ValidationError) -> str:
         return f"{where}: missing key {missing[0]!r} (required keys: {', '.join(error.validator_value)})"
     if kind == "type":
         wanted = " or ".join(sorted(_types(schema)))
-        return f"{where}: {json.dumps(value)} is not of type {wanted}"
+        return f"{where}: {json.dumps(value)} is not of type {wanted}{yaml11_hint(value)}"
     if kind in _BOUNDS:
         return f"{where}: must be {_BOUNDS[kind]} {error.validator_value}, got {json.dumps(value)}"
     if kind in ("minItems", "maxItems"):

@@ -105,7 +105,7 @@ def checked_value(what: str, value: Any, hint: Any) -> Any:
                     return checked_value(what, value, option)
                 except ValueError:
                     pass
-        raise ValueError(f"{what} must be {_describe(hint)}, got {value!r}")
+        raise ValueError(f"{what} must be {_describe(hint)}, got {value!r}{yaml11_hint(value)}")
     if typing.get_origin(hint) is tuple:
         args = typing.get_args(hint)
         if not isinstance(value, list | tuple):
@@ -121,7 +121,16 @@ def checked_value(what: str, value: Any, hint: Any) -> Any:
         return yaml11_number(value)
     if hint in (bool, int, str) and type(value) is hint:
         return value
-    raise ValueError(f"{what} must be {_describe(hint)}, got {value!r}")
+    raise ValueError(f"{what} must be {_describe(hint)}, got {value!r}{yaml11_hint(value)}")
+
+
+def yaml11_hint(value: Any) -> str:
+    """For a YAML 1.1 number string where a number of another type is wanted: how to write it."""
+    number = yaml11_number(value)
+    if number is None:
+        return ""
+    exact = int(number) if number.is_integer() else number
+    return f" (YAML 1.1 reads {value} as a string, not a number: write {exact})"
 
 
 def _describe(hint: Any) -> str:

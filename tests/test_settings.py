@@ -193,6 +193,13 @@ def _gflash(config: dict) -> dict:
             "tiny.yaml: models.tiny.multiplicity: lr must be > 0",
         ),
         (
+            lambda c: c["datasets"]["calo"]["source"]["embedded"].update(
+                n_train="2.5e1", n_reference="2.5e0"
+            ),
+            'tiny.yaml: datasets.calo.source.embedded.n_reference: "2.5e0" is not of type integer '
+            "(YAML 1.1 reads 2.5e0 as a string, not a number: write 2.5)",
+        ),
+        (
             lambda c: c["preprocessing"].update(max_fit_points=-1),
             "tiny.yaml: preprocessing.max_fit_points: must be at least 0, got -1",
         ),
@@ -244,7 +251,10 @@ def test_yaml11_number_strings_are_read_as_numbers():
     loop, family = split_settings("flow-matching", config["models"]["tiny"]["training"])
     assert family.lr == 3e-4
     assert checked_value("x", "3e-4", float) == 3e-4
-    with pytest.raises(ValueError, match="x must be int, got '3e4'"):
+    with pytest.raises(
+        ValueError,
+        match=r"x must be int, got '3e4' \(YAML 1.1 reads 3e4 as a string, not a number: write 30000\)",
+    ):
         checked_value("x", "3e4", int)
 
 
