@@ -23,6 +23,24 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 
 
+# Reports this run set out to remake carry a STALE banner until they are remade (pipelines.report.stale).
+from pipelines.report import stale  # noqa: E402
+
+STALE_RUN = {"when": stale.utc_now(), "reports": []}
+
+
+onstart:
+    STALE_RUN["when"] = stale.utc_now()
+    STALE_RUN["reports"] = sorted(
+        {str(f) for job in workflow.dag.needrun_jobs() for f in job.output if str(f).endswith(".html")}
+    )
+    stale.mark_started(STALE_RUN["reports"], STALE_RUN["when"])
+
+
+onerror:
+    stale.mark_failed(STALE_RUN["reports"], STALE_RUN["when"])
+
+
 rule all:
     input:
         final_outputs(),

@@ -36,6 +36,7 @@ import numpy as np
 
 from pipelines.io.atomic import atomic_path
 from pipelines.io.errors import DataError
+from pipelines.io.hashing import file_sha256
 from pipelines.report import metric_catalogue, published, verdict
 from pipelines.report.plots import (
     PlotRecord,
@@ -46,6 +47,7 @@ from pipelines.report.plots import (
     training_panels,
     write_png,
 )
+from pipelines.report.stale import utc_now
 from pipelines.settings import settings_object
 
 log = logging.getLogger(__name__)
@@ -796,10 +798,12 @@ def build_report(
     training_summaries: Sequence[str | Path] = (),
     real_data: bool = False,
     data_summaries: Sequence[str | Path] = (),
+    models: Sequence[str | Path] = (),
 ) -> tuple[dict, list[PlotRecord]]:
     """Load and validate all inputs, write the PNGs into ``plots_dir`` and return the template context.
 
     ``data_summaries``: summary JSONs of the ``validate`` stage; their input files and warnings are shown.
+    ``models``: model files, hashed only. Every file read is listed with its sha256, beside the UTC time.
     """
     if not (len(metrics_paths) == len(histogram_paths) == len(labels)) or not labels:
         raise ValueError(
@@ -903,11 +907,32 @@ def build_report(
         "curves": curves,
         "timings": timing_tables,
         "data_summaries": [load_data_summary(path) for path in data_summaries],
+        "made": utc_now(),
+        "provenance": provenance(
+            {
+                "model": models,
+                "metrics": metrics_paths,
+                "histograms": histogram_paths,
+                "training curve": training_curves,
+                "training summary": training_summaries,
+                "timing": timings,
+                "data summary": data_summaries,
+            }
+        ),
         "report_settings": _settings_items(
             {f.name: getattr(settings, f.name) for f in fields(ReportSettings)}
         ),
     }
     return context, records
+
+
+def provenance(files: Mapping[str, Sequence[str | Path]]) -> list[dict]:
+    """One row (role, file, sha256) per file of ``files`` (role -> paths), in the given order."""
+    return [
+        {"role": role, "file": str(path), "sha256": file_sha256(path)}
+        for role, paths in files.items()
+        for path in paths
+    ]
 
 
 def render_html(context: Mapping) -> str:
@@ -950,6 +975,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--data-summaries", nargs="*", default=[], help="summary JSONs of the validate stage (warnings shown)"
     )
+    parser.add_argument(
+        "--model", nargs="*", default=[], help="model files (model.pt) per run: their sha256 is listed"
+    )
     parser.add_argument("--settings", default="{}", help="JSON object of report settings")
     parser.add_argument("--out", required=True, help="output HTML file")
     parser.add_argument("--plots-dir", required=True, help="directory for the PNG files")
@@ -966,6 +994,7 @@ def main(argv: list[str] | None = None) -> int:
         training_summaries=args.training_summary,
         real_data=args.real_data,
         data_summaries=args.data_summaries,
+        models=args.model,
     )
     page = render_html(context)
     with atomic_path(args.out) as tmp:
