@@ -819,10 +819,24 @@ def build_report(
     if len(set(labels)) != len(labels):
         raise ValueError(f"report --labels must be distinct, got {list(labels)}")
     plots_dir = Path(plots_dir)
+    # every input is read and checked before the first plot is written: a bad one leaves no plots behind
+    loaded = [(load_metrics(path), path) for path in metrics_paths]
+    loaded_arrays = [
+        load_histograms(hpath, metrics) for (metrics, _), hpath in zip(loaded, histogram_paths, strict=True)
+    ]
+    read_curves = [read_training_curve(path) for path in training_curves]
+    kinds = (
+        [metrics["kind"] for metrics, _ in loaded] if len(timings) == len(loaded) else [None] * len(timings)
+    )
+    timing_tables = [
+        {"title": name, "file": str(path), "table": load_timing(path, kind)}
+        for path, name, kind in zip(timings, _pair_names(timings, labels), kinds, strict=True)
+    ]
+    summaries = [load_data_summary(path) for path in data_summaries]
     runs, records = [], []
-    for index, (mpath, hpath, label) in enumerate(zip(metrics_paths, histogram_paths, labels, strict=True)):
-        metrics = load_metrics(mpath)
-        arrays = load_histograms(hpath, metrics)
+    for index, ((metrics, mpath), hpath, label, arrays) in enumerate(
+        zip(loaded, histogram_paths, labels, loaded_arrays, strict=True)
+    ):
         log.info("report: plotting run %r (%s, dataset %s)", label, metrics["kind"], metrics["dataset"])
         run_records = plot_run(
             metrics,
@@ -867,10 +881,9 @@ def build_report(
         run["verdict"] = run_verdict(run)
         runs.append(run)
     curves = []
-    for index, (path, name) in enumerate(
-        zip(training_curves, _pair_names(training_curves, labels), strict=True)
+    for index, (path, name, curve) in enumerate(
+        zip(training_curves, _pair_names(training_curves, labels), read_curves, strict=True)
     ):
-        curve = read_training_curve(path)
         shown = {k: v for k, v in curve.columns.items() if k not in BOOKKEEPING_COLUMNS} or curve.columns
         fig = training_curve_figure(
             curve.steps,
@@ -886,11 +899,6 @@ def build_report(
         record = PlotRecord("training", name, caption, png_path, png)
         records.append(record)
         curves.append({"title": name, "caption": record.caption, "uri": data_uri(png), "file": png_path.name})
-    kinds = [run["kind"] for run in runs] if len(timings) == len(runs) else [None] * len(timings)
-    timing_tables = [
-        {"title": name, "file": str(path), "table": load_timing(path, kind)}
-        for path, name, kind in zip(timings, _pair_names(timings, labels), kinds, strict=True)
-    ]
     published_tables, published_notes = ([], [])
     if real_data:
         published_tables, published_notes = _published_tables(runs, settings.published_models)
@@ -906,7 +914,7 @@ def build_report(
         "published_notes": published_notes,
         "curves": curves,
         "timings": timing_tables,
-        "data_summaries": [load_data_summary(path) for path in data_summaries],
+        "data_summaries": summaries,
         "made": utc_now(),
         "provenance": provenance(
             {
