@@ -803,3 +803,11 @@ def test_fault_is_named_writes_nothing_loses_nothing_and_the_fixed_rerun_works(
         _copy_inputs(case, kit, d)
     assert cli(argv) == 0, capsys.readouterr().err
     assert all((d / out).is_file() for out in case.outputs)
+
+
+def test_audit_md_lists_every_case_once() -> None:
+    """tests/AUDIT.md's table of this module is in step with ``CASES`` (name, stage, number)."""
+    text = (Path(__file__).parent / "AUDIT.md").read_text()
+    for number, (name, case) in enumerate(CASES.items(), 1):
+        assert f"| {number} | {name} | `{case.stage}` |" in text, name
+    assert f"**{len(CASES)} cases**" in text
