@@ -23,7 +23,8 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 
 
-# Reports this run set out to remake carry a STALE banner until they are remade (pipelines.report.stale).
+# Reports this run set out to remake carry a STALE banner until they are remade, and reports whose inputs
+# changed without being remade get one at the end of the run (pipelines.report.stale).
 from pipelines.report import stale  # noqa: E402
 
 STALE_RUN = {"when": stale.utc_now(), "reports": []}
@@ -37,8 +38,13 @@ onstart:
     stale.mark_started(STALE_RUN["reports"], STALE_RUN["when"])
 
 
+onsuccess:
+    stale.mark_outdated(final_outputs())
+
+
 onerror:
     stale.mark_failed(STALE_RUN["reports"], STALE_RUN["when"])
+    stale.mark_outdated(final_outputs())
 
 
 rule all:

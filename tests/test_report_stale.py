@@ -42,8 +42,28 @@ def test_report_names_every_input_with_its_sha256_and_the_utc_time(tmp_path: Pat
         ("histograms", run / "histograms.npz"),
         ("timing", run / "timing.json"),
     ]:
-        row = f"<tr><td>{role}</td><td>{path}</td><td><code>{_sha256(path)}</code></td></tr>"
+        sha = _sha256(path)
+        row = f'data-sha256="{sha}"><td>{role}</td><td>{path}</td><td><code>{sha}</code></td></tr>'
         assert row in page, role
+
+
+def test_a_report_whose_inputs_changed_since_is_marked_outdated(tmp_path: Path) -> None:
+    model = tmp_path / "model.pt"
+    model.write_bytes(b"model bytes")
+    _run_report(tmp_path, "--model", str(model))
+    report = tmp_path / "report.html"
+    original = report.read_text()
+    assert stale.changed_inputs(original) == [] and stale.mark_outdated([report]) == []
+    assert report.read_text() == original
+    model.write_bytes(b"retrained")  # e.g. a run with --until train
+    (tmp_path / "run" / "timing.json").unlink()
+    assert stale.changed_inputs(original) == [str(model), str(tmp_path / "run" / "timing.json")]
+    assert stale.mark_outdated([report, tmp_path / "absent.html"]) == [report]
+    text = stale.stale_text(report.read_text())
+    assert text == stale.outdated_text([str(model), str(tmp_path / "run" / "timing.json")])
+    assert text.startswith(f"STALE: {model}, {tmp_path / 'run' / 'timing.json'} changed after this report")
+    assert stale.mark_outdated([report]) == []  # a report with a banner keeps it
+    assert stale.outdated_text(list("abcde")).startswith("STALE: a, b, c and 2 more changed")
 
 
 def _page(tmp_path: Path) -> Path:
@@ -123,7 +143,8 @@ def _report_inputs(work: Path) -> None:
 def test_a_failed_upstream_stage_leaves_the_old_report_marked_stale(tmp_path: Path, ds2) -> None:
     """Snakefile hooks: report made; its training data replaced by a broken file, so validate_data fails
     and the report is not remade: the old page gets the banner; with the file fixed the rerun remakes
-    it without one. Only validate_data and report may run (hand-made inputs, a few seconds each)."""
+    it without one; a run that leaves the report alone after its model changed marks it. Only
+    validate_data and report may run (hand-made inputs, a few seconds each)."""
     work = copy_repository(tmp_path / "work")
     _report_inputs(work)
     report = work / "results" / "calo" / "tiny-factorised" / "report.html"
@@ -147,3 +168,8 @@ def test_a_failed_upstream_stage_leaves_the_old_report_marked_stale(tmp_path: Pa
     assert fixed.returncode == 0, fixed.stdout + fixed.stderr
     assert stale.stale_text(report.read_text()) is None
     assert _sha256(train) in report.read_text()
+    model = report.parent / "model.pt"
+    model.write_bytes(b"retrained")  # the report is not among the targets of the next run
+    other = _snakemake(work, "results/calo/data/train.summary.json", "--forcerun", "validate_data", *argv[1:])
+    assert other.returncode == 0, other.stdout + other.stderr
+    assert stale.stale_text(report.read_text()) == stale.outdated_text([str(model.relative_to(work))])

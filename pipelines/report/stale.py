@@ -1,10 +1,13 @@
-"""Mark reports that a workflow run set out to remake but did not: a visible STALE banner.
+"""Mark reports that do not show the current results: a visible STALE banner.
 
 The Snakefile's ``onstart`` handler marks every existing report the run will remake ("the run started
 at T is remaking this report"); a report job that succeeds replaces the page, one that fails is removed
 by Snakemake. ``onerror`` turns the banners still there into "the run of T failed before this report was
-remade", so a report whose upstream stage failed is never taken for the new one. The banner is the
-first thing in ``<body>``, between :data:`START` and :data:`END`; the page is rewritten atomically.
+remade", so a report whose upstream stage failed is never taken for the new one. At the end of every
+run (``onsuccess`` and ``onerror``) a report that a run left alone although one of the files it was
+made from has changed since (its sha256, recorded in the page, differs: e.g. after ``--until train``)
+is marked too. The banner is the first thing in ``<body>``, between :data:`START` and :data:`END`; the
+page is rewritten atomically.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from pipelines.io.atomic import atomic_path
+from pipelines.io.hashing import file_sha256
 
 START = "<!-- stale-banner -->"
 END = "<!-- /stale-banner -->"
@@ -26,6 +30,7 @@ STYLE = (
 )
 _BANNER = re.compile(re.escape(START) + ".*?" + re.escape(END) + r"\n?", re.DOTALL)
 _BODY = re.compile(r"<body[^>]*>\n?", re.IGNORECASE)
+_INPUT = re.compile(r'data-file="([^"]*)" data-sha256="([0-9a-f]{64})"')
 
 
 def utc_now() -> str:
@@ -45,6 +50,14 @@ def failed_text(when: str) -> str:
     return (
         f"STALE: the run of {when} failed before this report was remade; the page below is from an "
         "earlier run and does not match the current inputs."
+    )
+
+
+def outdated_text(files: list[str]) -> str:
+    shown = ", ".join(files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
+    return (
+        f"STALE: {shown} changed after this report was made (sha256 differs or file missing); "
+        "run the workflow again to remake it."
     )
 
 
@@ -112,6 +125,40 @@ def mark_failed(paths: Iterable[str | Path], when: str) -> list[Path]:
             if mark_stale(path, failed_text(when)):
                 marked.append(path)
                 _say(f"{path}: STALE, the run of {when} failed before remaking it (banner added)")
+        except FileNotFoundError:
+            continue
+        except OSError as err:
+            _say(f"warning: {path}: could not be marked stale: {err}")
+    return marked
+
+
+def changed_inputs(page: str) -> list[str]:
+    """The files the report ``page`` lists as made from whose content is no longer the recorded one.
+
+    Relative paths are taken from the working directory (the workflow's, where the hooks run).
+    """
+    changed = []
+    for file, sha256 in _INPUT.findall(page):
+        path = Path(html.unescape(file))
+        try:
+            if file_sha256(path) != sha256:
+                changed.append(str(path))
+        except OSError:
+            changed.append(str(path))
+    return changed
+
+
+def mark_outdated(paths: Iterable[str | Path]) -> list[Path]:
+    """Reports of ``paths`` without a banner whose inputs changed since they were made get one."""
+    marked = []
+    for path in map(Path, paths):
+        try:
+            page = path.read_text(encoding="utf-8")
+            if stale_text(page) is not None or not (changed := changed_inputs(page)):
+                continue
+            if mark_stale(path, outdated_text(changed)):
+                marked.append(path)
+                _say(f"{path}: STALE, {', '.join(changed)} changed after it was made (banner added)")
         except FileNotFoundError:
             continue
         except OSError as err:
