@@ -25,6 +25,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+import toy_family  # noqa: F401 (registers the "toy-gaussian" family of the train cases)
 
 from pipelines import geometry
 from pipelines.cli import main as cli
@@ -121,8 +122,8 @@ class Case:
     """A stage call with one fault. ``argv(d)``: the call in the case folder ``d`` (inputs copied from the
     kit); ``outputs``: the files it writes; ``named``: text the error line must hold (``{d}`` -> folder);
     ``breaks(d)``/``fixes(d)``: make and undo the fault in the files (without ``fixes``, the inputs are
-    copied from the kit again); ``bad``: argv replacements
-    ``{flag: value}`` that make the fault; ``patch``: a context (monkeypatch) that makes it instead."""
+    copied from the kit again); ``bad``: argv replacements ``{flag: value}`` that make the fault;
+    ``patch``: a monkeypatch, undone after the failed call, that makes it instead."""
 
     stage: str
     inputs: tuple[str, ...]
@@ -775,8 +776,6 @@ def _patched(case: Case, d: Path) -> Iterator[None]:
 def test_fault_is_named_writes_nothing_loses_nothing_and_the_fixed_rerun_works(
     name: str, kit: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    import toy_family  # noqa: F401 (registers the "toy-gaussian" family used by the train cases)
-
     case = CASES[name]
     d = tmp_path / "case"
     d.mkdir()
