@@ -833,6 +833,10 @@ def build_report(
         for path, name, kind in zip(timings, _pair_names(timings, labels), kinds, strict=True)
     ]
     summaries = [load_data_summary(path) for path in data_summaries]
+    published_tables, published_notes = ([], [])
+    if real_data:
+        named = [{"label": name, "metrics": m} for (m, _), name in zip(loaded, labels, strict=True)]
+        published_tables, published_notes = _published_tables(named, settings.published_models)
     runs, records = [], []
     for index, ((metrics, mpath), hpath, label, arrays) in enumerate(
         zip(loaded, histogram_paths, labels, loaded_arrays, strict=True)
@@ -899,9 +903,6 @@ def build_report(
         record = PlotRecord("training", name, caption, png_path, png)
         records.append(record)
         curves.append({"title": name, "caption": record.caption, "uri": data_uri(png), "file": png_path.name})
-    published_tables, published_notes = ([], [])
-    if real_data:
-        published_tables, published_notes = _published_tables(runs, settings.published_models)
     context = {
         "title": settings.title,
         "runs": runs,
