@@ -32,7 +32,7 @@ STALE_RUN = {"when": stale.utc_now(), "reports": []}
 
 onstart:
     STALE_RUN["when"] = stale.utc_now()
-    STALE_RUN["reports"] = sorted(
+    STALE_RUN["reports"] = [] if workflow.touch else sorted(  # --touch remakes nothing
         {str(f) for job in workflow.dag.needrun_jobs() for f in job.output if str(f).endswith(".html")}
     )
     stale.mark_started(STALE_RUN["reports"], STALE_RUN["when"])
