@@ -35,6 +35,30 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 
 
+# Reports this run set out to remake carry a STALE banner until they are remade, and reports whose inputs
+# changed without being remade get one at the end of the run (pipelines.report.stale).
+from pipelines.report import stale  # noqa: E402
+
+STALE_RUN = {"when": stale.utc_now(), "reports": []}
+
+
+onstart:
+    STALE_RUN["when"] = stale.utc_now()
+    STALE_RUN["reports"] = [] if workflow.touch else sorted(  # --touch remakes nothing
+        {str(f) for job in workflow.dag.needrun_jobs() for f in job.output if str(f).endswith(".html")}
+    )
+    stale.mark_started(STALE_RUN["reports"], STALE_RUN["when"])
+
+
+onsuccess:
+    stale.mark_outdated(final_outputs())
+
+
+onerror:
+    stale.mark_failed(STALE_RUN["reports"], STALE_RUN["when"])
+    stale.mark_outdated(final_outputs())
+
+
 rule all:
     input:
         final_outputs(),

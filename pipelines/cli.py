@@ -3,7 +3,9 @@
 ``python -m pipelines --help`` lists the stages; ``python -m pipelines <stage> --help`` shows the
 stage's arguments and, where it takes a ``--settings`` JSON object, every settings key with its default
 and meaning (read from the stage's settings dataclass, :mod:`pipelines.settings_help`). An unknown
-stage name gets the closest known names.
+stage name gets the closest known names. A stage ends when its parent process dies
+(:mod:`pipelines.lifeline`), and an OS error (disk full, quota, read-only or forbidden output) is one
+line naming the file (:mod:`pipelines.io.oserrors`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import logging
 import sys
 from typing import NamedTuple
 
+from pipelines import lifeline
 from pipelines.io.errors import BusyError, DataError
+from pipelines.io.oserrors import describe_os_error
 from pipelines.settings_help import settings_help
 
 
@@ -152,3 +156,13 @@ def main(argv: list[str] | None = None) -> int:
     except (BusyError, DataError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except OSError as err:
+        print(f"error: {describe_os_error(err)}", file=sys.stderr)
+        return 1
+
+
+def entry() -> None:
+    """``python -m pipelines``: end with the parent process (:func:`lifeline.exit_with_parent`), run
+    :func:`main` and exit with its status."""
+    lifeline.exit_with_parent()
+    sys.exit(main())

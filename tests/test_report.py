@@ -650,6 +650,7 @@ def test_published_rows_only_with_real_data(plain_report, real_report):
 def test_real_data_with_unknown_dataset_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="names no CaloChallenge dataset"):
         _run_report(tmp_path, "--real-data", dataset="toy")
+    assert not (tmp_path / "plots").exists() and not (tmp_path / "report.html").exists()  # checked first
 
 
 def test_text_is_escaped(tmp_path):

@@ -152,6 +152,7 @@ def test_hostile_title_and_path_arrive_intact_in_a_real_run(tmp_path: Path) -> N
     timing.rename(run_dir / "timing.json")
     summary = {"family": "factorised", "steps": 10, "total_train_time_s": 3.0, "device": "cpu"}
     (run_dir / "training_summary.json").write_text(json.dumps(summary))
+    (run_dir / "model.pt").write_bytes(b"hashed by the report only")
     for role in ("train", "reference"):  # the calo data summaries the report lists (no warnings)
         data_summary = {"file": f"results/calo/data/{role}.h5", "sha256": "0" * 64, "warnings": []}
         (work / "results" / "calo" / "data").mkdir(parents=True, exist_ok=True)

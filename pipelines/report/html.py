@@ -36,6 +36,7 @@ import numpy as np
 
 from pipelines.io.atomic import atomic_path
 from pipelines.io.errors import DataError
+from pipelines.io.hashing import file_sha256
 from pipelines.report import metric_catalogue, published, verdict
 from pipelines.report.plots import (
     PlotRecord,
@@ -46,6 +47,7 @@ from pipelines.report.plots import (
     write_png,
 )
 from pipelines.report.settings import ReportSettings
+from pipelines.report.stale import utc_now
 from pipelines.settings import settings_object
 
 log = logging.getLogger(__name__)
@@ -740,10 +742,12 @@ def build_report(
     training_summaries: Sequence[str | Path] = (),
     real_data: bool = False,
     data_summaries: Sequence[str | Path] = (),
+    models: Sequence[str | Path] = (),
 ) -> tuple[dict, list[PlotRecord]]:
     """Load and validate all inputs, write the PNGs into ``plots_dir`` and return the template context.
 
     ``data_summaries``: summary JSONs of the ``validate`` stage; their input files and warnings are shown.
+    ``models``: model files, hashed only. Every file read is listed with its sha256, beside the UTC time.
     """
     if not (len(metrics_paths) == len(histogram_paths) == len(labels)) or not labels:
         raise ValueError(
@@ -759,10 +763,28 @@ def build_report(
     if len(set(labels)) != len(labels):
         raise ValueError(f"report --labels must be distinct, got {list(labels)}")
     plots_dir = Path(plots_dir)
+    # every input is read and checked before the first plot is written: a bad one leaves no plots behind
+    loaded = [(load_metrics(path), path) for path in metrics_paths]
+    loaded_arrays = [
+        load_histograms(hpath, metrics) for (metrics, _), hpath in zip(loaded, histogram_paths, strict=True)
+    ]
+    read_curves = [read_training_curve(path) for path in training_curves]
+    kinds = (
+        [metrics["kind"] for metrics, _ in loaded] if len(timings) == len(loaded) else [None] * len(timings)
+    )
+    timing_tables = [
+        {"title": name, "file": str(path), "table": load_timing(path, kind)}
+        for path, name, kind in zip(timings, _pair_names(timings, labels), kinds, strict=True)
+    ]
+    summaries = [load_data_summary(path) for path in data_summaries]
+    published_tables, published_notes = ([], [])
+    if real_data:
+        named = [{"label": name, "metrics": m} for (m, _), name in zip(loaded, labels, strict=True)]
+        published_tables, published_notes = _published_tables(named, settings.published_models)
     runs, records = [], []
-    for index, (mpath, hpath, label) in enumerate(zip(metrics_paths, histogram_paths, labels, strict=True)):
-        metrics = load_metrics(mpath)
-        arrays = load_histograms(hpath, metrics)
+    for index, ((metrics, mpath), hpath, label, arrays) in enumerate(
+        zip(loaded, histogram_paths, labels, loaded_arrays, strict=True)
+    ):
         log.info("report: plotting run %r (%s, dataset %s)", label, metrics["kind"], metrics["dataset"])
         run_records = plot_run(
             metrics,
@@ -807,10 +829,9 @@ def build_report(
         run["verdict"] = run_verdict(run)
         runs.append(run)
     curves = []
-    for index, (path, name) in enumerate(
-        zip(training_curves, _pair_names(training_curves, labels), strict=True)
+    for index, (path, name, curve) in enumerate(
+        zip(training_curves, _pair_names(training_curves, labels), read_curves, strict=True)
     ):
-        curve = read_training_curve(path)
         shown = {k: v for k, v in curve.columns.items() if k not in BOOKKEEPING_COLUMNS} or curve.columns
         fig = training_curve_figure(
             curve.steps,
@@ -826,14 +847,6 @@ def build_report(
         record = PlotRecord("training", name, caption, png_path, png)
         records.append(record)
         curves.append({"title": name, "caption": record.caption, "uri": data_uri(png), "file": png_path.name})
-    kinds = [run["kind"] for run in runs] if len(timings) == len(runs) else [None] * len(timings)
-    timing_tables = [
-        {"title": name, "file": str(path), "table": load_timing(path, kind)}
-        for path, name, kind in zip(timings, _pair_names(timings, labels), kinds, strict=True)
-    ]
-    published_tables, published_notes = ([], [])
-    if real_data:
-        published_tables, published_notes = _published_tables(runs, settings.published_models)
     context = {
         "title": settings.title,
         "runs": runs,
@@ -846,12 +859,33 @@ def build_report(
         "published_notes": published_notes,
         "curves": curves,
         "timings": timing_tables,
-        "data_summaries": [load_data_summary(path) for path in data_summaries],
+        "data_summaries": summaries,
+        "made": utc_now(),
+        "provenance": provenance(
+            {
+                "model": models,
+                "metrics": metrics_paths,
+                "histograms": histogram_paths,
+                "training curve": training_curves,
+                "training summary": training_summaries,
+                "timing": timings,
+                "data summary": data_summaries,
+            }
+        ),
         "report_settings": _settings_items(
             {f.name: getattr(settings, f.name) for f in fields(ReportSettings)}
         ),
     }
     return context, records
+
+
+def provenance(files: Mapping[str, Sequence[str | Path]]) -> list[dict]:
+    """One row (role, file, sha256) per file of ``files`` (role -> paths), in the given order."""
+    return [
+        {"role": role, "file": str(path), "sha256": file_sha256(path)}
+        for role, paths in files.items()
+        for path in paths
+    ]
 
 
 def render_html(context: Mapping) -> str:
@@ -894,6 +928,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--data-summaries", nargs="*", default=[], help="summary JSONs of the validate stage (warnings shown)"
     )
+    parser.add_argument(
+        "--model", nargs="*", default=[], help="model files (model.pt) per run: their sha256 is listed"
+    )
     parser.add_argument("--settings", default="{}", help="JSON object of report settings")
     parser.add_argument("--out", required=True, help="output HTML file")
     parser.add_argument("--plots-dir", required=True, help="directory for the PNG files")
@@ -910,6 +947,7 @@ def main(argv: list[str] | None = None) -> int:
         training_summaries=args.training_summary,
         real_data=args.real_data,
         data_summaries=args.data_summaries,
+        models=args.model,
     )
     page = render_html(context)
     with atomic_path(args.out) as tmp:

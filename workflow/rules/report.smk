@@ -3,6 +3,7 @@
 
 rule report:
     input:
+        model="results/{dataset}/{model}/model.pt",
         metrics="results/{dataset}/{model}/evaluation/metrics.json",
         histograms="results/{dataset}/{model}/evaluation/histograms.npz",
         curve="results/{dataset}/{model}/training_curve.csv",
@@ -31,4 +32,4 @@ rule report:
         "python -m pipelines report --metrics {input.metrics:q} --histograms {input.histograms:q} --labels {params.label:q}"
         " --training-curve {input.curve:q} --timing {input.timing:q} --training-summary {input.summary:q}"
         " --data-summaries {input.data_summaries:q} {params.real:q} --settings {params.settings:q}"
-        " --out {output.html:q} --plots-dir {output.plots:q} 2> {log:q}"
+        " --model {input.model:q} --out {output.html:q} --plots-dir {output.plots:q} 2> {log:q}"
