@@ -59,6 +59,8 @@ MISSING = "\u2014"
 #: of them without any overlap between the samples)
 COUNT_KEYS = ("n_histograms", "n_no_overlap")
 NO_OVERLAP = "1.00 (no overlap)"
+#: the project, named in the title of every page
+PROJECT = "Point-cloud generative models"
 #: timing.json keys that describe calorimeter voxelisation; not shown for jets
 CALORIMETER_ONLY = frozenset({"collisions", "n_collided", "collided_fraction", "n_voxels_below_threshold"})
 
@@ -68,8 +70,8 @@ CALORIMETER_ONLY = frozenset({"collisions", "n_collided", "collided_fraction", "
 class ReportSettings:
     """Report appearance; pass as ``--settings '{"title": ..., "dpi": 110}'`` (unknown keys: ValueError)."""
 
-    #: page title.
-    title: str = "MDMA validation report"
+    #: page title; empty: the project and the runs with their families (:func:`default_title`).
+    title: str = ""
     #: PNG resolution, dots per inch.
     dpi: int = 110
     #: figure width, inches.
@@ -891,7 +893,8 @@ def build_report(
     if real_data:
         published_tables, published_notes = _published_tables(runs, settings.published_models)
     context = {
-        "title": settings.title,
+        "title": settings.title
+        or default_title(labels, [b.family if b is not None else None for b in budgets]),
         "runs": runs,
         "metrics_tables": metrics_tables(runs),
         "conventions": conventions(runs),
@@ -908,6 +911,16 @@ def build_report(
         ),
     }
     return context, records
+
+
+def default_title(labels: Sequence[str], families: Sequence[str | None]) -> str:
+    """The page title without a ``title`` setting: the project, then each run with its model family,
+    e.g. "Point-cloud generative models: validation of calo-ds2 / factorised (family factorised)"."""
+    runs = [
+        f"{label} (family {family})" if family else label
+        for label, family in zip(labels, families, strict=True)
+    ]
+    return f"{PROJECT}: validation of " + ", ".join(runs)
 
 
 def render_html(context: Mapping) -> str:
