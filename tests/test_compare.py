@@ -137,7 +137,9 @@ def test_comparison_page_of_one_run_and_bad_inputs(tmp_path):
 def test_overlay_edges():
     values = np.array([0.0, 1.0, 2.0, 7.0])
     edges = compare.overlay_edges(values, compare.Overlay("n", "n", "n", "n", integer=True))
-    np.testing.assert_array_equal(edges, np.arange(-0.5, 8.5))
+    np.testing.assert_array_equal(edges, np.arange(-0.5, 8.0))
+    edges = compare.overlay_edges(np.array([3.0, 5.0]), compare.Overlay("n", "n", "n", "n", integer=True))
+    np.testing.assert_array_equal(edges, [2.5, 3.5, 4.5, 5.5])
     edges = compare.overlay_edges(np.linspace(0.0, 1.0, 1001), compare.Overlay("x", "x", "x", "x"), bins=10)
     assert edges[0] == pytest.approx(0.005) and edges[-1] == pytest.approx(0.995) and len(edges) == 11
     edges = compare.overlay_edges(np.ones(5), compare.Overlay("x", "x", "x", "x"), bins=4)  # one value
@@ -181,3 +183,35 @@ def test_compare_rule_plans_one_page_per_data_set_with_every_model(tmp_path):
     assert re.search(r"rule all:\n\s+input: .*results/calo/comparison.html", res.stdout)
     assert "results/jets/comparison.html" in res.stdout
     assert res.stdout.count("rule metrics_table:") == 3
+
+
+def _full_jets(seed: int, n: int) -> np.ndarray:
+    """JetNet particle features of ``n`` jets with all 4 slots real (a fixed multiplicity)."""
+    rng = np.random.default_rng(seed)
+    pf = np.ones((n, 4, 4))
+    pf[:, :, :2] = rng.normal(0.0, 0.1, (n, 4, 2))
+    pf[:, :, 2] = rng.dirichlet(np.ones(4), n)
+    return pf
+
+
+def test_jet_comparison_says_when_the_multiplicity_is_fixed(tmp_path):
+    from pipelines.metrics.feature_tables import jet_features_table
+    from pipelines.metrics.jet_metrics import make_sample
+
+    entry = {"W1M_x1e3": {"value": 4.0, "error": 1.0}}
+    metrics = {"kind": "jets", "dataset": "jets", "settings": {}, "histograms": [],
+               "rows": {"model": entry, "real_vs_real": entry}}  # fmt: skip
+    runs = []
+    for index, model in enumerate(("a", "b")):
+        run = tmp_path / "results" / "jets" / model
+        (run / "evaluation").mkdir(parents=True)
+        write_table(metrics_table.metrics_table(metrics), run / "evaluation" / "metrics.parquet")
+        table = jet_features_table(make_sample(_full_jets(0, 30)), make_sample(_full_jets(index + 1, 20)))
+        write_table(table, run / "evaluation" / "features.parquet")
+        (run / "training_summary.json").write_text(json.dumps({"family": "flow-matching"}))
+        runs.append({"model": model, "run": run})
+    text = _compare(tmp_path, runs).read_text(encoding="utf-8")
+    page = _Page()
+    page.feed(text)
+    assert page.models == ["a", "b"] and len(page.images) == 2  # jet mass and jet pT
+    assert "The particle multiplicity is 4 in the reference and in every run." in text

@@ -227,44 +227,47 @@ def _layers(table: pa.Table, sample: str) -> np.ndarray:
 
 
 def overlay_edges(values: np.ndarray, overlay: Overlay, bins: int = 40) -> np.ndarray:
-    """Bin edges from the reference values: integers, else their 0.5-99.5 % percentiles."""
+    """Bin edges from the reference values: one per integer from their smallest to their largest, else
+    their 0.5-99.5 % percentiles."""
     finite = values[np.isfinite(values)]
     if overlay.integer:
-        return np.arange(-0.5, float(finite.max(initial=0.0)) + 1.5, 1.0)
+        low, high = (finite.min(), finite.max()) if finite.size else (0.0, 0.0)
+        return np.arange(float(low) - 0.5, float(high) + 1.0, 1.0)
     low, high = np.percentile(finite, (0.5, 99.5)) if finite.size else (0.0, 1.0)
     edges = np.linspace(low, high, bins + 1)
     return edges if np.all(np.diff(edges) > 0) else np.linspace(low - 0.5, low + 0.5, bins + 1)
 
 
-def overlay_plots(runs: Sequence[Run], settings: ReportSettings) -> list[dict]:
-    """The overlaid key distributions (PNG data URIs); the reference is the first run's."""
+def _overlay_values(runs: Sequence[Run], overlay: Overlay) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Per-bin values of the reference (the first run's) and of each run's generated sample."""
+    if overlay.name == "layer_profile":
+        return _layers(runs[0].features, "reference"), [_layers(run.features, "generated") for run in runs]
+    return _column(runs[0].features, overlay.column, "reference"), [
+        _column(run.features, overlay.column, "generated") for run in runs
+    ]
+
+
+def overlay_plots(runs: Sequence[Run], settings: ReportSettings) -> tuple[list[dict], list[str]]:
+    """The overlaid key distributions (PNG data URIs; the reference is the first run's) and notes on
+    those not drawn: an integer feature with one value in every sample (e.g. jets of a fixed n)."""
     kind = table_info(runs[0].metrics)["kind"]
-    style = settings.style(0)
-    plots = []
+    plots, notes = [], []
     for overlay in SHOWER_OVERLAYS if kind == "showers" else JET_OVERLAYS:
-        reference = runs[0].features
+        ref, generated = _overlay_values(runs, overlay)
+        if overlay.integer and len(np.unique(np.concatenate([ref, *generated]))) == 1:
+            notes.append(f"{overlay.shows.capitalize()} is {ref[0]:g} in the reference and in every run.")
+            continue
         if overlay.name == "layer_profile":
-            ref = _layers(reference, "reference")
-            edges = np.arange(len(ref) + 1) - 0.5
-            lines = [(run.model, _layers(run.features, "generated")) for run in runs]
+            edges, lines = np.arange(len(ref) + 1) - 0.5, generated
             ylabel, logy = "mean energy per layer [MeV]", True
         else:
-            values = _column(reference, overlay.column, "reference")
-            edges = overlay_edges(values, overlay)
-            ref = density(np.histogram(values, edges)[0], edges)
-            lines = [
-                (
-                    run.model,
-                    density(
-                        np.histogram(_column(run.features, overlay.column, "generated"), edges)[0], edges
-                    ),
-                )
-                for run in runs
-            ]
+            edges = overlay_edges(ref, overlay)
+            ref = density(np.histogram(ref, edges)[0], edges)
+            lines = [density(np.histogram(values, edges)[0], edges) for values in generated]
             ylabel, logy = "normalised entries (1/N dN/dx)", False
         fig = overlay_figure(
-            edges, ref, lines, xlabel=overlay.xlabel, ylabel=ylabel, logy=logy,
-            colours=settings.colours, style=style,
+            edges, ref, list(zip([run.model for run in runs], lines, strict=True)), xlabel=overlay.xlabel,
+            ylabel=ylabel, logy=logy, colours=settings.colours, style=settings.style(0),
         )  # fmt: skip
         caption = (
             f"{overlay.shows.capitalize()}: the reference (filled; the first run's) and each run's generated "
@@ -273,7 +276,7 @@ def overlay_plots(runs: Sequence[Run], settings: ReportSettings) -> list[dict]:
         plots.append(
             {"name": overlay.name, "caption": caption, "uri": data_uri(png_bytes(fig, settings.dpi))}
         )
-    return plots
+    return plots, notes
 
 
 # ---------------------------------------------------------------- page
@@ -286,6 +289,7 @@ def page_title(dataset: str, runs: Sequence[Run]) -> str:
 def build_context(dataset: str, runs: Sequence[Run], out: Path, settings: ReportSettings) -> dict:
     """The template context of the comparison page."""
     metrics = headline_metrics(runs)
+    plots, notes = overlay_plots(runs, settings)
     return {
         "title": page_title(dataset, runs),
         "dataset": dataset,
@@ -295,7 +299,8 @@ def build_context(dataset: str, runs: Sequence[Run], out: Path, settings: Report
         "runs": [run_row(run, metrics, out.parent) for run in runs],
         "classes": CLASSES,
         "severity": SEVERITY,
-        "plots": overlay_plots(runs, settings),
+        "plots": plots,
+        "plot_notes": notes,
         "thresholds": verdict.THRESHOLDS_TEXT,
     }
 
