@@ -21,6 +21,7 @@ from pipelines.metrics.feature_tables import shower_features_table
 from pipelines.report import compare, metrics_table
 from pipelines.report import html as report_html
 from tests.test_report import _write_shower_run
+from tests.test_report_browser import _chromium, chromium  # noqa: F401 (the session fixture)
 from tests.workflow_runner import REPO, copy_repository
 
 SETTINGS = json.dumps({"dpi": 30, "figure_width": 4.0})
@@ -215,3 +216,22 @@ def test_jet_comparison_says_when_the_multiplicity_is_fixed(tmp_path):
     page.feed(text)
     assert page.models == ["a", "b"] and len(page.images) == 2  # jet mass and jet pT
     assert "The particle multiplicity is 4 in the reference and in every run." in text
+
+
+#: clicks a header of the comparison table (twice: descending) and records the order of the runs
+CLICK = """<script>
+var th = document.querySelector('th[data-metric="fpd"]'); th.click();
+function order() { return Array.from(document.querySelectorAll("tbody tr")).map(r => r.dataset.model); }
+document.body.dataset.ascending = order();
+th.click();
+document.body.dataset.descending = order();
+</script></body>"""
+
+
+def test_header_click_sorts_the_runs_in_chromium(chromium, tmp_path):  # noqa: F811 (the imported fixture)
+    runs = [_fake_run(tmp_path, name, seed, 1.0, fpd, "factorised")
+            for name, seed, fpd in (("b", 1, 0.5), ("a", 2, 0.1), ("c", 3, 0.9))]  # fmt: skip
+    page = _compare(tmp_path, runs)
+    page.write_text(page.read_text(encoding="utf-8").replace("</body>", CLICK), encoding="utf-8")
+    done = _chromium(chromium, tmp_path / "profile", "--dump-dom", str(page))
+    assert 'data-ascending="a,b,c"' in done.stdout and 'data-descending="c,b,a"' in done.stdout, done.stderr
