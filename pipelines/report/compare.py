@@ -32,6 +32,7 @@ from pipelines.report import verdict
 from pipelines.report.html import (
     MISSING,
     PROJECT,
+    TEMPLATE_DIR,
     ReportSettings,
     TrainingBudget,
     data_uri,
@@ -306,9 +307,8 @@ def build_context(dataset: str, runs: Sequence[Run], out: Path, settings: Report
 
 
 def render(context: dict) -> str:
+    """Render the page template with HTML escaping of every inserted value."""
     import jinja2
-
-    from pipelines.report.html import TEMPLATE_DIR
 
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
