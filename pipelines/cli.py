@@ -83,6 +83,15 @@ STAGES: dict[str, Stage] = {
         "HTML validation page: verdict, metrics against real vs real, plots, training, timing",
         ("pipelines.report.settings:ReportSettings",),
     ),
+    "metrics-table": Stage(
+        "pipelines.report.metrics_table",
+        "a run's metrics.json as tables: metrics.parquet (pandas, polars) and metrics.tsv",
+    ),
+    "compare": Stage(
+        "pipelines.report.compare",
+        "one page per data set: every run's key metrics against real vs real, sortable, overlaid plots",
+        ("pipelines.report.settings:ReportSettings",),
+    ),
 }
 
 USAGE = "usage: python -m pipelines <stage> [args]   (python -m pipelines <stage> --help for its arguments)"

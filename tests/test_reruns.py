@@ -41,6 +41,8 @@ print(json.dumps({"seconds": time.perf_counter() - start, "torch": "torch" in sy
 """
 
 ALL_STAGES = set(STAGE_RULES) - {"generate_showers", "generate_jets"}  # user files: nothing generated
+#: the rules downstream of the evaluation (all import the report code)
+REPORT_STAGES = {"metrics_table", "report", "compare"}
 
 
 def rule_of(path: str) -> str | None:
@@ -54,7 +56,9 @@ def rule_of(path: str) -> str | None:
             return "validate_data"
         return "generate_jets" if parts[1] == "jets" else "generate_showers"
     if len(rest) == 1:
-        return {"clouds.h5": "convert", "transforms.json": "fit_transforms"}[rest[0]]
+        return {"clouds.h5": "convert", "transforms.json": "fit_transforms", "comparison.html": "compare"}[
+            rest[0]
+        ]
     run_files = {
         "multiplicity.json": "train_multiplicity",
         "multiplicity.png": "train_multiplicity",
@@ -67,6 +71,8 @@ def rule_of(path: str) -> str | None:
     }
     if rest[1] in run_files:
         return run_files[rest[1]]
+    if rest[1] == "evaluation" and rest[2].startswith("metrics.") and rest[2] != "metrics.json":
+        return "metrics_table"
     return {"evaluation": "evaluate", "plots": "report"}[rest[1]]
 
 
@@ -182,9 +188,9 @@ def edit(root: Path, module: str) -> None:
     path.write_text(path.read_text() + f"\n_EDITED_BY_TEST_{len(path.read_text())} = True\n")
 
 
-def test_report_code_edit_reruns_only_the_report(workdir: Workdir):
+def test_report_code_edit_reruns_only_the_report_stages(workdir: Workdir):
     files = workdir.rerun_after(lambda: edit(workdir.root, "pipelines/report/plots.py"))
-    assert rules_rerun(files) == {"report"}
+    assert rules_rerun(files) == REPORT_STAGES
 
 
 def test_training_hyperparameter_reruns_training_onwards(workdir: Workdir):
@@ -194,7 +200,7 @@ def test_training_hyperparameter_reruns_training_onwards(workdir: Workdir):
         config["models"][MODEL]["architecture"]["hidden"] = 12
         workdir.write_config(config)
 
-    assert rules_rerun(workdir.rerun_after(change)) == {"train", "sample", "evaluate", "report"}
+    assert rules_rerun(workdir.rerun_after(change)) == {"train", "sample", "evaluate"} | REPORT_STAGES
     assert_trained_from_scratch(workdir)
 
 
@@ -214,7 +220,7 @@ def test_pointcloud_code_edit_reruns_conversion_onwards(workdir: Workdir):
 
 def test_transforms_code_edit_reruns_fit_transforms_onwards(workdir: Workdir):
     files = workdir.rerun_after(lambda: edit(workdir.root, "pipelines/transforms.py"))
-    assert rules_rerun(files) == {"fit_transforms", "train", "sample", "evaluate", "report"}
+    assert rules_rerun(files) == {"fit_transforms", "train", "sample", "evaluate"} | REPORT_STAGES
     assert_trained_from_scratch(workdir)
 
 

@@ -79,7 +79,8 @@ def test_every_planned_command_passes_values_intact(tmp_path: Path) -> None:
     res = _snakemake(work, "-n", "-p", "--cores", "1", "--configfile", "hostile.yaml")
     assert res.returncode == 0, res.stdout + res.stderr
     commands = re.findall(r"^Shell command: (.*?2> \S+\.log)$", res.stdout, re.MULTILINE | re.DOTALL)
-    assert len(commands) == 30, res.stdout  # every job of the three runs (10 + 9 + 11)
+    # every job of the three runs, each with its metrics table and its data set's comparison page
+    assert len(commands) == 36, res.stdout  # (12 + 11 + 13)
 
     dumper, record = tmp_path / "argv_dumper.py", tmp_path / "argv.jsonl"
     dumper.write_text(ARGV_DUMPER)
@@ -106,6 +107,8 @@ def test_every_planned_command_passes_values_intact(tmp_path: Path) -> None:
                 seen.setdefault("labels", []).append(options[i + 1])
     assert {s["title"] for s in seen["report settings"]} == {HOSTILE}
     assert {s["reference_label"] for s in seen["report settings"]} == {HOSTILE[::-1]}
+    assert [s["reference_label"] for s in seen["compare settings"]] == [HOSTILE[::-1]] * 3
+    assert not any("title" in s for s in seen["compare settings"])  # the pages make their own titles
     assert seen["generate-jets settings"] == [{"pythia_lines": [HOSTILE]}] * 2
     assert sorted(seen["labels"]) == ["calo / tiny-factorised", "jets / tiny", "jets-gen / tiny"]
     user_files = {str(data_dir / "train.h5"), str(data_dir / "reference.h5")}

@@ -31,7 +31,9 @@ STAGE_RULES = (
     "train",
     "sample",
     "evaluate",
+    "metrics_table",
     "report",
+    "compare",
 )
 COPIED = ("Snakefile", "config.yaml", "workflow", "pipelines", "profiles", "tests/config")
 

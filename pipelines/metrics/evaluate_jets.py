@@ -48,7 +48,9 @@ from pipelines.io.atomic import atomic_path
 from pipelines.io.errors import DataError
 from pipelines.io.hashing import file_sha256
 from pipelines.io.jetnet import read_jetnet
+from pipelines.io.tables import write_table
 from pipelines.metrics import efp, jet_metrics
+from pipelines.metrics.feature_tables import jet_features_table
 from pipelines.metrics.jet_metrics import JetSample, make_sample
 from pipelines.metrics.separation import UNDEFINED_CONVENTION, counted_separation_power, histogram_counts
 from pipelines.metrics.settings import EvaluateJetsSettings
@@ -195,9 +197,14 @@ def split_rows(n_reference: int, n_generated: int, seed: int) -> tuple[NDArray, 
 
 
 def evaluate(
-    reference: Path, generated: Path, settings: EvaluateJetsSettings, cache_dir: Path
+    reference: Path,
+    generated: Path,
+    settings: EvaluateJetsSettings,
+    cache_dir: Path,
+    features: list | None = None,
 ) -> tuple[dict[str, Any], dict[str, NDArray]]:
-    """metrics.json content and histograms.npz arrays for one generated sample."""
+    """metrics.json content and histograms.npz arrays for one generated sample; when ``features`` is a
+    list, the per-jet features table (:mod:`pipelines.metrics.feature_tables`) is appended to it."""
     ref_pf, _ = read_jetnet(reference)
     gen_pf, _ = read_jetnet(generated)
     for path, pf in ((reference, ref_pf), (generated, gen_pf)):
@@ -238,6 +245,9 @@ def evaluate(
             trees[row] = {key: v for key, v in result.to_dict().items() if key != "config"}
 
     listing, arrays = histograms(ref, gen, settings.n_bins)
+    if features is not None:
+        info = {"kind": "jets", "dataset": settings.dataset or reference.stem}
+        features.append(jet_features_table(ref, gen, info))
     recorded = dataclasses.asdict(settings)
     recorded["dataset"] = settings.dataset or reference.stem
     recorded.update(
@@ -316,9 +326,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache-dir", type=Path, required=True, help="folder for the reference EFP cache")
     parser.add_argument("--out-metrics", type=Path, required=True, help="metrics.json to write")
     parser.add_argument("--out-histograms", type=Path, required=True, help="histograms.npz to write")
+    parser.add_argument("--out-features", type=Path, help="features.parquet of the jets to write")
     args = parser.parse_args(argv)
     settings = EvaluateJetsSettings.from_json(args.settings)
-    metrics, arrays = evaluate(args.reference, args.generated, settings, args.cache_dir)
+    tables: list = []
+    metrics, arrays = evaluate(args.reference, args.generated, settings, args.cache_dir, tables)
+    if args.out_features is not None:
+        write_table(tables[0], args.out_features)
     write_outputs(metrics, arrays, args.out_metrics, args.out_histograms)
     model = metrics["rows"]["model"]
     log.info(

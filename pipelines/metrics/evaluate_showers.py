@@ -42,6 +42,7 @@ from pipelines.geometry import KNOWN_DATASETS, THRESHOLD_MEV, Geometry, load_geo
 from pipelines.io.atomic import atomic_path
 from pipelines.io.calochallenge import check_layout, iter_calochallenge
 from pipelines.io.hashing import file_sha256
+from pipelines.io.tables import write_table
 from pipelines.metrics.calo_features import (
     FileScan,
     HistogramSpec,
@@ -56,6 +57,7 @@ from pipelines.metrics.calo_features import (
 )
 from pipelines.metrics.classifier import classifier_test, low_level_inputs
 from pipelines.metrics.distances import frechet_physics_distance, kernel_physics_distance
+from pipelines.metrics.feature_tables import shower_features_table
 from pipelines.metrics.separation import UNDEFINED_CONVENTION, counted_separation_power, histogram_counts
 from pipelines.metrics.settings import ClassifierConfig, EvaluateShowersSettings
 from pipelines.metrics.tree_classifier import TreeClassifierResult, tree_classifier_test
@@ -210,9 +212,15 @@ def _tree_entries(result: TreeClassifierResult) -> dict:
 
 
 def evaluate(
-    reference: Path, generated: Path, dataset: str, settings: EvaluateShowersSettings, cache_dir: Path
+    reference: Path,
+    generated: Path,
+    dataset: str,
+    settings: EvaluateShowersSettings,
+    cache_dir: Path,
+    features: list | None = None,
 ) -> tuple[dict, dict[str, np.ndarray]]:
-    """Compute (metrics.json content, histograms.npz arrays)."""
+    """Compute (metrics.json content, histograms.npz arrays); when ``features`` is a list, the features
+    table of the compared showers (:mod:`pipelines.metrics.feature_tables`) is appended to it."""
     geometry = load_geometry(dataset)
     n_ref, n_gen = check_layout(reference, geometry), check_layout(generated, geometry)
     half_a, half_b, gen_rows = comparison_rows(n_ref, n_gen)
@@ -246,6 +254,9 @@ def evaluate(
                 "no_overlap": s_model[-1][1],
             }
         )
+    if features is not None:
+        info = {"kind": "showers", "dataset": str(dataset), "reference_sha256": reference_sha256}
+        features.append(shower_features_table(fa, half_a, fg, gen_rows, info))
     arrays["mean_shower__reference"] = (ref.voxel_sum / len(half_a)).reshape(geometry.grid_shape)
     arrays["mean_shower__generated"] = (gen.voxel_sum / len(gen_rows)).reshape(geometry.grid_shape)
     lo, hi = np.log10(ref.features.e_inc.min()), np.log10(ref.features.e_inc.max())
@@ -335,9 +346,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache-dir", type=Path, required=True, help="folder for cached reference features")
     parser.add_argument("--out-metrics", type=Path, required=True)
     parser.add_argument("--out-histograms", type=Path, required=True)
+    parser.add_argument("--out-features", type=Path, help="features.parquet of the compared showers")
     args = parser.parse_args(argv)
     settings = EvaluateShowersSettings.from_json(args.settings)
-    metrics, arrays = evaluate(args.reference, args.generated, args.dataset, settings, args.cache_dir)
+    tables: list = []
+    metrics, arrays = evaluate(args.reference, args.generated, args.dataset, settings, args.cache_dir, tables)
+    if args.out_features is not None:
+        write_table(tables[0], args.out_features)
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
     with atomic_path(args.out_histograms) as tmp:

@@ -61,6 +61,8 @@ MISSING = "\u2014"
 #: of them without any overlap between the samples)
 COUNT_KEYS = ("n_histograms", "n_no_overlap")
 NO_OVERLAP = "1.00 (no overlap)"
+#: the project, named in the title of every page
+PROJECT = "Point-cloud generative models"
 #: timing.json keys that describe calorimeter voxelisation; not shown for jets
 CALORIMETER_ONLY = frozenset({"collisions", "n_collided", "collided_fraction", "n_voxels_below_threshold"})
 
@@ -848,7 +850,8 @@ def build_report(
         records.append(record)
         curves.append({"title": name, "caption": record.caption, "uri": data_uri(png), "file": png_path.name})
     context = {
-        "title": settings.title,
+        "title": settings.title
+        or default_title(labels, [b.family if b is not None else None for b in budgets]),
         "runs": runs,
         "metrics_tables": metrics_tables(runs),
         "conventions": conventions(runs),
@@ -886,6 +889,16 @@ def provenance(files: Mapping[str, Sequence[str | Path]]) -> list[dict]:
         for role, paths in files.items()
         for path in paths
     ]
+
+
+def default_title(labels: Sequence[str], families: Sequence[str | None]) -> str:
+    """The page title without a ``title`` setting: the project, then each run with its model family,
+    e.g. "Point-cloud generative models: validation of calo-ds2 / factorised (family factorised)"."""
+    runs = [
+        f"{label} (family {family})" if family else label
+        for label, family in zip(labels, families, strict=True)
+    ]
+    return f"{PROJECT}: validation of " + ", ".join(runs)
 
 
 def render_html(context: Mapping) -> str:

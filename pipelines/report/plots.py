@@ -670,3 +670,46 @@ def _plot_shower_extras(metrics, histograms, emit, label, style, shower_layers) 
         "hits vs incident energy",
         "Mean number of non-zero voxels per shower in bins of incident energy (log-spaced, MeV)",
     )
+
+
+@_styled
+def overlay_figure(
+    edges: np.ndarray,
+    reference: np.ndarray,
+    runs: Sequence[tuple[str, np.ndarray]],
+    *,
+    xlabel: str,
+    ylabel: str,
+    logx: bool = False,
+    logy: bool = False,
+    colours: Sequence[str] = ("#d62728",),
+    style: PlotStyle = PlotStyle(),
+) -> Figure:
+    """Several runs over one reference (the comparison page): the reference's per-bin values filled
+    grey, each run's values (``runs``: (label, values)) a step line in its colour (cycled), and the
+    plain ratio run / reference of every run below."""
+    edges = np.asarray(edges, dtype=np.float64)
+    ref = np.asarray(reference, dtype=np.float64)
+    if edges.shape != (ref.size + 1,) or any(np.shape(values) != ref.shape for _, values in runs):
+        raise ValueError(f"edges {edges.shape} do not fit the reference {ref.shape} and every run's values")
+    fig = _figure(style, style.width * 0.85)
+    ax, ax_ratio = _ratio_axes(fig)
+    _axes_scales(ax, ax_ratio, edges, logx, logy)
+    floor = _log_floor(ref, *[values for _, values in runs]) if logy else None
+    shown = ref if floor is None else np.fmax(ref, floor)
+    ax.stairs(shown, edges, fill=True, baseline=floor or 0.0, color=style.reference_colour,
+              label=style.reference_label)  # fmt: skip
+    low, high = style.ratio_range
+    for index, (label, values) in enumerate(runs):
+        colour = colours[index % len(colours)]
+        values = np.asarray(values, dtype=np.float64)
+        ax.stairs(values if floor is None else np.fmax(values, floor), edges, color=colour, linewidth=1.4,
+                  label=label, gid=f"run-{index}")  # fmt: skip
+        ax_ratio.stairs(np.clip(value_ratio(ref, values), low, high), edges, color=colour, linewidth=1.2)
+    ax_ratio.axhline(1.0, color="black", linewidth=0.7, linestyle="--")
+    ax_ratio.set_ylim(low, high)
+    ax_ratio.set_ylabel("Run/Ref.")
+    ax_ratio.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    _legend_above(ax, ncols=min(3, len(runs) + 1))
+    return fig

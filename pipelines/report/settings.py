@@ -17,8 +17,8 @@ if TYPE_CHECKING:
 class ReportSettings:
     """Report appearance; pass as ``--settings '{"title": ..., "dpi": 110}'`` (unknown keys: ValueError)."""
 
-    #: page title.
-    title: str = "MDMA validation report"
+    #: page title; empty: the project and the runs with their families (html.default_title).
+    title: str = ""
     #: PNG resolution, dots per inch.
     dpi: int = 110
     #: figure width, inches.

@@ -65,8 +65,15 @@ def run_dirs():
     return [f"results/{r['dataset']}/{r['model']}" for r in config["runs"]]
 
 
+def dataset_models(name):
+    """The models trained on data set ``name``, in the order of ``runs``."""
+    return [r["model"] for r in config["runs"] if r["dataset"] == name]
+
+
 def final_outputs():
-    return [f"{d}/report.html" for d in run_dirs()]
+    """Every run's report and, per data set with a run, the comparison page of its runs."""
+    datasets = dict.fromkeys(r["dataset"] for r in config["runs"])
+    return [f"{d}/report.html" for d in run_dirs()] + [f"results/{name}/comparison.html" for name in datasets]
 
 
 def multiplicity_input(wc):

@@ -9,6 +9,7 @@ rule evaluate:
     output:
         metrics="results/{dataset}/{model}/evaluation/metrics.json",
         histograms="results/{dataset}/{model}/evaluation/histograms.npz",
+        features="results/{dataset}/{model}/evaluation/features.parquet",
     params:
         stage=lambda wc: f"evaluate-{dataset(wc)['kind']}",
         geometry=lambda wc: ["--dataset", dataset(wc)["geometry"]] if dataset(wc)["kind"] == "showers" else [],
@@ -26,4 +27,5 @@ rule evaluate:
     shell:
         "python -m pipelines {params.stage:q} --reference={input.reference:q} --generated {input.samples:q} {params.geometry:q}"
         " --settings {params.settings:q} --cache-dir {params.cache:q}"
-        " --out-metrics {output.metrics:q} --out-histograms {output.histograms:q} 2> {log:q}"
+        " --out-metrics {output.metrics:q} --out-histograms {output.histograms:q}"
+        " --out-features {output.features:q} 2> {log:q}"

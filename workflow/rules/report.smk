@@ -1,6 +1,16 @@
 # Report: one self-contained HTML validation page per run, plots registered for `snakemake --report`.
 
 
+def plot_labels(wc):
+    """`snakemake --report` labels of one plot file, named <run>-<section>-<plot>.png by the report stage
+    (training curves: training-<i>-<run>.png): the run, the section and the plot."""
+    run = f"{wc.dataset} / {wc.model}"
+    if wc.name.startswith("training-"):
+        return {"run": run, "figure": "training", "plot": "training curves"}
+    parts = wc.name.split("-")
+    return {"run": run, "figure": parts[-2] if len(parts) > 2 else "plot", "plot": parts[-1]}
+
+
 rule report:
     input:
         model="results/{dataset}/{model}/model.pt",
@@ -18,6 +28,7 @@ rule report:
             caption="../report/plots.rst",
             category="{dataset}",
             subcategory="{model}",
+            labels=plot_labels,
         ),
     params:
         label="{dataset} / {model}",
@@ -33,3 +44,55 @@ rule report:
         " --training-curve {input.curve:q} --timing {input.timing:q} --training-summary {input.summary:q}"
         " --data-summaries {input.data_summaries:q} {params.real:q} --settings {params.settings:q}"
         " --model {input.model:q} --out {output.html:q} --plots-dir {output.plots:q} 2> {log:q}"
+
+
+rule metrics_table:
+    input:
+        "results/{dataset}/{model}/evaluation/metrics.json",
+    output:
+        parquet="results/{dataset}/{model}/evaluation/metrics.parquet",
+        tsv=report(
+            "results/{dataset}/{model}/evaluation/metrics.tsv",
+            caption="../report/metrics.rst",
+            category="{dataset}",
+            subcategory="{model}",
+            labels={"run": "{dataset} / {model}", "figure": "metrics", "plot": "metrics table"},
+        ),
+    params:
+        code=code_hash("pipelines.report.metrics_table"),
+    log:
+        "logs/{dataset}/{model}/metrics_table.log",
+    shell:
+        "python -m pipelines metrics-table --metrics {input:q} --out-parquet {output.parquet:q} --out-tsv {output.tsv:q} 2> {log:q}"
+
+
+def compare_runs(wc, what):
+    """Per model trained on the data set, in the order of ``runs``: the file ``what`` of its run."""
+    return [f"results/{wc.dataset}/{model}/{what}" for model in dataset_models(wc.dataset)]
+
+
+rule compare:
+    input:
+        metrics=lambda wc: compare_runs(wc, "evaluation/metrics.parquet"),
+        features=lambda wc: compare_runs(wc, "evaluation/features.parquet"),
+        summaries=lambda wc: compare_runs(wc, "training_summary.json"),
+    output:
+        report(
+            "results/{dataset}/comparison.html",
+            caption="../report/comparison.rst",
+            category="{dataset}",
+            subcategory="comparison",
+            labels={"run": "every run on {dataset}", "figure": "comparison", "plot": "comparison page"},
+        ),
+    params:
+        models=lambda wc: dataset_models(wc.dataset),
+        reports=lambda wc: compare_runs(wc, "report.html"),  # linked, not read: no input
+        settings=as_json({k: v for k, v in config["report"]["settings"].items() if k != "title"}),
+        code=code_hash("pipelines.report.compare", extra_files=("report/templates/comparison.html",)),
+    log:
+        "logs/{dataset}/compare.log",
+    shell:
+        "python -m pipelines compare --dataset {wildcards.dataset:q} --models {params.models:q}"
+        " --metrics-tables {input.metrics:q} --features {input.features:q}"
+        " --training-summaries {input.summaries:q} --reports {params.reports:q}"
+        " --settings {params.settings:q} --out {output:q} 2> {log:q}"
