@@ -110,3 +110,18 @@ for _name, _model in MODELS.items():
             )
 if abs(sum(config["preprocessing"]["split"]) - 1.0) > 1e-9:
     raise ValueError(f"config.yaml: preprocessing.split {config['preprocessing']['split']} must sum to 1")
+
+
+def plot_labels(wc):
+    """`snakemake --report` labels of one plot file, named <run>-<section>-<plot>.png by the report stage
+    (training curves: training-<i>-<run>.png): the run, the section and the plot."""
+    run = f"{wc.dataset} / {wc.model}"
+    if wc.name.startswith("training-"):
+        return {"run": run, "figure": "training", "plot": "training curves"}
+    parts = wc.name.split("-")
+    return {"run": run, "figure": parts[-2] if len(parts) > 2 else "plot", "plot": parts[-1]}
+
+
+def compare_runs(wc, what):
+    """Per model trained on the data set, in the order of ``runs``: the file ``what`` of its run."""
+    return [f"results/{wc.dataset}/{model}/{what}" for model in dataset_models(wc.dataset)]

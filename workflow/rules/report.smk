@@ -1,16 +1,6 @@
 # Report: one self-contained HTML validation page per run, plots registered for `snakemake --report`.
 
 
-def plot_labels(wc):
-    """`snakemake --report` labels of one plot file, named <run>-<section>-<plot>.png by the report stage
-    (training curves: training-<i>-<run>.png): the run, the section and the plot."""
-    run = f"{wc.dataset} / {wc.model}"
-    if wc.name.startswith("training-"):
-        return {"run": run, "figure": "training", "plot": "training curves"}
-    parts = wc.name.split("-")
-    return {"run": run, "figure": parts[-2] if len(parts) > 2 else "plot", "plot": parts[-1]}
-
-
 rule report:
     input:
         model="results/{dataset}/{model}/model.pt",
@@ -62,13 +52,10 @@ rule metrics_table:
         code=code_hash("pipelines.report.metrics_table"),
     log:
         "logs/{dataset}/{model}/metrics_table.log",
+    conda:
+        "../envs/pipelines.yaml"
     shell:
         "python -m pipelines metrics-table --metrics {input:q} --out-parquet {output.parquet:q} --out-tsv {output.tsv:q} 2> {log:q}"
-
-
-def compare_runs(wc, what):
-    """Per model trained on the data set, in the order of ``runs``: the file ``what`` of its run."""
-    return [f"results/{wc.dataset}/{model}/{what}" for model in dataset_models(wc.dataset)]
 
 
 rule compare:
@@ -91,6 +78,8 @@ rule compare:
         code=code_hash("pipelines.report.compare", extra_files=("report/templates/comparison.html",)),
     log:
         "logs/{dataset}/compare.log",
+    conda:
+        "../envs/pipelines.yaml"
     shell:
         "python -m pipelines compare --dataset {wildcards.dataset:q} --models {params.models:q}"
         " --metrics-tables {input.metrics:q} --features {input.features:q}"
