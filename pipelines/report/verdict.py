@@ -1,13 +1,15 @@
 """The verdict at the top of the report: each headline metric of the model read against its
 real-vs-real floor, classed as within the real-vs-real spread, close or far, and one plain sentence.
 
-Every metric shown (separation powers, classifier AUC and JSD, FPD, KPD, Wasserstein distances) grows
-as the compared sample departs from the reference, so the model's excess over the floor is
-Δ = model − real_vs_real. Two numbers describe it:
+Every metric shown (separation powers, classifier AUC and JSD, FPD, KPD, Wasserstein distances, MMD)
+grows as the compared sample departs from the reference, so the model's excess over the floor is
+Δ = model − real_vs_real; the coverage COV shrinks instead (higher is better,
+:func:`pipelines.report.metric_catalogue.higher_is_better`), so there Δ = real_vs_real − model. Two
+numbers describe it:
 
 - pull = Δ / √(σ_model² + σ_real²), where metrics.json records at least one error;
-- ratio = (model − ideal) / (real_vs_real − ideal), where the floor lies above the ideal value
-  (0.5 for an AUC, 0 otherwise).
+- ratio = (model − ideal) / (real_vs_real − ideal), where the floor lies on the worse side of the
+  ideal value (0.5 for an AUC, 1 for COV, 0 otherwise).
 
 Classes (thresholds below):
 
@@ -59,8 +61,10 @@ class MetricVerdict:
 
 
 def ideal_value(key: str) -> float:
-    """Value of a perfect model: 0.5 for a classifier AUC, 0 for every distance and JSD."""
-    return 0.5 if key.endswith("_auc") else 0.0
+    """Best value a metric can take: 0.5 for a classifier AUC, 1 for COV, 0 for every distance and JSD."""
+    if key.endswith("_auc"):
+        return 0.5
+    return 1.0 if metric_catalogue.higher_is_better(key) else 0.0
 
 
 def _error(entry: Mapping) -> float:
@@ -86,11 +90,14 @@ def compare(key: str, label: str, model: Mapping, real: Mapping) -> MetricVerdic
     m, r = model.get("value"), real.get("value")
     if m is None or r is None or not (math.isfinite(m) and math.isfinite(r)):
         return None
+    sign = -1.0 if metric_catalogue.higher_is_better(key) else 1.0
+    excess = sign * (m - r)
     sigma = math.hypot(_error(model), _error(real))
-    pull = (m - r) / sigma if sigma > 0 else None
+    pull = excess / sigma if sigma > 0 else None
     ideal = ideal_value(key)
-    ratio = (m - ideal) / (r - ideal) if r - ideal > 0 else None
-    return MetricVerdict(key, label, float(m), float(r), ratio, pull, classify(ratio, pull, m - r))
+    floor_gap = sign * (r - ideal)
+    ratio = (m - ideal) / (r - ideal) if floor_gap > 0 else None
+    return MetricVerdict(key, label, float(m), float(r), ratio, pull, classify(ratio, pull, excess))
 
 
 def run_verdicts(rows: Mapping[str, Mapping], kind: str) -> list[MetricVerdict]:
@@ -163,9 +170,10 @@ def overall_class(verdicts: Sequence[MetricVerdict]) -> str:
 
 THRESHOLDS_TEXT = (
     f"Each headline metric is read against its real-vs-real floor (two halves of the reference, same code, "
-    f"same sizes). Δ = model − real vs real (every metric grows as the samples differ); pull = Δ / "
-    f"√(σ_model² + σ_real²) where errors were recorded; ratio = (model − ideal) / (real vs real − ideal), "
-    f"ideal 0.5 for an AUC and 0 otherwise. Within the real-vs-real spread: Δ ≤ 0 or pull ≤ {WITHIN_PULL:g} "
+    f"same sizes). Δ = model − real vs real (every metric grows as the samples differ, except COV, which "
+    f"shrinks: there Δ = real vs real − model); pull = Δ / √(σ_model² + σ_real²) where errors were "
+    f"recorded; ratio = (model − ideal) / (real vs real − ideal), ideal 0.5 for an AUC, 1 for COV and 0 "
+    f"otherwise. Within the real-vs-real spread: Δ ≤ 0 or pull ≤ {WITHIN_PULL:g} "
     f"(without errors: ratio ≤ {WITHIN_RATIO:g}); close: pull ≤ {CLOSE_PULL:g} or ratio ≤ {CLOSE_RATIO:g}; "
     f"far: beyond both."
 )
