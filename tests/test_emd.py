@@ -110,6 +110,16 @@ def test_a_sample_against_itself_in_the_same_batch_covers_everything_at_distance
     assert np.all(per_batch[:, 0] < 0.9) and np.all(per_batch[:, 1] > 0)
 
 
+def test_mode_collapse_covers_one_real_jet():
+    """Every generated jet a copy of real jet 3: all are nearest to it, COV = 1 / N; MMD = the mean
+    EMD of the real jets to jet 3."""
+    real = _sample(np.random.default_rng(7), 10)
+    batch = [(np.arange(10), np.full(10, 3))]
+    (cov, mmd), *_ = emd.cov_mmd_per_batch(real, real, batch)
+    assert cov == pytest.approx(0.1)
+    assert mmd == pytest.approx(np.mean([emd.emd(real[3], jet) for jet in real]), rel=1e-12)
+
+
 def test_a_batch_with_repeated_jets_equals_the_full_matrix():
     rng = np.random.default_rng(6)
     real, gen = _sample(rng, 8), _sample(rng, 7)

@@ -41,6 +41,15 @@ def _entry(value: float, error: float | None = None, **extra) -> dict:
         ("kpd", _entry(-0.001), _entry(0.0005), -2.0, None, verdict.WITHIN),
         # floor at the ideal value and no errors: no ratio, no pull
         ("kpd", _entry(0.001), _entry(-0.0002), None, None, verdict.UNRATED),
+        # COV, higher is better: Δ = 0.55 - 0.40, pull 0.15 / hypot(0.02, 0.02) = 5.30, ratio 0.55 / 0.40
+        ("COV", _entry(0.40, 0.02), _entry(0.55, 0.02), 1.375, 5.30, verdict.CLOSE),
+        # more coverage than the floor: within
+        ("COV", _entry(0.60, 0.02), _entry(0.55, 0.02), 0.917, -1.77, verdict.WITHIN),
+        # no errors: 0.55 / 0.45 = 1.22 within; a collapsed model 0.55 / 0.05 = 11: far
+        ("COV", _entry(0.45), _entry(0.55), 1.22, None, verdict.WITHIN),
+        ("COV", _entry(0.05), _entry(0.55), 11.0, None, verdict.FAR),
+        # MMD grows as the samples differ: pull 0.04 / hypot(0.002, 0.002) = 14.1, ratio 1.8: close
+        ("MMD", _entry(0.09, 0.002), _entry(0.05, 0.002), 1.8, 14.1, verdict.CLOSE),
     ],
 )
 def test_compare_classes_hand_values(key, model, real, ratio, pull, expected):
@@ -54,6 +63,11 @@ def test_compare_classes_hand_values(key, model, real, ratio, pull, expected):
         assert found.pull is None
     else:
         assert found.pull == pytest.approx(pull, rel=0.01)
+
+
+def test_coverage_zero_is_infinitely_far():
+    found = verdict.compare("COV", "COV", _entry(0.0), _entry(0.5))
+    assert found is not None and found.ratio == float("inf") and found.verdict == verdict.FAR
 
 
 def test_threshold_edges_are_inclusive():
