@@ -276,9 +276,11 @@ def test_illustrating_histogram():
     assert illustrating_histogram("separation_E_layer", "showers", drawn) == "E_layer_09"
     assert illustrating_histogram("separation_EC_r", "showers", drawn) is None  # not drawn
     assert illustrating_histogram("cls_high_auc", "showers", drawn) is None
-    jets = [("jet_relative_mass", "jet"), ("particle_eta_rel", "particle"), ("particle_pt_rel", "particle"),
-            ("efp_square", "efp"), ("efp_paw", "efp")]  # fmt: skip
+    jets = [("jet_relative_mass", "jet"), ("jet_relative_pt", "jet"), ("particle_eta_rel", "particle"),
+            ("particle_pt_rel", "particle"), ("efp_square", "efp"), ("efp_paw", "efp")]  # fmt: skip
     assert illustrating_histogram("W1M_x1e3", "jets", jets) == "jet_relative_mass"
+    assert illustrating_histogram("W1PT_x1e3", "jets", jets) == "jet_relative_pt"
+    assert illustrating_histogram("COV", "jets", jets) is None  # no single histogram shows it
     assert illustrating_histogram("W1P_x1e3", "jets", jets) == "particle_eta_rel"
     assert illustrating_histogram("W1P_pt_rel_x1e3", "jets", jets) == "particle_pt_rel"
     assert illustrating_histogram("W1EFP_paw_x1e5", "jets", jets) == "efp_paw"
