@@ -92,8 +92,8 @@ class JetMetricSettings:
     kpd_batch_size: int = 5_000
     efp_normalised: bool = False  # EFP weights pt_rel / sum pt_rel instead of jetnet's raw pt_rel
     w1_error: str = "batch_std"  # error of the feature-averaged W1P / W1EFP, a key of W1_ERRORS
-    cov_mmd_num_eval_samples: int = 100  # jets per COV/MMD batch (scaled down to the sample sizes)
-    cov_mmd_num_batches: int = 10  # COV/MMD batches
+    cov_mmd_num_eval_samples: int = 100  # real and generated jets per COV/MMD batch (jetnet's 100)
+    cov_mmd_num_batches: int = 10  # COV/MMD batches (jetnet's 10); cost: batches x samples^2 EMDs
     emd_radius: float = 1.0  # R of the energy mover's distance (energyflow's default)
 
     def __post_init__(self) -> None:
