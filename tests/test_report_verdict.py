@@ -129,6 +129,16 @@ def test_sentences_for_hand_made_runs():
     assert "no verdict" in verdict.summary_sentence([])
 
 
+def test_cov_and_mmd_are_headline_metrics_of_a_jet_run():
+    rows = _rows({"COV": _entry(0.30, 0.02), "MMD": _entry(0.07, 0.002)},
+                 {"COV": _entry(0.52, 0.03), "MMD": _entry(0.06, 0.002)})  # fmt: skip
+    found = verdict.run_verdicts(rows, "jets")
+    # COV: Δ = 0.52 - 0.30, pull 0.22 / hypot(0.02, 0.03) = 6.1, ratio 0.52 / 0.30 = 1.73: close;
+    # MMD: pull 0.01 / hypot(0.002, 0.002) = 3.5, ratio 0.07 / 0.06 = 1.17: close
+    assert [(v.key, v.verdict) for v in found] == [("COV", verdict.CLOSE), ("MMD", verdict.CLOSE)]
+    assert found[0].pull == pytest.approx(6.10, rel=0.01) and found[0].ratio == pytest.approx(1.733, rel=0.01)
+
+
 # ---------------------------------------------------------------- the rendered report
 def _write_jet_run(directory: Path, *, conventions: bool) -> list[str]:
     directory.mkdir(parents=True, exist_ok=True)
