@@ -11,14 +11,14 @@ KPD, and MPGAN's COV and MMD (arXiv:2106.11535).
   published W1EFP, FPD, KPD).
 * W1M, W1PT (relative jet pT, beside W1M), W1P (per particle feature over real particles only, plus the
   mean over the three), W1EFP (the 5 prime EFPs with n = 4, d = 4, plus their mean): 1-d Wasserstein
-  distances over ``num_batches``
-  batches of ``batch_size`` jets drawn with replacement from each sample (seeded ``default_rng(seed)``,
-  per batch first the real then the generated indices, as ``jetnet`` draws them; the same jet indices
-  for every W1 metric).  value = mean over batches, error = std over batches (population std,
-  ddof = 0, as in ``jetnet``).  The mean over features is taken per batch, then averaged over batches;
-  its error follows ``w1_error`` (see ``W1_ERRORS``): the std over batches of the per-batch mean
-  (default), or ``jetnet``'s convention for the averaged W1 (jetnet <= 0.2.2 ``average_over_features``,
-  used for the published tables): the Euclidean norm of the per-feature stds, sqrt(sum_k sigma_k^2).
+  distances over ``num_batches`` batches of ``batch_size`` jets drawn with replacement from each sample
+  (seeded ``default_rng(seed)``, per batch first the real then the generated indices, as ``jetnet``
+  draws them; the same jet indices for every W1 metric).  value = mean over batches, error = std over
+  batches (population std, ddof = 0, as in ``jetnet``).  The mean over features is taken per batch,
+  then averaged over batches; its error follows ``w1_error`` (see ``W1_ERRORS``): the std over batches
+  of the per-batch mean (default), or ``jetnet``'s convention for the averaged W1 (jetnet <= 0.2.2
+  ``average_over_features``, used for the published tables): the Euclidean norm of the per-feature
+  stds, sqrt(sum_k sigma_k^2).
   Documented deviation: the published batch size is 50,000; when a sample is smaller the batch size
   becomes ``min(num_eval_samples, len(real), len(gen))``.
 * FPD, KPD on all 36 EFPs with d <= 4 through :mod:`pipelines.metrics.distances`.
