@@ -15,8 +15,15 @@ numpy 1.26.4, scipy 1.17.1, torch 2.13.0 CPU), from the fixture converted to flo
     gm.kpd(f_real, f_gen, num_batches=10, batch_size=200, seed=42)
     energyflow.EFPSet("d<=4", measure="hadr", beta=1, normed=None, coords="ptyphim")
         .batch_compute(real[:, :, [2, 0, 1]], n_jobs=1)  # and normed=True for the option
+    gm.rng = np.random.default_rng(42)  # reset before each of the calls below
+    gm.cov_mmd(real, gen, num_eval_samples=100, num_batches=10)  # EMDs by energyflow / wasserstein 1.1.0
+    [gm.cov_mmd(real, gen, num_eval_samples=100, num_batches=1) for _ in range(10)]  # per batch
+    gm.cov_mmd(real, real, num_eval_samples=100, num_batches=2)  # the sample against itself
+    energyflow.emd.emds(gen[:5, :, [2, 0, 1]], real[:5, :, [2, 0, 1]])  # R = 1, beta = 1, norm=False
+    pt = jetnet.utils.jet_features(real)["pt"]  # and of gen; scipy.stats.wasserstein_distance over the
+    # batches of w1m: 5 x (gm.rng.choice(200, size=200) for real, then for gen)
 
-jetnet draws its W1 batches with ``rng.choice`` from its module generator, FPD draws from
+jetnet draws its W1 and COV/MMD batches with ``rng.choice`` from its module generator, FPD draws from
 ``default_rng(seed)`` and KPD batch i from ``default_rng(seed + 1000 i)``: with the same seed the project
 draws the same jets, so the values agree to rounding (FPD to the tolerance of its least-squares fit).
 EFP graphs are matched to the project's columns by graph isomorphism; the 36 EFPs are pinned by two
@@ -31,7 +38,7 @@ import numpy as np
 import pytest
 from golden_fixtures import golden_jets
 
-from pipelines.metrics import efp, jet_metrics
+from pipelines.metrics import efp, emd, jet_metrics
 from pipelines.metrics.jet_metrics import JetMetricSettings
 
 SETTINGS = JetMetricSettings(
@@ -52,6 +59,25 @@ JETNET_W1EFP = {  # energyflow's order of the 5 prime n = 4, d = 4 graphs, named
     "paw": (0.00031924656558885236, 2.6762614457977404e-05),
     "square": (0.00037885878644484467, 3.307706270032077e-05),
 }
+# jetnet 0.2.5 utils.jet_features(...)["pt"], W1 over w1m's batches: (mean, std) over the 5 batches
+JETNET_W1PT = (0.041743262065873164, 0.006645054598434785)
+# jetnet 0.2.5 gen_metrics.cov_mmd(real, gen, num_eval_samples=100, num_batches=10): (COV, MMD) =
+# (0.38, 0.08144155787998923), the means of these per-batch values (jetnet returns no error)
+JETNET_COV_PER_BATCH = [0.43, 0.39, 0.36, 0.42, 0.36, 0.36, 0.39, 0.38, 0.37, 0.34]
+JETNET_MMD_PER_BATCH = [
+    0.08133300682144524, 0.0819351303508592, 0.08019985916061606, 0.08166565025838361, 0.08308186989211613,
+    0.07954483862303662, 0.0788519247607105, 0.08184888140349335, 0.0831193260044899, 0.08283509152474164,
+]  # fmt: skip
+# gm.cov_mmd(real, real, num_eval_samples=100, num_batches=2): independent draws of the same sample
+JETNET_COV_MMD_SELF = (0.525, 0.042218553071121795)
+# energyflow 1.4.0 emd.emds(gen[:5], real[:5]) (R = 1, beta = 1, norm=False): D[gen, real]
+ENERGYFLOW_EMDS = [
+    [0.11558872390534593, 0.20342804860423513, 0.22579236414556386, 0.21694370864143794, 0.18915648593938816],
+    [0.15210211217038574, 0.18512817239728233, 0.24108361334163844, 0.2158853906335077, 0.18603215271446882],
+    [0.23525228039543752, 0.258289464712141, 0.30835959112264777, 0.265586788005408, 0.26189867988209875],
+    [0.12871958457771066, 0.15049571361676195, 0.21461963820493832, 0.19785269800065725, 0.14323742926771485],
+    [0.11831666413240839, 0.135452532927964, 0.20389461102988943, 0.17433180371638454, 0.15094684930125293],
+]
 # jetnet 0.2.5 gen_metrics.fpd / kpd: (value, error)
 JETNET_FPD = (0.07048932369695665, 0.021139475139818592)
 JETNET_KPD = (0.00784577810446363, 0.004234645677108389)
@@ -173,10 +199,20 @@ ENERGYFLOW_NORMED_SUM = {
 }
 
 
+#: COV/MMD on a token batch where a test is not about them (jetnet's 10 x 100 costs 10^5 EMDs)
+CHEAP_COV_MMD = {"cov_mmd_num_eval_samples": 5, "cov_mmd_num_batches": 1}
+
+
 @pytest.fixture(scope="module")
 def samples() -> tuple[jet_metrics.JetSample, jet_metrics.JetSample]:
     real, gen = golden_jets()
     return jet_metrics.make_sample(real), jet_metrics.make_sample(gen)
+
+
+@pytest.fixture(scope="module")
+def rows(samples) -> dict:
+    """All jet metrics at the golden settings (COV/MMD on a token batch: test_cov_mmd_match_jetnet)."""
+    return jet_metrics.jet_metrics(*samples, dataclasses.replace(SETTINGS, **CHEAP_COV_MMD))
 
 
 def test_efps_match_energyflow(samples):
@@ -197,8 +233,7 @@ def test_efps_match_energyflow(samples):
         )
 
 
-def test_w1_fpd_kpd_match_jetnet(samples):
-    rows = jet_metrics.jet_metrics(*samples, SETTINGS)
+def test_w1_fpd_kpd_match_jetnet(samples, rows):
     assert (rows["W1M"]["value"], rows["W1M"]["error"]) == pytest.approx(JETNET_W1M, rel=1e-10)
     for feature, expected in JETNET_W1P.items():
         entry = rows[f"W1P_{feature}"]
@@ -210,7 +245,9 @@ def test_w1_fpd_kpd_match_jetnet(samples):
     means = [m for m, _ in JETNET_W1EFP.values()]
     stds = [s for _, s in JETNET_W1EFP.values()]
     assert rows["W1EFP"]["value"] == pytest.approx(np.mean(means), rel=1e-10)
-    jetnet_norm = jet_metrics.jet_metrics(*samples, dataclasses.replace(SETTINGS, w1_error="jetnet_norm"))
+    jetnet_norm = jet_metrics.jet_metrics(
+        *samples, dataclasses.replace(SETTINGS, w1_error="jetnet_norm", **CHEAP_COV_MMD)
+    )
     assert jetnet_norm["W1EFP"]["error"] == pytest.approx(np.linalg.norm(stds), rel=1e-10)
     p_stds = [s for _, s in JETNET_W1P.values()]
     assert jetnet_norm["W1P"]["error"] == pytest.approx(np.linalg.norm(p_stds), rel=1e-10)
@@ -224,6 +261,39 @@ def test_normalised_efps_change_the_published_numbers(samples):
     """The option is not jetnet's convention: on this fixture (sum pt_rel 0.75-1.0) W1EFP moves."""
     real_pf, gen_pf = golden_jets()
     normed = [jet_metrics.make_sample(pf, efp_normalised=True) for pf in (real_pf, gen_pf)]
-    rows = jet_metrics.jet_metrics(*normed, SETTINGS)
-    default = jet_metrics.jet_metrics(*samples, SETTINGS)
+    cheap = dataclasses.replace(SETTINGS, **CHEAP_COV_MMD)
+    rows = jet_metrics.jet_metrics(*normed, cheap)
+    default = jet_metrics.jet_metrics(*samples, cheap)
     assert abs(rows["W1EFP"]["value"] / default["W1EFP"]["value"] - 1) > 0.1
+
+
+def test_jet_pt_w1_matches_jetnet(rows):
+    assert (rows["W1PT"]["value"], rows["W1PT"]["error"]) == pytest.approx(JETNET_W1PT, rel=1e-10)
+    assert rows["W1PT_x1e3"]["value"] == pytest.approx(JETNET_W1PT[0] * 1e3, rel=1e-10)
+
+
+def test_emd_matches_energyflow():
+    """Both solve the same transport problem exactly (network simplex): agreement to rounding."""
+    real_pf, gen_pf = golden_jets()
+    real = emd.clouds(real_pf[:5, :, :3], real_pf[:5, :, 3] < 0.5)
+    gen = emd.clouds(gen_pf[:5, :, :3], gen_pf[:5, :, 3] < 0.5)
+    assert emd.emd_matrix(gen, real) == pytest.approx(np.array(ENERGYFLOW_EMDS), rel=1e-12)
+
+
+def test_cov_mmd_match_jetnet(samples):
+    """The same batch draws (seed 42, real then generated per batch) and the same exact EMDs, at
+    jetnet's default sizes (10 batches of 100): COV is a count and agrees exactly, MMD to rounding."""
+    assert (SETTINGS.cov_mmd_num_eval_samples, SETTINGS.cov_mmd_num_batches) == (100, 10)
+    per_batch = jet_metrics.cov_mmd(*samples, SETTINGS)
+    assert per_batch[:, 0].tolist() == JETNET_COV_PER_BATCH
+    assert per_batch[:, 1] == pytest.approx(JETNET_MMD_PER_BATCH, rel=1e-12)
+    assert per_batch.mean(axis=0) == pytest.approx([0.38, 0.08144155787998923], rel=1e-12)
+
+
+def test_cov_mmd_of_the_sample_against_itself_matches_jetnet(samples):
+    """Independent draws from one sample: COV about 0.5, MMD well above 0 (not 1 and 0: those need the
+    same batch on both sides, see test_emd.py)."""
+    real = samples[0]
+    settings = dataclasses.replace(SETTINGS, cov_mmd_num_batches=2)
+    cov, mmd = jet_metrics.cov_mmd(real, real, settings).mean(axis=0)
+    assert (cov, mmd) == pytest.approx(JETNET_COV_MMD_SELF, rel=1e-12)

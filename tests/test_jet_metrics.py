@@ -13,7 +13,8 @@ from pipelines.io.jetnet import write_jetnet
 from pipelines.metrics import efp, evaluate_jets, jet_metrics
 from pipelines.metrics.jet_metrics import JetMetricSettings
 
-FAST = {"fpd_n_draws": 3, "fpd_n_sizes": 4, "kpd_n_batches": 4, "kpd_batch_size": 200, "num_batches": 3}
+FAST = {"fpd_n_draws": 3, "fpd_n_sizes": 4, "kpd_n_batches": 4, "kpd_batch_size": 200, "num_batches": 3,
+        "cov_mmd_num_eval_samples": 20, "cov_mmd_num_batches": 2}  # fmt: skip
 
 
 def _jetnet_particles(rng: np.random.Generator, n_jets: int, n_slots: int = 30, eta_shift: float = 0.0):
@@ -40,6 +41,19 @@ def test_relative_mass_two_particles_hand_computed():
     assert jet_metrics.relative_mass(np.array([[[0.3, 1.0, 0.9]]]))[0] == pytest.approx(0.0, abs=1e-7)
     moved = particles + np.array([1.3, 2.0, 0.0])
     assert jet_metrics.relative_mass(moved, mask)[0] == pytest.approx(np.sqrt(m2), rel=1e-9)
+
+
+def test_relative_pt_two_particles_hand_computed():
+    pt1, pt2, phi1, phi2 = 0.6, 0.3, 0.05, -0.25
+    particles = np.array([[[0.2, phi1, pt1], [-0.1, phi2, pt2], [9.0, 9.0, 9.0]]])
+    mask = np.array([[False, False, True]])
+    expected = np.sqrt(pt1**2 + pt2**2 + 2 * pt1 * pt2 * np.cos(phi1 - phi2))
+    assert jet_metrics.relative_pt(particles, mask)[0] == pytest.approx(expected, rel=1e-12)
+    # collinear particles: the plain sum; eta does not enter
+    collinear = np.array([[[0.5, 0.1, 0.6], [-2.0, 0.1, 0.3]]])
+    assert jet_metrics.relative_pt(collinear)[0] == pytest.approx(0.9, rel=1e-12)
+    assert np.array_equal(jet_metrics.make_sample(np.concatenate([particles, 1 - mask[..., None]], 2)).pt,
+                          jet_metrics.relative_pt(particles, mask))  # fmt: skip
 
 
 def test_w1_matches_scipy_and_known_shift():
@@ -95,13 +109,21 @@ def test_jet_metrics_identical_vs_shifted_samples():
     for name in ("W1M", "W1P", "W1EFP", "FPD"):
         assert worse[name]["value"] > 5 * max(same[name]["value"], 1e-12), name
     assert abs(same["KPD"]["value"]) < worse["KPD"]["value"]
+    # wider jets are further from the real jets (COV is too coarse to see it in 2 batches of 20)
+    assert worse["MMD"]["value"] > same["MMD"]["value"]
+    # COV/MMD: mean and std over the per-batch values
+    per_batch = jet_metrics.cov_mmd(real, real, settings)
+    assert per_batch.shape == (2, 2)
+    assert (same["COV"]["value"], same["COV"]["error"]) == (np.mean(per_batch[:, 0]), np.std(per_batch[:, 0]))
+    assert (same["MMD"]["value"], same["MMD"]["error"]) == (np.mean(per_batch[:, 1]), np.std(per_batch[:, 1]))
     # identical samples: FPD and KPD consistent with zero within their quoted errors
     assert same["FPD"]["value"] < 3 * same["FPD"]["error"] + 1e-9
     assert abs(same["KPD"]["value"]) < 3 * same["KPD"]["error"] + 1e-9
     # the W1P mean is the mean of the three features; scaled entries are raw x the published factor
     feats = [same[f"W1P_{f}"]["value"] for f in jet_metrics.PARTICLE_FEATURES]
     assert same["W1P"]["value"] == pytest.approx(np.mean(feats), rel=1e-12)
-    for name, factor in (("W1M", 1e3), ("W1P", 1e3), ("W1EFP", 1e5), ("FPD", 1e3), ("KPD", 1e3)):
+    factors = {"W1M": 1e3, "W1PT": 1e3, "W1P": 1e3, "W1EFP": 1e5, "FPD": 1e3, "KPD": 1e3}
+    for name, factor in factors.items():
         suffix = "_x1e3" if factor == 1e3 else "_x1e5"
         assert worse[name + suffix]["value"] == pytest.approx(worse[name]["value"] * factor, rel=1e-12)
         assert worse[name + suffix]["error"] == pytest.approx(worse[name]["error"] * factor, rel=1e-12)
@@ -138,6 +160,8 @@ def test_evaluate_jets_outputs_follow_the_contract(tmp_path):
     s = metrics["settings"]
     assert s["n_real_half"] == s["n_real_vs_real_other"] == s["n_generated_used"] == 200
     assert s["w1_batch_size_model"] == s["w1_batch_size_real_vs_real"] == 200
+    assert s["cov_mmd_batch_size_model"] == s["cov_mmd_batch_size_real_vs_real"] == 20
+    assert {"COV", "MMD", "W1PT", "W1PT_x1e3"} <= set(rows["model"])
     # the generated eta is shifted by 0.05: the model row sees it, the real-vs-real row does not
     assert rows["model"]["W1P_eta_rel"]["value"] == pytest.approx(0.05, abs=0.015)
     assert rows["real_vs_real"]["W1P_eta_rel"]["value"] < 0.02
@@ -153,6 +177,7 @@ def test_evaluate_jets_outputs_follow_the_contract(tmp_path):
     names = [h["name"] for h in metrics["histograms"]]
     expected = {
         "jet_relative_mass",
+        "jet_relative_pt",
         "particle_eta_rel",
         "particle_phi_rel",
         "particle_pt_rel",
@@ -167,7 +192,8 @@ def test_evaluate_jets_outputs_follow_the_contract(tmp_path):
     assert hist["multiplicity__reference"].sum() == 400 and hist["multiplicity__generated"].sum() == 300
     # the conventions are named; the defaults are jetnet's EFPs and the batch std of the averaged W1
     conv = metrics["conventions"]
-    assert set(conv) == {"efp", "w1_error", "separation_edges", "separation_undefined"}
+    assert set(conv) == {"efp", "w1_error", "cov_mmd", "separation_edges", "separation_undefined"}
+    assert "R = 1," in conv["cov_mmd"] and "cov_mmd" in conv["cov_mmd"]
     assert "normed=None" in conv["efp"] and conv["w1_error"] == jet_metrics.W1_ERRORS["batch_std"]
     assert s["efp_normalised"] is False and s["w1_error"] == "batch_std"
 

@@ -315,14 +315,14 @@ SHOWER_GROUPS = (
 
 def _jet_metric_names() -> list[str]:
     """Every name evaluate-jets writes (raw and published-unit copies), from the producer's constants."""
-    bases = ["W1M", "W1P", "W1EFP", "FPD", "KPD"]
+    bases = ["W1M", "W1PT", "W1P", "W1EFP", "FPD", "KPD"]
     bases += [f"W1P_{f}" for f in jet_metrics.PARTICLE_FEATURES]
     bases += [f"W1EFP_{g}" for g in jet_metrics.PRIME_EFP_NAMES]
-    power = {"W1M": 3, "W1P": 3, "W1EFP": 5, "FPD": 3, "KPD": 3}
+    power = {"W1M": 3, "W1PT": 3, "W1P": 3, "W1EFP": 5, "FPD": 3, "KPD": 3}
     return (
         bases
         + [f"{b}_x1e{power[b.split('_')[0]]}" for b in bases]
-        + ["cls_trees_jet_auc", "cls_trees_jet_jsd"]
+        + ["COV", "MMD", "cls_trees_jet_auc", "cls_trees_jet_jsd"]
     )
 
 
@@ -353,10 +353,16 @@ def test_every_evaluated_metric_name_has_a_description():
 def test_jet_metrics_show_published_units_and_skip_raw_duplicates():
     names = _jet_metric_names()
     shown = [info.key for info in metric_catalogue.select_metrics(names, "jets")]
-    expected = ["W1M_x1e3", "W1P_x1e3"] + [f"W1P_{f}_x1e3" for f in ("eta_rel", "phi_rel", "pt_rel")]
+    expected = ["W1M_x1e3", "W1PT_x1e3", "W1P_x1e3"]
+    expected += [f"W1P_{f}_x1e3" for f in ("eta_rel", "phi_rel", "pt_rel")]
     expected += ["W1EFP_x1e5"] + [f"W1EFP_{g}_x1e5" for g in jet_metrics.PRIME_EFP_NAMES]
-    expected += ["FPD_x1e3", "KPD_x1e3", "cls_trees_jet_auc", "cls_trees_jet_jsd"]
+    expected += ["FPD_x1e3", "KPD_x1e3", "COV", "MMD", "cls_trees_jet_auc", "cls_trees_jet_jsd"]
     assert shown == expected
+    # COV and MMD are shown as stored (no published scale); only COV grows with quality
+    assert metric_catalogue.metric_info("MMD", "jets").factor == 1.0
+    assert metric_catalogue.metric_info("COV", "jets").group == metric_catalogue.GROUP_COV_MMD
+    assert metric_catalogue.higher_is_better("COV") and not metric_catalogue.higher_is_better("MMD")
+    assert not metric_catalogue.higher_is_better("W1PT_x1e3")
     # without the scaled copies the raw names are shown (and scaled by the report)
     raw = [info.key for info in metric_catalogue.select_metrics(["KPD", "W1M"], "jets")]
     assert raw == ["W1M", "KPD"]

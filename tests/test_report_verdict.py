@@ -41,6 +41,15 @@ def _entry(value: float, error: float | None = None, **extra) -> dict:
         ("kpd", _entry(-0.001), _entry(0.0005), -2.0, None, verdict.WITHIN),
         # floor at the ideal value and no errors: no ratio, no pull
         ("kpd", _entry(0.001), _entry(-0.0002), None, None, verdict.UNRATED),
+        # COV, higher is better: Δ = 0.55 - 0.40, pull 0.15 / hypot(0.02, 0.02) = 5.30, ratio 0.55 / 0.40
+        ("COV", _entry(0.40, 0.02), _entry(0.55, 0.02), 1.375, 5.30, verdict.CLOSE),
+        # more coverage than the floor: within
+        ("COV", _entry(0.60, 0.02), _entry(0.55, 0.02), 0.917, -1.77, verdict.WITHIN),
+        # no errors: 0.55 / 0.45 = 1.22 within; a collapsed model 0.55 / 0.05 = 11: far
+        ("COV", _entry(0.45), _entry(0.55), 1.22, None, verdict.WITHIN),
+        ("COV", _entry(0.05), _entry(0.55), 11.0, None, verdict.FAR),
+        # MMD grows as the samples differ: pull 0.04 / hypot(0.002, 0.002) = 14.1, ratio 1.8: close
+        ("MMD", _entry(0.09, 0.002), _entry(0.05, 0.002), 1.8, 14.1, verdict.CLOSE),
     ],
 )
 def test_compare_classes_hand_values(key, model, real, ratio, pull, expected):
@@ -54,6 +63,11 @@ def test_compare_classes_hand_values(key, model, real, ratio, pull, expected):
         assert found.pull is None
     else:
         assert found.pull == pytest.approx(pull, rel=0.01)
+
+
+def test_coverage_zero_is_infinitely_far():
+    found = verdict.compare("COV", "COV", _entry(0.0), _entry(0.5))
+    assert found is not None and found.ratio == float("inf") and found.verdict == verdict.FAR
 
 
 def test_threshold_edges_are_inclusive():
@@ -113,6 +127,16 @@ def test_sentences_for_hand_made_runs():
     )
     assert verdict.overall_class(good) == verdict.WITHIN
     assert "no verdict" in verdict.summary_sentence([])
+
+
+def test_cov_and_mmd_are_headline_metrics_of_a_jet_run():
+    rows = _rows({"COV": _entry(0.30, 0.02), "MMD": _entry(0.07, 0.002)},
+                 {"COV": _entry(0.52, 0.03), "MMD": _entry(0.06, 0.002)})  # fmt: skip
+    found = verdict.run_verdicts(rows, "jets")
+    # COV: Δ = 0.52 - 0.30, pull 0.22 / hypot(0.02, 0.03) = 6.1, ratio 0.52 / 0.30 = 1.73: close;
+    # MMD: pull 0.01 / hypot(0.002, 0.002) = 3.5, ratio 0.07 / 0.06 = 1.17: close
+    assert [(v.key, v.verdict) for v in found] == [("COV", verdict.CLOSE), ("MMD", verdict.CLOSE)]
+    assert found[0].pull == pytest.approx(6.10, rel=0.01) and found[0].ratio == pytest.approx(1.733, rel=0.01)
 
 
 # ---------------------------------------------------------------- the rendered report
@@ -262,9 +286,11 @@ def test_illustrating_histogram():
     assert illustrating_histogram("separation_E_layer", "showers", drawn) == "E_layer_09"
     assert illustrating_histogram("separation_EC_r", "showers", drawn) is None  # not drawn
     assert illustrating_histogram("cls_high_auc", "showers", drawn) is None
-    jets = [("jet_relative_mass", "jet"), ("particle_eta_rel", "particle"), ("particle_pt_rel", "particle"),
-            ("efp_square", "efp"), ("efp_paw", "efp")]  # fmt: skip
+    jets = [("jet_relative_mass", "jet"), ("jet_relative_pt", "jet"), ("particle_eta_rel", "particle"),
+            ("particle_pt_rel", "particle"), ("efp_square", "efp"), ("efp_paw", "efp")]  # fmt: skip
     assert illustrating_histogram("W1M_x1e3", "jets", jets) == "jet_relative_mass"
+    assert illustrating_histogram("W1PT_x1e3", "jets", jets) == "jet_relative_pt"
+    assert illustrating_histogram("COV", "jets", jets) is None  # no single histogram shows it
     assert illustrating_histogram("W1P_x1e3", "jets", jets) == "particle_eta_rel"
     assert illustrating_histogram("W1P_pt_rel_x1e3", "jets", jets) == "particle_pt_rel"
     assert illustrating_histogram("W1EFP_paw_x1e5", "jets", jets) == "efp_paw"

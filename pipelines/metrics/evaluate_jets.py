@@ -9,6 +9,10 @@ Rows of metrics.json (both computed with the same code and the same sizes):
   len(B) generated jets (all generated jets, in a seeded order, if there are fewer than len(B); the
   sizes used are recorded under ``settings``).
 
+* ``COV`` and ``MMD`` in both rows: MPGAN's coverage and minimum matching distance with the energy
+  mover's distance (:mod:`pipelines.metrics.emd`), ``cov_mmd_num_batches`` batches of
+  ``cov_mmd_num_eval_samples`` jets (jetnet's 10 x 100 by default, about 10^5 exact transport problems
+  per row); the batch sizes used are recorded under ``settings``.
 * ``cls_trees_jet_{auc,jsd}`` in both rows: the tree classifier test
   (:mod:`pipelines.metrics.tree_classifier`) on per-jet features
   (:func:`pipelines.metrics.jet_metrics.jet_level_features`: relative mass, sum of pt_rel,
@@ -16,13 +20,13 @@ Rows of metrics.json (both computed with the same code and the same sizes):
   ``seed + tree_seed_offset``; read it against its real-vs-real row.
 
 Histograms (raw counts, edges from the full reference; out-of-range entries dropped) compare the full
-reference with the full generated sample: relative jet mass, particle eta_rel / phi_rel / pt_rel
+reference with the full generated sample: relative jet mass and pT, particle eta_rel / phi_rel / pt_rel
 (real particles only), the 5 prime EFPs (n = 4, d = 4) and the particle multiplicity.  Their separation
 powers count the undefined case as :func:`pipelines.metrics.separation.counted_separation_power` does
 (``no_overlap`` marks a histogram counted as 1).
 
-metrics.json names its conventions under ``conventions`` (EFP weights, error of the averaged W1,
-histogram edges, undefined separation powers).
+metrics.json names its conventions under ``conventions`` (EFP weights, error of the averaged W1, the
+EMD and COV/MMD, histogram edges, undefined separation powers).
 
 The reference EFPs (all 36 per jet) are cached in ``--cache-dir`` under a key = sha256 of the reference
 file's bytes combined with the EFP weight convention and the hash of the code that computes them (efp
@@ -49,7 +53,7 @@ from pipelines.io.errors import DataError
 from pipelines.io.hashing import file_sha256
 from pipelines.io.jetnet import read_jetnet
 from pipelines.io.tables import write_table
-from pipelines.metrics import efp, jet_metrics
+from pipelines.metrics import efp, emd, jet_metrics
 from pipelines.metrics.feature_tables import jet_features_table
 from pipelines.metrics.jet_metrics import JetSample, make_sample
 from pipelines.metrics.separation import UNDEFINED_CONVENTION, counted_separation_power, histogram_counts
@@ -138,6 +142,8 @@ def _histogram_specs(ref: JetSample, gen: JetSample, n_bins: int) -> list[_HistS
     specs = [
         _HistSpec("jet_relative_mass", "jet m / pT", False, False, "jet", ref.mass, gen.mass,
                   _linear_edges(ref.mass, n_bins, lo=0.0)),
+        _HistSpec("jet_relative_pt", "jet pT (particles) / pT_jet", False, False, "jet", ref.pt, gen.pt,
+                  _linear_edges(ref.pt, n_bins)),
         _HistSpec("particle_eta_rel", "particle eta_rel", False, True, "particle", rp[:, 0], gp[:, 0],
                   _linear_edges(rp[:, 0], n_bins)),
         _HistSpec("particle_phi_rel", "particle phi_rel [rad]", False, True, "particle", rp[:, 1], gp[:, 1],
@@ -262,8 +268,15 @@ def evaluate(
             len(half_a), len(half_b), settings.num_eval_samples
         ),
         w1_batch_size_model=jet_metrics.batch_size_for(len(half_a), len(gen_idx), n_eval),
+        cov_mmd_batch_size_real_vs_real=jet_metrics.batch_size_for(
+            len(half_a), len(half_b), settings.cov_mmd_num_eval_samples
+        ),
+        cov_mmd_batch_size_model=jet_metrics.batch_size_for(
+            len(half_a), len(gen_idx), settings.cov_mmd_num_eval_samples
+        ),
         efp_columns=list(efp.EFP_NAMES),
-        units="raw under <name>; published units under <name>_x1e3 (W1M, W1P, FPD, KPD), <name>_x1e5 (W1EFP)",
+        units="raw under <name>; published units under <name>_x1e3 (W1M, W1PT, W1P, FPD, KPD), <name>_x1e5 "
+        "(W1EFP); COV and MMD raw only",
         classifier_trees=(
             f"{settings.tree_config().describe()}; inputs: relative mass, sum of pt_rel, multiplicity, "
             f"(eta_rel, phi_rel, pt_rel) of the {settings.tree_n_particles} leading particles by pt_rel"
@@ -289,6 +302,7 @@ def conventions(settings: EvaluateJetsSettings) -> dict[str, str]:
     return {
         "efp": jet_metrics.EFP_CONVENTIONS[settings.efp_normalised],
         "w1_error": jet_metrics.W1_ERRORS[settings.w1_error],
+        "cov_mmd": emd.convention(settings.emd_radius),
         "separation_edges": "histogram edges from the full reference file (percentiles "
         f"{RANGE_PERCENTILES[0]}-{RANGE_PERCENTILES[1]} for continuous features); the histograms compare "
         "the full reference with the full generated sample",
@@ -336,7 +350,9 @@ def main(argv: list[str] | None = None) -> int:
     write_outputs(metrics, arrays, args.out_metrics, args.out_histograms)
     model = metrics["rows"]["model"]
     log.info(
-        "W1M %.3g x1e-3, W1P %.3g x1e-3, W1EFP %.3g x1e-5, FPD %.3g x1e-3, KPD %.3g x1e-3",
-        *(model[k]["value"] for k in ("W1M_x1e3", "W1P_x1e3", "W1EFP_x1e5", "FPD_x1e3", "KPD_x1e3")),
+        "W1M %.3g x1e-3, W1PT %.3g x1e-3, W1P %.3g x1e-3, W1EFP %.3g x1e-5, FPD %.3g x1e-3, KPD %.3g x1e-3, "
+        "COV %.3g, MMD %.3g",
+        *(model[k]["value"] for k in ("W1M_x1e3", "W1PT_x1e3", "W1P_x1e3", "W1EFP_x1e5", "FPD_x1e3")),
+        *(model[k]["value"] for k in ("KPD_x1e3", "COV", "MMD")),
     )
     return 0

@@ -1,25 +1,37 @@
-"""JetNet metrics (arXiv:2211.10295, the ``jetnet`` 0.2.5 definitions): W1M, W1P, W1EFP, FPD, KPD.
+"""JetNet metrics (arXiv:2211.10295, the ``jetnet`` 0.2.5 definitions): W1M, W1PT, W1P, W1EFP, FPD,
+KPD, and MPGAN's COV and MMD (arXiv:2106.11535).
 
 * Relative jet mass m / pT_jet from the massless four-vector sum of the particles in relative
   coordinates (pt_rel, eta_rel, phi_rel): a shift in eta is a longitudinal boost and a shift in phi a
-  rotation, so the mass of the relative four-vectors is m / pT_jet when pt_rel = pt / pT_jet.
+  rotation, so the mass of the relative four-vectors is m / pT_jet when pt_rel = pt / pT_jet.  The
+  relative jet pT is the transverse momentum of the same sum, |sum pt_rel (cos phi, sin phi)| (jetnet's
+  ``jet_features(...)["pt"]``): 1 for a jet of all its constituents, below 1 for truncated jets.
 * EFPs (:mod:`pipelines.metrics.efp`) weighted by the raw pt_rel by default, as ``jetnet`` (energyflow
   ``normed=None``); ``efp_normalised`` weights by pt_rel / sum pt_rel instead (not comparable with the
   published W1EFP, FPD, KPD).
-* W1M, W1P (per particle feature over real particles only, plus the mean over the three), W1EFP (the 5
-  prime EFPs with n = 4, d = 4, plus their mean): 1-d Wasserstein distances over ``num_batches``
-  batches of ``batch_size`` jets drawn with replacement from each sample (seeded ``default_rng(seed)``,
-  per batch first the real then the generated indices, as ``jetnet`` draws them; the same jet indices
-  for every W1 metric).  value = mean over batches, error = std over batches (population std,
-  ddof = 0, as in ``jetnet``).  The mean over features is taken per batch, then averaged over batches;
-  its error follows ``w1_error`` (see ``W1_ERRORS``): the std over batches of the per-batch mean
-  (default), or ``jetnet``'s convention for the averaged W1 (jetnet <= 0.2.2 ``average_over_features``,
-  used for the published tables): the Euclidean norm of the per-feature stds, sqrt(sum_k sigma_k^2).
+* W1M, W1PT (relative jet pT, beside W1M), W1P (per particle feature over real particles only, plus the
+  mean over the three), W1EFP (the 5 prime EFPs with n = 4, d = 4, plus their mean): 1-d Wasserstein
+  distances over ``num_batches`` batches of ``batch_size`` jets drawn with replacement from each sample
+  (seeded ``default_rng(seed)``, per batch first the real then the generated indices, as ``jetnet``
+  draws them; the same jet indices for every W1 metric).  value = mean over batches, error = std over
+  batches (population std, ddof = 0, as in ``jetnet``).  The mean over features is taken per batch,
+  then averaged over batches; its error follows ``w1_error`` (see ``W1_ERRORS``): the std over batches
+  of the per-batch mean (default), or ``jetnet``'s convention for the averaged W1 (jetnet <= 0.2.2
+  ``average_over_features``, used for the published tables): the Euclidean norm of the per-feature
+  stds, sqrt(sum_k sigma_k^2).
   Documented deviation: the published batch size is 50,000; when a sample is smaller the batch size
   becomes ``min(num_eval_samples, len(real), len(gen))``.
 * FPD, KPD on all 36 EFPs with d <= 4 through :mod:`pipelines.metrics.distances`.
+* COV, MMD (:mod:`pipelines.metrics.emd`): energy mover's distances (pt_rel weights, R = ``emd_radius``)
+  between ``cov_mmd_num_batches`` batches of ``cov_mmd_num_eval_samples`` real and generated jets, drawn
+  with replacement as the W1 batches are (a generator of its own seeded with ``seed``, real then
+  generated indices per batch: jetnet's ``cov_mmd`` draws after ``rng = default_rng(seed)``; the batch
+  size is scaled down to the smaller sample like the W1 batch size).  value = mean over batches,
+  error = std over batches (ddof = 0).  COV: higher is better; MMD: lower is better.  The cost is
+  num_batches x size^2 exact transport problems (``benchmarks/bench_cov_mmd.py``).
 * Units: every metric is reported raw under its name, and in the published units under
-  ``<name>_x1e3`` (W1M, W1P, FPD, KPD) or ``<name>_x1e5`` (W1EFP): value_scaled = raw * factor.
+  ``<name>_x1e3`` (W1M, W1PT, W1P, FPD, KPD) or ``<name>_x1e5`` (W1EFP): value_scaled = raw * factor;
+  COV and MMD only raw (the published tables show them so).
 """
 
 from __future__ import annotations
@@ -29,13 +41,14 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from pipelines.metrics import efp
+from pipelines.metrics import efp, emd
 from pipelines.metrics.distances import frechet_physics_distance, kernel_physics_distance, wasserstein_1d
 from pipelines.metrics.settings import W1_ERRORS, JetMetricSettings
 
 PARTICLE_FEATURES = ("eta_rel", "phi_rel", "pt_rel")
 PRIME_EFP_NAMES = tuple(efp.GRAPHS[i].name for i in efp.PRIME_N4_D4)
 SCALE_W1M = 1e3
+SCALE_W1PT = 1e3
 SCALE_W1P = 1e3
 SCALE_W1EFP = 1e5
 SCALE_FPD_KPD = 1e3
@@ -52,18 +65,20 @@ EFP_CONVENTIONS = {
 @dataclass(frozen=True)
 class JetSample:
     """Per-jet quantities one evaluation needs: particles (N, n, 3), padding mask (N, n) (True = pad),
-    relative masses (N,), all 36 EFPs (N, 36)."""
+    relative masses (N,), all 36 EFPs (N, 36), relative jet pT (N,)."""
 
     particles: NDArray[np.float64]
     mask: NDArray[np.bool_]
     mass: NDArray[np.float64]
     efps: NDArray[np.float64]
+    pt: NDArray[np.float64]
 
     def __len__(self) -> int:
         return len(self.mass)
 
     def select(self, indices: NDArray[np.integer]) -> JetSample:
-        return JetSample(self.particles[indices], self.mask[indices], self.mass[indices], self.efps[indices])
+        i = indices
+        return JetSample(self.particles[i], self.mask[i], self.mass[i], self.efps[i], self.pt[i])
 
 
 def split_particle_features(particle_features: NDArray[np.floating]) -> tuple[NDArray, NDArray[np.bool_]]:
@@ -74,14 +89,12 @@ def split_particle_features(particle_features: NDArray[np.floating]) -> tuple[ND
     return pf[:, :, :3], pf[:, :, 3] < 0.5
 
 
-def relative_mass(
+def four_vector_sum(
     particles: NDArray[np.floating], mask: NDArray[np.bool_] | None = None
-) -> NDArray[np.float64]:
-    """m / pT_jet of each jet from massless particles (eta_rel, phi_rel, pt_rel): (N, n, 3) -> (N,).
-
-    E = pt cosh(eta), p = (pt cos(phi), pt sin(phi), pt sinh(eta)); m = sqrt(max(0, E^2 - |p|^2)).
-    Padded particles (mask True) are left out.
-    """
+) -> tuple[NDArray[np.float64], ...]:
+    """(E, px, py, pz) of each jet, (N,) each, summed over massless particles (eta_rel, phi_rel, pt_rel)
+    (N, n, 3): E = pt cosh(eta), p = (pt cos(phi), pt sin(phi), pt sinh(eta)); padded particles (mask
+    True) are left out."""
     p = np.asarray(particles, dtype=np.float64)
     if p.ndim != 3 or p.shape[2] < 3:
         raise ValueError(f"particles must have shape (N, n, 3), got {p.shape}")
@@ -92,7 +105,23 @@ def relative_mass(
     px = np.sum(pt * np.cos(phi), axis=1)
     py = np.sum(pt * np.sin(phi), axis=1)
     pz = np.sum(pt * np.sinh(eta), axis=1)
+    return e, px, py, pz
+
+
+def relative_mass(
+    particles: NDArray[np.floating], mask: NDArray[np.bool_] | None = None
+) -> NDArray[np.float64]:
+    """m / pT_jet of each jet, m = sqrt(max(0, E^2 - |p|^2)) of :func:`four_vector_sum`: (N, n, 3) -> (N,)."""
+    e, px, py, pz = four_vector_sum(particles, mask)
     return np.sqrt(np.maximum(e * e - px * px - py * py - pz * pz, 0.0))
+
+
+def relative_pt(
+    particles: NDArray[np.floating], mask: NDArray[np.bool_] | None = None
+) -> NDArray[np.float64]:
+    """Relative jet pT sqrt(px^2 + py^2) of :func:`four_vector_sum`: (N, n, 3) -> (N,)."""
+    _, px, py, _ = four_vector_sum(particles, mask)
+    return np.hypot(px, py)
 
 
 def make_sample(
@@ -112,7 +141,11 @@ def make_sample(
             f"efp_values must have shape {(len(particles), len(efp.GRAPHS))}, got {efp_values.shape}"
         )
     return JetSample(
-        particles, mask, relative_mass(particles, mask), np.asarray(efp_values, dtype=np.float64)
+        particles,
+        mask,
+        relative_mass(particles, mask),
+        np.asarray(efp_values, dtype=np.float64),
+        relative_pt(particles, mask),
     )
 
 
@@ -140,15 +173,36 @@ def batch_size_for(n_real: int, n_gen: int, num_eval_samples: int) -> int:
     return int(min(num_eval_samples, n_real, n_gen))
 
 
+def draw_batches(
+    n_real: int, n_gen: int, size: int, num_batches: int, seed: int
+) -> list[tuple[NDArray[np.int64], NDArray[np.int64]]]:
+    """With-replacement jet indices (real, gen) of ``size`` each for ``num_batches`` batches from
+    ``default_rng(seed)``, real first in each batch (the draws of jetnet's ``rng.choice``)."""
+    rng = np.random.default_rng(seed)
+    return [(rng.integers(0, n_real, size), rng.integers(0, n_gen, size)) for _ in range(num_batches)]
+
+
 def batch_indices(
     n_real: int, n_gen: int, settings: JetMetricSettings
 ) -> list[tuple[NDArray[np.int64], NDArray[np.int64]]]:
     """Seeded with-replacement jet indices (real, gen) for every W1 batch."""
     size = batch_size_for(n_real, n_gen, settings.num_eval_samples)
-    rng = np.random.default_rng(settings.seed)
-    return [
-        (rng.integers(0, n_real, size), rng.integers(0, n_gen, size)) for _ in range(settings.num_batches)
-    ]
+    return draw_batches(n_real, n_gen, size, settings.num_batches, settings.seed)
+
+
+def cov_mmd_batch_indices(
+    n_real: int, n_gen: int, settings: JetMetricSettings
+) -> list[tuple[NDArray[np.int64], NDArray[np.int64]]]:
+    """Seeded with-replacement jet indices (real, gen) for every COV/MMD batch."""
+    size = batch_size_for(n_real, n_gen, settings.cov_mmd_num_eval_samples)
+    return draw_batches(n_real, n_gen, size, settings.cov_mmd_num_batches, settings.seed)
+
+
+def cov_mmd(real: JetSample, gen: JetSample, settings: JetMetricSettings) -> NDArray[np.float64]:
+    """(COV, MMD) of every COV/MMD batch of ``gen`` against ``real``: (cov_mmd_num_batches, 2)."""
+    batches = cov_mmd_batch_indices(len(real), len(gen), settings)
+    real_clouds, gen_clouds = emd.clouds(real.particles, real.mask), emd.clouds(gen.particles, gen.mask)
+    return emd.cov_mmd_per_batch(real_clouds, gen_clouds, batches, settings.emd_radius)
 
 
 def w1_per_batch_jet_features(
@@ -218,6 +272,7 @@ def jet_metrics(
     batches = batch_indices(len(real), len(gen), settings)
 
     _add(rows, "W1M", *_mean_std(w1_per_batch_jet_features(real.mass, gen.mass, batches)), SCALE_W1M)
+    _add(rows, "W1PT", *_mean_std(w1_per_batch_jet_features(real.pt, gen.pt, batches)), SCALE_W1PT)
 
     w1p = w1_per_batch_particle_features(real, gen, batches)
     for c, name in enumerate(PARTICLE_FEATURES):
@@ -247,4 +302,9 @@ def jet_metrics(
         batch_size=settings.kpd_batch_size,
     )
     _add(rows, "KPD", *kpd, SCALE_FPD_KPD)
+
+    per_batch = cov_mmd(real, gen, settings)
+    for c, name in enumerate(("COV", "MMD")):
+        value, error = _mean_std(per_batch[:, c])
+        rows[name] = {"value": value, "error": error}
     return rows

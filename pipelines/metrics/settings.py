@@ -241,12 +241,17 @@ class JetMetricSettings(DistanceSettings):
     num_batches: int = 5  # W1 batches
     efp_normalised: bool = False  # EFP weights pt_rel / sum pt_rel instead of jetnet's raw pt_rel
     w1_error: str = "batch_std"  # error of the feature-averaged W1P / W1EFP, a key of W1_ERRORS
+    cov_mmd_num_eval_samples: int = 100  # real and generated jets per COV/MMD batch (jetnet's 100)
+    cov_mmd_num_batches: int = 10  # COV/MMD batches (jetnet's 10); cost: batches x samples^2 EMDs
+    emd_radius: float = 1.0  # R of the energy mover's distance (energyflow's default)
 
     def __post_init__(self) -> None:
         if self.w1_error not in W1_ERRORS:
             raise ValueError(f"w1_error must be one of {sorted(W1_ERRORS)}, got {self.w1_error!r}")
+        if not self.emd_radius > 0:
+            raise ValueError(f"jet metric setting emd_radius must be > 0, got {self.emd_radius}")
         super().__post_init__()
-        for name in ("num_eval_samples", "num_batches"):
+        for name in ("num_eval_samples", "num_batches", "cov_mmd_num_eval_samples", "cov_mmd_num_batches"):
             if getattr(self, name) < 1:
                 raise ValueError(f"jet metric setting {name} must be >= 1, got {getattr(self, name)}")
 

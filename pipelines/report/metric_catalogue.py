@@ -5,9 +5,10 @@ Showers (``evaluate-showers``): ``separation_<group>`` (mean separation power of
 histograms), ``fpd`` and ``kpd`` (raw; the report shows them × 10³ as the CaloChallenge tables do),
 ``cls_trees_high_{auc,jsd}`` (the tree classifier test, shown first among the classifier rows) and
 ``cls_{low,high}_{auc,jsd}`` (the CaloChallenge network classifier).  Jets (``evaluate-jets``): ``W1M``,
-``W1P``, ``W1P_<feature>``, ``W1EFP``, ``W1EFP_<graph>``, ``FPD``, ``KPD``, each raw and in published
-units under ``<name>_x1e3`` / ``<name>_x1e5`` (the report shows the scaled copy and skips the raw
-duplicate), and ``cls_trees_jet_{auc,jsd}``.  A name ending in
+``W1PT``, ``W1P``, ``W1P_<feature>``, ``W1EFP``, ``W1EFP_<graph>``, ``FPD``, ``KPD``, each raw and in
+published units under ``<name>_x1e3`` / ``<name>_x1e5`` (the report shows the scaled copy and skips the
+raw duplicate), ``COV`` and ``MMD`` (raw; COV is the one metric where higher is better, see
+:func:`higher_is_better`), and ``cls_trees_jet_{auc,jsd}``.  A name ending in
 ``_x1eK`` is taken as stored already × 10^K.  Unknown names land in an "other metrics" group.
 """
 
@@ -23,6 +24,7 @@ GROUP_FPD_SHOWERS = "Fréchet / kernel physics distance (high-level shower featu
 GROUP_W1 = "Wasserstein-1 distances (mean ± std over batches)"
 GROUP_FPD_JETS = "Fréchet / kernel physics distance (36 energy-flow polynomials, d ≤ 4)"
 GROUP_CLASSIFIER_JETS = "Binary classifier test on per-jet features (reference vs compared sample)"
+GROUP_COV_MMD = "Coverage and minimum matching distance (energy mover's distance between jets)"
 GROUP_OTHER = "Other metrics"
 
 GROUP_NOTES = {
@@ -40,6 +42,10 @@ GROUP_NOTES = {
     GROUP_W1: "Lower is better, 0 = identical. Shown in the published JetNet units (the _x1e3 / _x1e5 "
     "entries of metrics.json).",
     GROUP_FPD_JETS: "Lower is better, 0 = identical. Shown × 10³ (the _x1e3 entries of metrics.json).",
+    GROUP_COV_MMD: "MPGAN's metrics (jetnet cov_mmd) per batch of real and generated jets (sizes in the "
+    "run settings cov_mmd_batch_size_*), mean ± std over batches. COV: higher is better; MMD: lower is "
+    "better. Even a perfect model reaches only the real-vs-real values (about COV 0.5-0.6), not COV 1 and "
+    "MMD 0: read the model column against the real-vs-real column.",
     GROUP_OTHER: "Names without a known description; values as stored.",
 }
 
@@ -143,6 +149,18 @@ def _jet_info(base: str) -> tuple[str, str, str, int, bool, int] | None:
     """As :func:`_shower_info` for the jet metric names (display power for a raw value)."""
     if base == "W1M":
         return "W1M", GROUP_W1, "W1 of the relative jet mass m / pT_jet", 3, False, 0
+    if base == "W1PT":
+        meaning = "W1 of the relative jet pT from the particles, |Σ pT_rel (cos φ_rel, sin φ_rel)|"
+        return "W1PT (jet pT)", GROUP_W1, meaning, 3, False, 1
+    if base == "COV":
+        meaning = (
+            "coverage: fraction of the real jets that are the nearest real jet (by EMD) of some generated "
+            "jet; higher is better"
+        )
+        return "COV", GROUP_COV_MMD, meaning, 0, False, 0
+    if base == "MMD":
+        meaning = "minimum matching distance: mean EMD of each real jet to its nearest generated jet"
+        return "MMD", GROUP_COV_MMD, meaning, 0, False, 1
     if base == "W1P":
         meaning = "W1 of the particle features η_rel, φ_rel, pT_rel (real particles only), mean of the 3"
         return "W1P", GROUP_W1, meaning, 3, False, 10
@@ -190,8 +208,16 @@ def _jet_info(base: str) -> tuple[str, str, str, int, bool, int] | None:
 
 GROUP_ORDER = {
     "showers": (GROUP_SEPARATION, GROUP_CLASSIFIER, GROUP_FPD_SHOWERS, GROUP_OTHER),
-    "jets": (GROUP_W1, GROUP_FPD_JETS, GROUP_CLASSIFIER_JETS, GROUP_OTHER),
+    "jets": (GROUP_W1, GROUP_FPD_JETS, GROUP_COV_MMD, GROUP_CLASSIFIER_JETS, GROUP_OTHER),
 }
+
+#: metric base names whose value grows as the compared sample improves; every other metric shrinks
+HIGHER_IS_BETTER = frozenset({"COV"})
+
+
+def higher_is_better(key: str) -> bool:
+    """Whether a larger value of metric ``key`` (raw or ``_x1eK``) means a better model (COV)."""
+    return _stored_power(key)[0] in HIGHER_IS_BETTER
 
 
 def metric_info(name: str, kind: str) -> MetricInfo:
@@ -224,8 +250,8 @@ def select_metrics(names: Iterable[str], kind: str) -> list[MetricInfo]:
 
 
 #: jet metrics (base names) and the histogram (name, or group as "group:<g>") that shows what they measure
-_JET_PLOTS = {"W1M": "jet_relative_mass", "W1P": "group:particle", "W1EFP": "group:efp", "FPD": "group:efp",
-              "KPD": "group:efp"}  # fmt: skip
+_JET_PLOTS = {"W1M": "jet_relative_mass", "W1PT": "jet_relative_pt", "W1P": "group:particle",
+              "W1EFP": "group:efp", "FPD": "group:efp", "KPD": "group:efp"}  # fmt: skip
 
 
 def illustrating_histogram(key: str, kind: str, drawn: Sequence[tuple[str, str]]) -> str | None:

@@ -1,13 +1,16 @@
 """The verdict at the top of the report: each headline metric of the model read against its
 real-vs-real floor, classed as within the real-vs-real spread, close or far, and one plain sentence.
 
-Every metric shown (separation powers, classifier AUC and JSD, FPD, KPD, Wasserstein distances) grows
-as the compared sample departs from the reference, so the model's excess over the floor is
-Δ = model − real_vs_real. Two numbers describe it:
+Every metric shown (separation powers, classifier AUC and JSD, FPD, KPD, Wasserstein distances, MMD)
+grows as the compared sample departs from the reference, so the model's excess over the floor is
+Δ = model − real_vs_real; the coverage COV shrinks instead (higher is better,
+:func:`pipelines.report.metric_catalogue.higher_is_better`), so there Δ = real_vs_real − model. Two
+numbers describe it:
 
 - pull = Δ / √(σ_model² + σ_real²), where metrics.json records at least one error;
 - ratio = (model − ideal) / (real_vs_real − ideal), where the floor lies above the ideal value
-  (0.5 for an AUC, 0 otherwise).
+  (0.5 for an AUC, 0 otherwise); for COV real_vs_real / model (how many times less of the reference
+  the model covers; infinite for COV 0), where the floor is above 0.
 
 Classes (thresholds below):
 
@@ -59,8 +62,19 @@ class MetricVerdict:
 
 
 def ideal_value(key: str) -> float:
-    """Value of a perfect model: 0.5 for a classifier AUC, 0 for every distance and JSD."""
+    """Value of a perfect model: 0.5 for a classifier AUC, 0 for every distance and JSD (not used for
+    COV, see :func:`ratio_to_floor`)."""
     return 0.5 if key.endswith("_auc") else 0.0
+
+
+def ratio_to_floor(key: str, model: float, real: float) -> float | None:
+    """How many times the floor the model's departure is (module docstring); None without a floor."""
+    if metric_catalogue.higher_is_better(key):
+        if real <= 0:
+            return None
+        return real / model if model > 0 else math.inf
+    ideal = ideal_value(key)
+    return (model - ideal) / (real - ideal) if real - ideal > 0 else None
 
 
 def _error(entry: Mapping) -> float:
@@ -86,11 +100,11 @@ def compare(key: str, label: str, model: Mapping, real: Mapping) -> MetricVerdic
     m, r = model.get("value"), real.get("value")
     if m is None or r is None or not (math.isfinite(m) and math.isfinite(r)):
         return None
+    excess = r - m if metric_catalogue.higher_is_better(key) else m - r
     sigma = math.hypot(_error(model), _error(real))
-    pull = (m - r) / sigma if sigma > 0 else None
-    ideal = ideal_value(key)
-    ratio = (m - ideal) / (r - ideal) if r - ideal > 0 else None
-    return MetricVerdict(key, label, float(m), float(r), ratio, pull, classify(ratio, pull, m - r))
+    pull = excess / sigma if sigma > 0 else None
+    ratio = ratio_to_floor(key, m, r)
+    return MetricVerdict(key, label, float(m), float(r), ratio, pull, classify(ratio, pull, excess))
 
 
 def run_verdicts(rows: Mapping[str, Mapping], kind: str) -> list[MetricVerdict]:
@@ -163,9 +177,10 @@ def overall_class(verdicts: Sequence[MetricVerdict]) -> str:
 
 THRESHOLDS_TEXT = (
     f"Each headline metric is read against its real-vs-real floor (two halves of the reference, same code, "
-    f"same sizes). Δ = model − real vs real (every metric grows as the samples differ); pull = Δ / "
-    f"√(σ_model² + σ_real²) where errors were recorded; ratio = (model − ideal) / (real vs real − ideal), "
-    f"ideal 0.5 for an AUC and 0 otherwise. Within the real-vs-real spread: Δ ≤ 0 or pull ≤ {WITHIN_PULL:g} "
+    f"same sizes). Δ = model − real vs real (every metric grows as the samples differ, except COV, which "
+    f"shrinks: there Δ = real vs real − model); pull = Δ / √(σ_model² + σ_real²) where errors were "
+    f"recorded; ratio = (model − ideal) / (real vs real − ideal), ideal 0.5 for an AUC and 0 otherwise, "
+    f"and real vs real / model for COV. Within the real-vs-real spread: Δ ≤ 0 or pull ≤ {WITHIN_PULL:g} "
     f"(without errors: ratio ≤ {WITHIN_RATIO:g}); close: pull ≤ {CLOSE_PULL:g} or ratio ≤ {CLOSE_RATIO:g}; "
     f"far: beyond both."
 )
