@@ -96,11 +96,11 @@ def test_jet_features_table_holds_what_the_histograms_count(tmp_path):
         ref["pt_rel_sum"], np.where(real, particles[:, :, 2], 0).sum(axis=1), rtol=1e-6
     )
     # jets along the axis: the vector sum of pT_rel is at most their scalar sum
-    assert np.all(frame["jet_pt_rel"] <= frame["pt_rel_sum"] + 1e-12)
+    assert np.all(frame["jet_relative_pt"] <= frame["pt_rel_sum"] + 1e-12)
     with np.load(tmp_path / "h.npz") as h:
         names = [e["name"] for e in json.loads((tmp_path / "m.json").read_text())["histograms"]]
         per_jet = [name for name in names if not name.startswith("particle_")]
-        assert set(per_jet) == {"jet_relative_mass", "multiplicity"} | {
+        assert set(per_jet) == {"jet_relative_mass", "jet_relative_pt", "multiplicity"} | {
             n for n in names if n.startswith("efp_")
         }
         for name in per_jet:

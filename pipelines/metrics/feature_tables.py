@@ -72,12 +72,11 @@ def shower_features_table(
 
 def _jet_columns(sample: JetSample) -> dict[str, np.ndarray]:
     real = ~sample.mask
-    phi, pt = sample.particles[:, :, 1], np.where(real, sample.particles[:, :, 2], 0.0)
-    px, py = (pt * np.cos(phi)).sum(axis=1), (pt * np.sin(phi)).sum(axis=1)
+    pt = np.where(real, sample.particles[:, :, 2], 0.0)
     prime = efp.prime_n4_d4(sample.efps)
     out = {
         "jet_relative_mass": sample.mass,
-        "jet_pt_rel": np.hypot(px, py),
+        "jet_relative_pt": sample.pt,
         "pt_rel_sum": pt.sum(axis=1),
         "multiplicity": real.sum(axis=1).astype(np.int64),
     }
@@ -86,7 +85,7 @@ def _jet_columns(sample: JetSample) -> dict[str, np.ndarray]:
 
 JET_DESCRIPTIONS = {
     "jet_relative_mass": "jet mass over jet pT, m / pT_jet, from the massless particles",
-    "jet_pt_rel": "pT of the vector sum of the particles over the jet pT",
+    "jet_relative_pt": "pT of the sum of the massless particles' four-vectors over the jet pT",
     "pt_rel_sum": "scalar sum of the particles' pT_rel = pT / pT_jet",
     "multiplicity": "real particles in the jet (mask 1)",
 }

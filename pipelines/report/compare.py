@@ -53,7 +53,7 @@ SEVERITY = {verdict.WITHIN: 0, verdict.UNRATED: 1, verdict.CLOSE: 2, verdict.FAR
 #: features columns the overlays read, per kind of data
 FEATURE_COLUMNS = {
     "showers": ("sample", "E_ratio", "n_hits", "E_layer_00"),
-    "jets": ("sample", "jet_relative_mass", "jet_pt_rel", "multiplicity"),
+    "jets": ("sample", "jet_relative_mass", "jet_relative_pt", "multiplicity"),
 }
 
 
@@ -207,8 +207,8 @@ SHOWER_OVERLAYS = (
 JET_OVERLAYS = (
     Overlay("jet_relative_mass", "jet_relative_mass", "jet m / pT", "the relative jet mass"),
     Overlay(
-        "jet_pt_rel",
-        "jet_pt_rel",
+        "jet_relative_pt",
+        "jet_relative_pt",
         "jet pT / pT_jet",
         "the pT of the vector sum of the particles over the jet pT",
     ),
