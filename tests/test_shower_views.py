@@ -282,6 +282,7 @@ def test_report_shows_the_new_shower_sections(tmp_path):
     for heading in ("per incident energy", "individual showers", "E_layer"):
         assert heading in sections.headings
     assert "E_layer, all 6 layers" in page and "energy per layer per E_inc" in page
+    assert "E layer [MeV]: normalised histograms of every layer" in page  # the layer number left out
     assert "individual showers, E_inc 1–10 GeV" in page and "individual showers, E_inc 100–1000 GeV" in page
     assert "individual showers, E_inc 10–100 GeV" not in page  # no shower drawn in that bin
     assert sections.wide == 3 + 1 + 2  # the small multiples span the page: per E_inc, grid, shower rows

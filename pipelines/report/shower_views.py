@@ -415,7 +415,7 @@ def plot_shower_views(
     else:
         log.warning("histograms have no per_einc arrays (older evaluation): no per-incident-energy views")
     for group, entries in layer_groups(metrics["histograms"]).items():
-        xlabel = re.sub(r",? layer \d+", "", entries[0]["xlabel"])
+        xlabel = re.sub(r" layer \d+", " layer", re.sub(r", layer \d+", "", entries[0]["xlabel"]))
         fig = layer_grid_figure(entries, histograms, xlabel=xlabel, label=label, style=style)
         emit(
             fig,
