@@ -198,6 +198,13 @@ def test_per_energy_figures_have_one_column_per_bin():
     assert sum(ax.name == "polar" for ax in fig.axes) == 4  # per row: the (alpha, r) slices of both showers
 
 
+def test_separation_text_of_empty_and_disjoint_bins():
+    assert report_views.separation_text(np.zeros(3), np.zeros(3)) == "no showers"
+    assert report_views.separation_text(np.array([0, 4, 0]), np.zeros(3)) == "S = 1 (no overlap)"
+    # S = 1/2 sum (p - q)^2 / (p + q), p = (1/2, 1/2, 0), q = (0, 1/2, 1/2): 1/2 (0.25/0.5 + 0 + 0.25/0.5)
+    assert report_views.separation_text(np.array([2, 2, 0]), np.array([0, 3, 3])) == "S = 0.5"
+
+
 def test_mean_ratio_and_error():
     ratio, error, ref_rel = report_views.mean_ratio_and_error(
         np.array([2.0, 0.0, 4.0]),

@@ -63,6 +63,14 @@ def energy_range_text(low_mev: float, high_mev: float) -> str:
     return f"{low_mev / 1e3:g}\u2013{high_mev / 1e3:g} GeV"
 
 
+def separation_text(reference: np.ndarray, generated: np.ndarray) -> str:
+    """A panel's separation power: "S = 0.0123", "S = 1 (no overlap)" or "no showers" (both empty)."""
+    if np.sum(reference) <= 0 and np.sum(generated) <= 0:
+        return "no showers"
+    s, no_overlap = counted_separation_power(reference, generated)
+    return f"S = {s:.3g}" + (" (no overlap)" if no_overlap else "")
+
+
 def mean_ratio_and_error(
     reference: np.ndarray, generated: np.ndarray, ref_error: np.ndarray, gen_error: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -228,8 +236,7 @@ def per_energy_histogram_figure(
         view_edges = arrays[f"per_einc__{name}_edges"][b]
         ref, gen = (arrays[f"per_einc__{name}__{p}"][b] for p in ("reference", "generated"))
         _draw_histograms(ax, ax_ratio, view_edges, ref, gen, style)
-        s, _ = counted_separation_power(ref, gen)
-        ax.set_title(f"E_inc {energy_range_text(edges[b], edges[b + 1])}\nS = {s:.3g}")
+        ax.set_title(f"E_inc {energy_range_text(edges[b], edges[b + 1])}\n{separation_text(ref, gen)}")
         ax_ratio.set_xlabel(xlabel)
         if b == 0:
             ax.set_ylabel("1/N dN/dx")
