@@ -550,7 +550,9 @@ def plot_run(
     the mean-shower layer and radial profiles, selected layers' polar images and the hit multiplicity
     versus incident energy. Per-layer shower histograms (names ending in ``_<layer>``) are drawn for
     the selected layers only (``shower_layers``, default :func:`default_layers`); the metrics table
-    lists the separation powers of all of them. Returns the records in display order."""
+    lists the separation powers of all of them, and :mod:`pipelines.report.shower_views` adds a grid of
+    every layer per group, the per-incident-energy views and individual showers. Returns the records in
+    display order."""
     out_dir = Path(out_dir)
     records = []
     if metrics["kind"] == "showers":
