@@ -142,6 +142,16 @@ def _layer_histograms(entries: list[dict]) -> dict[str, np.ndarray]:
     return arrays
 
 
+def test_coarsened_merges_adjacent_bins():
+    edges, ref, gen = report_views.coarsened(np.arange(8.0), np.arange(7.0), np.ones(7), max_bins=3)
+    np.testing.assert_array_equal(edges, [0.0, 3.0, 6.0, 7.0])  # ceil(7 / 3) = 3 bins per group
+    np.testing.assert_array_equal(ref, [0 + 1 + 2, 3 + 4 + 5, 6])
+    np.testing.assert_array_equal(gen, [3, 3, 1])
+    edges, ref, _ = report_views.coarsened(np.arange(4.0), np.array([1.0, 2.0, 3.0]), np.zeros(3))
+    np.testing.assert_array_equal(edges, np.arange(4.0))  # few bins stay as they are
+    np.testing.assert_array_equal(ref, [1.0, 2.0, 3.0])
+
+
 def test_layer_groups_and_grid_has_one_panel_per_layer():
     entries = _layer_entries("E_layer", 45)
     listed = entries[::-1] + [

@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 LAYER_NAME = re.compile(r"^(?P<group>.+)_(?P<layer>\d+)$")
 #: columns of the all-layers grid
 GRID_COLUMNS = 9
+#: most bins of a histogram in the all-layers grid (adjacent bins are merged down to it)
+GRID_MAX_BINS = 25
 PARTS = ("reference", "generated")
 #: the per-incident-energy arrays (bins first after the edges)
 PER_EINC_KEYS = ("per_einc__edges", "per_einc__e_ratio_edges", "per_einc__n_hits_edges") + tuple(
@@ -98,6 +100,18 @@ def layer_groups(histograms_listed: Sequence[Mapping]) -> dict[str, list[Mapping
     return {g: [e for _, e in sorted(v, key=lambda t: t[0])] for g, v in groups.items() if len(v) > 1}
 
 
+def coarsened(
+    edges: np.ndarray, reference: np.ndarray, generated: np.ndarray, max_bins: int = GRID_MAX_BINS
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(edges, reference, generated) with groups of ceil(k / max_bins) adjacent bins merged (the last
+    group may be smaller): small panels read better with fewer, fuller bins."""
+    edges = np.asarray(edges, dtype=np.float64)
+    factor = -(-(len(edges) - 1) // max_bins)
+    starts = np.arange(0, len(edges) - 1, factor)
+    merged = [np.add.reduceat(np.asarray(c, dtype=np.float64), starts) for c in (reference, generated)]
+    return np.append(edges[starts], edges[-1]), merged[0], merged[1]
+
+
 def grid_shape(n_panels: int, columns: int = GRID_COLUMNS) -> tuple[int, int]:
     """(rows, columns) of a grid holding ``n_panels`` panels at most ``columns`` wide."""
     cols = max(1, min(columns, n_panels))
@@ -125,8 +139,11 @@ def _panel_pair(fig: Figure, cell, share: bool = True) -> tuple:
     return ax, ax_ratio
 
 
-def _draw_histograms(ax, ax_ratio, edges, reference, generated, style: PlotStyle, logx=False, logy=False):
-    """Normalised reference (filled) and generated (line, statistical band) histograms with the ratio."""
+def _draw_histograms(
+    ax, ax_ratio, edges, reference, generated, style: PlotStyle, logx=False, logy=False, gaps=False
+):
+    """Normalised reference (filled) and generated (line, statistical band) histograms with the ratio;
+    with ``gaps`` empty generated bins leave a gap instead of a line along the floor of a log axis."""
     ref, gen = np.asarray(reference, np.float64), np.asarray(generated, np.float64)
     if logx and edges[0] > 0:
         ax.set_xscale("log")
@@ -149,7 +166,8 @@ def _draw_histograms(ax, ax_ratio, edges, reference, generated, style: PlotStyle
         label=style.reference_label,
     )
     _band(ax, edges, gen_d - gen_err, gen_d + gen_err, floor, color=style.colour, alpha=0.25)
-    ax.stairs(gen_d, edges, color=style.colour, linewidth=1.3, label="generated")
+    shown = np.where(gen > 0, gen_d, np.nan) if gaps else gen_d
+    ax.stairs(shown, edges, color=style.colour, linewidth=1.3, label="generated")
     ratio, error = ratio_and_error(ref, gen)
     _ratio_panel(ax_ratio, edges, ratio, error, ref_rel, style)
     ax.set_xlim(edges[0], edges[-1])
@@ -277,9 +295,11 @@ def layer_grid_figure(
         ax, ax_ratio = _panel_pair(fig, grid[index // cols, index % cols], share=False)
         first = first or ax
         name = entry["name"]
-        edges = np.asarray(histograms[f"{name}__edges"], np.float64)
-        ref, gen = histograms[f"{name}__reference"], histograms[f"{name}__generated"]
-        _draw_histograms(ax, ax_ratio, edges, ref, gen, style, bool(entry["logx"]), bool(entry["logy"]))
+        edges, ref, gen = coarsened(
+            histograms[f"{name}__edges"], histograms[f"{name}__reference"], histograms[f"{name}__generated"]
+        )
+        logs = bool(entry["logx"]), bool(entry["logy"])
+        _draw_histograms(ax, ax_ratio, edges, ref, gen, style, *logs, gaps=True)
         layer = int(LAYER_NAME.match(name).group("layer"))
         sp = entry.get("separation_power")
         ax.set_title(f"layer {layer}" + ("" if sp is None else f", S = {sp:.2g}"), fontsize=7, pad=2)
@@ -430,7 +450,8 @@ def plot_shower_views(
             f"{group}_all_layers",
             f"{group}, all {len(entries)} layers",
             f"{xlabel}: normalised histograms of every layer (the large plots above show three of them), "
-            "separation power S per layer, ratio strips generated / reference",
+            f"adjacent bins merged to at most {GRID_MAX_BINS}; separation power S per layer (of the full "
+            "binning); ratio strips generated / reference",
         )
     if IMAGE_KEYS[0] in histograms:
         bins, edges = histograms["shower_images__bin"], histograms.get("per_einc__edges")
