@@ -235,6 +235,18 @@ def test_evaluate_showers_stage(tmp_path):
             assert counted == (entry["separation_power"], entry["no_overlap"])
         assert h["mean_shower__reference"].shape == (45, 16, 9)
         assert h["nhits_vs_einc__reference"].shape == (15,)
+        # per-E_inc views: half A (30 showers) and the 30 compared generated ones, all within 1-100 GeV
+        assert h["per_einc__n__reference"].tolist() == list(np.histogram(e_ref[::2], [1e3, 1e4, 1e5, 1e6])[0])
+        assert h["per_einc__n__generated"].sum() == 30 and h["per_einc__layer_mean__reference"].shape == (
+            3,
+            45,
+        )
+        gen_e, ref_e = h["shower_images__e_inc__generated"], h["shower_images__e_inc__reference"]
+        assert (
+            h["shower_images__generated"].shape == (len(gen_e), 45, 16, 9) and len(gen_e) == len(ref_e) == 4
+        )
+        nearest = [e_ref[::2][np.argmin(np.abs(np.log(e_ref[::2] / e)))] for e in gen_e]
+        np.testing.assert_allclose(ref_e, nearest, rtol=1e-6)  # the reference shower nearest in E_inc
         half_a = np.where(s_ref[::2] >= THRESHOLD_MEV, s_ref[::2], 0.0)  # reference = even rows
         np.testing.assert_allclose(h["mean_shower__reference"].ravel(), half_a.mean(0), rtol=1e-5, atol=1e-9)
         assert h["voxel_energy__reference"].sum() == np.count_nonzero(half_a)  # top edge = max voxel

@@ -132,6 +132,28 @@ def read_calochallenge(path: str | Path, geometry: Geometry) -> tuple[np.ndarray
     return energies, showers
 
 
+def read_rows(path: str | Path, geometry: Geometry, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Validated ``(incident_energies (m,) float64 MeV, showers (m, n_vox) float32)`` of the file rows
+    ``rows`` (any order, repeats allowed), reading only those rows."""
+    path = Path(path)
+    n = check_layout(path, geometry)
+    rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+    if rows.size and (rows.min() < 0 or rows.max() >= n):
+        raise ValueError(f"{path}: rows {rows.min()}..{rows.max()} outside 0..{n - 1}")
+    if not rows.size:
+        return np.empty(0, dtype=np.float64), np.empty((0, geometry.n_voxels), dtype=np.float32)
+    unique, back = np.unique(rows, return_inverse=True)
+    with _open(path) as f:
+        try:
+            energies = np.asarray(f[ENERGY_KEY][unique], dtype=np.float64).reshape(-1)
+            showers = np.asarray(f[SHOWER_KEY][unique], dtype=np.float32).reshape(-1, geometry.n_voxels)
+        except OSError as err:
+            raise DataError(f"{path}: cannot read showers {unique.tolist()} (truncated?): {err}") from err
+    for k, row in enumerate(unique):
+        _check_values(path, int(row), energies[k : k + 1], showers[k : k + 1])
+    return energies[back], showers[back]
+
+
 def write_calochallenge(path: str | Path, incident_energies: np.ndarray, showers: np.ndarray) -> None:
     """Write showers in the CaloChallenge layout (float32, gzip), atomically."""
     energies = np.asarray(incident_energies, dtype=np.float32).reshape(-1, 1)

@@ -7,7 +7,9 @@ showers of half B with half A: same code, same sizes. When fewer than all rows a
 evenly strided (rows ``(2k + 1) * N // (2 n)``), so a generated file produced row by row from the
 reference incident energies keeps matching energies (for N_gen = N_ref the generated rows used are
 exactly the odd rows). Histograms and mean showers in histograms.npz are half A ("reference") and the
-compared generated rows ("generated"); separation powers are those of exactly these histograms.
+compared generated rows ("generated"); separation powers are those of exactly these histograms. So are
+the report's per-incident-energy views and the few individual showers it draws
+(:mod:`pipelines.metrics.shower_views`).
 
 Histogram edges that depend on data (E_layer, voxel energies) come from half A, the comparison's own
 reference sample, as the CaloChallenge evaluate.py takes them from the reference file it compares with.
@@ -60,6 +62,13 @@ from pipelines.metrics.distances import frechet_physics_distance, kernel_physics
 from pipelines.metrics.feature_tables import shower_features_table
 from pipelines.metrics.separation import UNDEFINED_CONVENTION, counted_separation_power, histogram_counts
 from pipelines.metrics.settings import ClassifierConfig, EvaluateShowersSettings
+from pipelines.metrics.shower_views import (
+    SHOWERS_PER_BIN,
+    einc_edges,
+    per_energy_arrays,
+    select_shower_pairs,
+    shower_image_arrays,
+)
 from pipelines.metrics.tree_classifier import TreeClassifierResult, tree_classifier_test
 
 log = logging.getLogger(__name__)
@@ -266,6 +275,10 @@ def evaluate(
     arrays["nhits_vs_einc__edges"] = e_edges
     arrays["nhits_vs_einc__reference"] = nhits_profile(fa, e_edges)
     arrays["nhits_vs_einc__generated"] = nhits_profile(fg, e_edges)
+    bins = einc_edges(geometry.name)
+    arrays |= per_energy_arrays(fa, fg, bins)
+    g, r, b = select_shower_pairs(fg.e_inc, fa.e_inc, bins, SHOWERS_PER_BIN, settings.seed)
+    arrays |= shower_image_arrays(generated, reference, geometry, (gen_rows[g], half_a[r], b))
 
     rows: dict[str, dict] = {
         "model": group_means(specs, s_model),

@@ -37,7 +37,7 @@ import numpy as np
 from pipelines.io.atomic import atomic_path
 from pipelines.io.errors import DataError
 from pipelines.io.hashing import file_sha256
-from pipelines.report import metric_catalogue, published, verdict
+from pipelines.report import metric_catalogue, published, shower_views, verdict
 from pipelines.report.plots import (
     PlotRecord,
     plot_run,
@@ -188,6 +188,9 @@ def load_histograms(path: str | Path, metrics: Mapping) -> dict[str, np.ndarray]
             _check_array(
                 path, f"nhits_vs_einc__{part}", arrays[f"nhits_vs_einc__{part}"], (edges.size - 1,), 1
             )
+        problem = shower_views.view_array_problem(arrays)
+        if problem:
+            raise DataError(f"{path}: histograms NPZ {problem}")
     return arrays
 
 
@@ -806,6 +809,7 @@ def build_report(
                     "uri": data_uri(record.png),
                     "file": record.path.name,
                     "anchor": plot_anchor(index, record),
+                    "wide": record.wide,
                 }
             )
         totals = {

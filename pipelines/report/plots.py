@@ -76,6 +76,7 @@ class PlotRecord:
     caption: str
     path: Path
     png: bytes = field(repr=False)
+    wide: bool = False  # shown across the page width (small multiples)
 
 
 # ---------------------------------------------------------------- numbers behind the plots
@@ -549,7 +550,9 @@ def plot_run(
     the mean-shower layer and radial profiles, selected layers' polar images and the hit multiplicity
     versus incident energy. Per-layer shower histograms (names ending in ``_<layer>``) are drawn for
     the selected layers only (``shower_layers``, default :func:`default_layers`); the metrics table
-    lists the separation powers of all of them. Returns the records in display order."""
+    lists the separation powers of all of them, and :mod:`pipelines.report.shower_views` adds a grid of
+    every layer per group, the per-incident-energy views and individual showers. Returns the records in
+    display order."""
     out_dir = Path(out_dir)
     records = []
     if metrics["kind"] == "showers":
@@ -559,7 +562,10 @@ def plot_run(
 
     def emit(fig: Figure, group: str, name: str, title: str, caption: str) -> None:
         path = out_dir / f"{slug(label)}-{slug(group)}-{slug(name)}.png"
-        records.append(PlotRecord(group, title, caption, path, write_png(fig, path, style.dpi, style.pdf)))
+        wide = fig.get_figwidth() > 1.2 * style.width
+        records.append(
+            PlotRecord(group, title, caption, path, write_png(fig, path, style.dpi, style.pdf), wide)
+        )
 
     for entry in metrics["histograms"]:
         name = entry["name"]
@@ -602,7 +608,11 @@ def plot_run(
             caption += f"; {' and '.join(empty)}: no entries within the histogram range ({verdict})"
         emit(fig, entry["group"], name, name, caption)
     if metrics["kind"] == "showers":
+        from pipelines.report.shower_views import plot_shower_views
+
         _plot_shower_extras(metrics, histograms, emit, label, style, shower_layers)
+        r_edges = shower_r_edges(str(metrics["dataset"]), histograms["mean_shower__reference"].shape)
+        plot_shower_views(metrics, histograms, emit, label=label, style=style, r_edges=r_edges)
     return records
 
 
