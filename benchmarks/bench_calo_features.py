@@ -128,7 +128,7 @@ def main() -> None:
         if hlf is not None:  # on float64 input: the official sums of float32 input round to float32
             hlf.CalculateFeatures(thresholded[:2000].astype(np.float64))
             difference = max_difference(hlf, compute_features(energies[:2000], showers[:2000], geometry))
-            print(f"largest feature difference (2,000 showers, float64), relative to the range: {difference:.1e}")
+            print(f"largest feature difference (2,000 showers, float64), relative: {difference:.1e}")
         tracemalloc.start()
         scan_file(path, geometry, edges, chunk_size=args.chunk_size)
         _, peak = tracemalloc.get_traced_memory()
