@@ -5,7 +5,9 @@ threshold (``THRESHOLD_MEV`` = 15.15 keV) are zeroed first. Per shower: E_tot, E
 of hits; per layer l: E_layer, centres of energy EC_eta = sum(x E) / (E_layer + 1e-16) (x = r cos alpha),
 EC_phi (y = r sin alpha), EC_r (radial bin centre), widths sqrt(max(0, sum(x^2 E) / (E_layer + 1e-16)
 - EC^2)) (the ``max(0, .)`` fixes the NaN the published code gets from rounding), and sparsity
-= 1 - mean(E > 0) over the voxels of the layer. Regular geometries only (datasets 2 and 3).
+= 1 - mean(E > 0) over the voxels of the layer. Regular geometries only (datasets 2 and 3). The sums
+come from one float64 matrix product per block of showers; layers whose width is pure rounding noise
+are re-summed in the published code's order, so that the noise matches too.
 """
 
 from __future__ import annotations
@@ -121,14 +123,13 @@ _COUNT_BLOCK = 256
 
 
 def _moment_columns(geometry: Geometry) -> np.ndarray:
-    """(n_layers, 7, voxels per layer) float64: the ``_MOMENTS`` rows of every voxel, from the published
-    coordinates (x = r cos alpha, y = r sin alpha, r the radial bin centre)."""
-    n_layers, per_layer = _require_regular(geometry)
-    x, y = geometry.voxel_centres_mm
-    edges_alpha = zip(geometry.layer_r_edges, geometry.layer_n_alpha, strict=True)
-    r = np.concatenate([np.tile(0.5 * (e[1:] + e[:-1]), a) for e, a in edges_alpha])
-    rows = np.stack([np.ones_like(x), x, x * x, y, y * y, r, r * r])
-    return np.ascontiguousarray(rows.reshape(len(_MOMENTS), n_layers, per_layer).transpose(1, 0, 2))
+    """(voxels per layer, 7) float64: the ``_MOMENTS`` of the voxels of one layer (all layers of a regular
+    geometry share them), from the published coordinates: x = r cos alpha, y = r sin alpha, r the radial
+    bin centre."""
+    _, per_layer = _require_regular(geometry)
+    x, y = (c[:per_layer] for c in geometry.voxel_centres_mm)
+    r = np.tile(geometry.r_centres, geometry.n_alpha)
+    return np.stack([np.ones_like(x), x, x * x, y, y * y, r, r * r], axis=1)
 
 
 @dataclass
@@ -147,11 +148,11 @@ def _layer_moments(
     """Energy moments (n, n_layers, 7) float64 and hit counts (n, n_layers) of the thresholded showers;
     ``totals`` accumulated on the way when given.
 
-    One matrix product per block of showers gives every layer's sums of E, xE, x^2 E, ... at once (a
-    single product when all layers share their voxel coordinates, one per layer otherwise)."""
+    One matrix product per block of showers, (block x layers, voxels per layer) x (voxels per layer, 7),
+    gives every layer's sums of E, xE, x^2 E, ... at once."""
     n = len(showers)
-    n_layers, k, per_layer = columns.shape
-    shared = columns[0].T.copy() if bool(np.all(columns == columns[:1])) else None
+    per_layer, k = columns.shape
+    n_layers = showers.shape[1] // per_layer
     moments = np.empty((n, n_layers, k), dtype=np.float64)
     hits = np.empty((n, n_layers), dtype=np.int64)
     above = np.empty((min(n, _BLOCK), n_layers * per_layer), dtype=bool)
@@ -162,11 +163,7 @@ def _layer_moments(
         block = showers[start:stop]
         mask = np.greater_equal(block, threshold, out=above[:m])
         e = np.multiply(block, mask, out=energy[:m])  # a NaN stays NaN here and is reported by the caller
-        if shared is not None:
-            np.matmul(e.reshape(m * n_layers, per_layer), shared, out=moments[start:stop].reshape(-1, k))
-        else:
-            per = np.matmul(e.reshape(m, n_layers, per_layer).transpose(1, 0, 2), columns.transpose(0, 2, 1))
-            moments[start:stop] = per.transpose(1, 0, 2)
+        np.matmul(e.reshape(m * n_layers, per_layer), columns, out=moments[start:stop].reshape(-1, k))
         hits[start:stop] = mask.view(np.uint8).reshape(m, n_layers, per_layer).sum(axis=2)
         if totals is not None:
             weights = totals.weights[start:stop]
@@ -193,14 +190,15 @@ def _resum_ill_conditioned(
         centre, second = moments[..., j] / e_sum, moments[..., j + 1] / e_sum
         noisy |= second - centre * centre < _ILL_CONDITIONED * second
     index_n, index_l = np.nonzero(noisy & (hits >= 2))
-    n_layers, k, per_layer = columns.shape
-    layers = showers.reshape(len(showers), n_layers, per_layer)
+    per_layer, k = columns.shape
+    layers = showers.reshape(len(showers), -1, per_layer)
+    weights = np.ascontiguousarray(columns.T)
     for start in range(0, len(index_n), 4096):
         i_n, i_l = index_n[start : start + 4096], index_l[start : start + 4096]
         rows = layers[i_n, i_l]
         e = np.where(rows >= threshold, rows, 0).astype(np.float64)
         for j in range(k):
-            moments[i_n, i_l, j] = (columns[i_l, j] * e).sum(axis=-1)
+            moments[i_n, i_l, j] = (weights[j] * e).sum(axis=-1)
 
 
 def _centre_and_width(
