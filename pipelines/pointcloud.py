@@ -165,12 +165,13 @@ def _shift_collisions(
     return local
 
 
-def _distinct_keys(flat: np.ndarray, key: np.ndarray, energy: np.ndarray) -> int:
-    """Number of distinct ``key`` values, ``flat`` (float32) being zeros with ``energy`` scattered at
-    ``key``: when no energy is zero (nor -0.0), the count of its nonzero bit patterns (counted on an int32
-    view, faster than float compares); else counted on a separate mask."""
-    if np.count_nonzero(energy) == len(energy):
-        return int(np.count_nonzero(flat.view(np.int32)))
+def _distinct_keys(flat: np.ndarray, key: np.ndarray) -> int:
+    """Number of distinct ``key`` values, ``flat`` (float32) being zeros with the points' energies
+    scattered at ``key``. Its count of nonzero bit patterns (an int32 view: faster than float compares)
+    is at most that number, and equal to the number of keys only when they are all distinct; below it
+    (collisions, or energies of +0.0) the keys are counted on a separate mask."""
+    if np.count_nonzero(flat.view(np.int32)) == len(key):
+        return len(key)
     hit = np.zeros(len(flat), dtype=bool)
     hit[key] = True
     return int(np.count_nonzero(hit))
@@ -217,7 +218,7 @@ def points_to_voxels(
             energy = p[:, 0].astype(np.float32)
         flat = out[s0:s1].reshape(-1)
         flat[key] = energy  # the result where every key is distinct
-        collided = len(key) - _distinct_keys(flat, key, energy)
+        collided = len(key) - _distinct_keys(flat, key)
         n_collided += collided
         if collided == 0:
             continue
