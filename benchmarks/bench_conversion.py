@@ -2,11 +2,13 @@
 
 Prints: showers/s and points/s of `convert` on N dataset-2 showers and its time relative to a
 plain h5py read of the same file (target <= 2x); voxelisation ms per shower with `sum` and `shift`
-(target <= 0.05 ms on one core for clouds without collisions); peak resident memory of converting
-the file (target < 4 GB for 100,000 showers).
+(the configured method marked; target <= 0.05 ms on one core for clouds without collisions), wall and
+CPU time on one BLAS thread, best of 5; peak resident memory of converting the file (target < 4 GB
+for 100,000 showers).
 
     OMP_NUM_THREADS=1 python benchmarks/bench_conversion.py --n 20000
     OMP_NUM_THREADS=1 python benchmarks/bench_conversion.py --n 100000 --memory-only
+    python benchmarks/bench_conversion.py --voxelisation-only
 """
 
 from __future__ import annotations
