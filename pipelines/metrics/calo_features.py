@@ -162,7 +162,8 @@ def _layer_moments(
         m = stop - start
         block = showers[start:stop]
         mask = np.greater_equal(block, threshold, out=above[:m])
-        e = np.multiply(block, mask, out=energy[:m])  # a NaN stays NaN here and is reported by the caller
+        with np.errstate(invalid="ignore"):  # NaN and -inf give NaN here, reported by the caller
+            e = np.multiply(block, mask, out=energy[:m])
         np.matmul(e.reshape(m * n_layers, per_layer), columns, out=moments[start:stop].reshape(-1, k))
         hits[start:stop] = mask.view(np.uint8).reshape(m, n_layers, per_layer).sum(axis=2)
         if totals is not None:
