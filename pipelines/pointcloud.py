@@ -103,26 +103,23 @@ def _clamped_bins(points: np.ndarray, geometry: Geometry) -> tuple[np.ndarray, n
     return layer, alpha, r
 
 
-def _regular_keys(columns: np.ndarray, lengths: np.ndarray, geometry: Geometry) -> np.ndarray:
+def _regular_keys(coords: np.ndarray, lengths: np.ndarray, geometry: Geometry) -> np.ndarray:
     """Flat voxel index (shower * n_voxels + voxel) of points in a regular grid, clamped (fast path).
 
-    ``columns`` is a contiguous (4, P) floating copy of the points (column-strided arithmetic
-    on the (P, 4) array is several times slower); it is clamped in place. Truncation after
-    fmax(., 0) is the floor, and fmax maps NaN to 0. Keys are int32 (the caller keeps
-    len(lengths) * n_voxels below 2**31).
+    ``coords`` is a contiguous (3, P) floating array of the floored (layer, alpha, r) of the points
+    (column-strided arithmetic on the (P, 4) points is several times slower); it is clamped in place.
+    Flooring first and clamping after gives the same bins as clamping first; the clamp is skipped when
+    every bin is already inside the grid (a NaN fails that check and is clamped to 0 by fmax). The
+    in-shower index is one matrix-vector product of the integer-valued bins with the strides, exact in
+    float32 below 2**24. Keys are int32 (the caller keeps len(lengths) * n_voxels below 2**31).
     """
     n_layers, n_alpha, n_r = geometry.grid_shape
-    high = np.array([[n_layers - 1], [n_alpha - 1], [n_r - 1]], dtype=columns.dtype)
-    coords = columns[1:4]
-    np.fmax(coords, 0, out=coords)
-    np.minimum(coords, high, out=coords)
-    bins = coords.astype(np.int32)
-    key = np.repeat(np.arange(len(lengths), dtype=np.int32) * np.int32(geometry.n_voxels), lengths)
-    bins[0] *= n_alpha * n_r
-    bins[1] *= n_r
-    key += bins[0]
-    key += bins[1]
-    key += bins[2]
+    top = np.array([n_layers - 1, n_alpha - 1, n_r - 1], dtype=coords.dtype)
+    if not (np.all(coords.min(axis=1, initial=0) >= 0) and np.all(coords.max(axis=1, initial=0) <= top)):
+        np.fmax(coords, 0, out=coords)
+        np.minimum(coords, top[:, None], out=coords)
+    key = (np.array([n_alpha * n_r, n_r, 1], dtype=coords.dtype) @ coords).astype(np.int32)
+    key += np.repeat(np.arange(len(lengths), dtype=np.int32) * np.int32(geometry.n_voxels), lengths)
     return key
 
 
@@ -168,6 +165,18 @@ def _shift_collisions(
     return local
 
 
+def _distinct_keys(flat: np.ndarray, key: np.ndarray) -> int:
+    """Number of distinct ``key`` values, ``flat`` (float32) being zeros with the points' energies
+    scattered at ``key``. Its count of nonzero bit patterns (an int32 view: faster than float compares)
+    is at most that number, and equal to the number of keys only when they are all distinct; below it
+    (collisions, or energies of +0.0) the keys are counted on a separate mask."""
+    if np.count_nonzero(flat.view(np.int32)) == len(key):
+        return len(key)
+    hit = np.zeros(len(flat), dtype=bool)
+    hit[key] = True
+    return int(np.count_nonzero(hit))
+
+
 def points_to_voxels(
     points: np.ndarray,
     lengths: np.ndarray,
@@ -199,22 +208,21 @@ def points_to_voxels(
         s1 = min(n, s0 + per_chunk)
         p = points[offsets[s0] : offsets[s1]]
         if geometry.is_regular:
-            columns = np.ascontiguousarray(p.T, dtype=np.result_type(p.dtype, np.float32))
-            energy = columns[0].astype(np.float32, copy=False)
-            key = _regular_keys(columns, lengths[s0:s1], geometry)
+            coords = np.floor(p[:, 1:4].T, out=np.empty((3, len(p)), np.result_type(p.dtype, np.float32)))
+            key = _regular_keys(coords, lengths[s0:s1], geometry)
+            energy = p[:, 0] if p.dtype == np.float32 else p[:, 0].astype(np.float32)
         else:
             shower = np.repeat(np.arange(s1 - s0, dtype=np.int64), lengths[s0:s1])
             layer, alpha, r = _clamped_bins(p, geometry)
             key = shower * n_vox + start[layer] + alpha * n_r[layer] + r
             energy = p[:, 0].astype(np.float32)
-        hit = np.zeros((s1 - s0) * n_vox, dtype=bool)
-        hit[key] = True
-        collided = len(key) - int(np.count_nonzero(hit))
-        n_collided += collided
         flat = out[s0:s1].reshape(-1)
-        if collided == 0:  # every key distinct: a plain scatter, same values as summing into zeros
-            flat[key] = energy
+        flat[key] = energy  # the result where every key is distinct
+        collided = len(key) - _distinct_keys(flat, key)
+        n_collided += collided
+        if collided == 0:
             continue
+        flat[:] = 0.0
         if collisions == "shift":
             if geometry.is_regular:  # the regular keys were made without the per-point bins
                 shower = np.repeat(np.arange(s1 - s0, dtype=np.int64), lengths[s0:s1])

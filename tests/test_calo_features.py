@@ -273,3 +273,10 @@ def test_log_edges_keep_the_largest_reference_value_inside():
         assert edges[0] == THRESHOLD_MEV and edges[-1] == t and np.all(np.diff(edges) > 0)
         assert np.histogram([t], edges)[0].sum() == 1
         np.testing.assert_allclose(edges, np.logspace(np.log10(THRESHOLD_MEV), np.log10(t), 40), rtol=1e-14)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_voxel_energies_are_named(bad):
+    showers = np.concatenate([_shower((3, 5, 2, 10.0)), _shower((4, 0, 0, 10.0), (6, 1, 1, bad))])
+    with pytest.raises(ValueError, match="shower 1 has NaN or infinite voxel energies"):
+        compute_features([1000.0, 1000.0], showers, G)

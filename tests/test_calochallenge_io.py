@@ -95,3 +95,44 @@ def test_failed_write_leaves_no_file(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         write_calochallenge(path, np.ones(4), np.ones((4, 10)))
     assert list(tmp_path.iterdir()) == []
+
+
+def _chunked(path, energies, showers, rows, **options):
+    with h5py.File(path, "w") as f:
+        f.create_dataset("incident_energies", data=energies.reshape(-1, 1))
+        f.create_dataset("showers", data=showers, chunks=(rows, showers.shape[1]), **options)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"compression": "gzip"},  # inflated by the project's own reader
+        {"compression": "gzip", "shuffle": True},  # HDF5's reading
+        {"compression": "gzip", "chunks_of_half_rows": True},
+        {},
+    ],
+)
+def test_reads_split_across_stored_chunks_are_exact(tmp_path, ds2, options):
+    energies, showers = random_showers(ds2, 23, seed=5)
+    path = tmp_path / "s.h5"
+    if options.pop("chunks_of_half_rows", False):
+        with h5py.File(path, "w") as f:
+            f.create_dataset("incident_energies", data=energies.reshape(-1, 1))
+            f.create_dataset("showers", data=showers, chunks=(5, ds2.n_voxels // 2), **options)
+    else:
+        _chunked(path, energies, showers, 5, **options)
+    for chunk_size in (3, 5, 7, 23, 100):
+        parts = list(iter_calochallenge(path, ds2, chunk_size=chunk_size))
+        assert [start for start, _, _ in parts] == list(range(0, 23, chunk_size))
+        np.testing.assert_array_equal(np.concatenate([s for _, _, s in parts]), showers)
+
+
+def test_corrupt_compressed_chunk_names_file_and_row(tmp_path, ds2):
+    energies, showers = random_showers(ds2, 10, seed=6)
+    path = tmp_path / "corrupt.h5"
+    _chunked(path, energies, showers, 5, compression="gzip")
+    with h5py.File(path, "r+") as f:
+        _, data = f["showers"].id.read_direct_chunk((5, 0))
+        f["showers"].id.write_direct_chunk((5, 0), data[:2] + bytes(len(data) - 2))
+    with pytest.raises(DataError, match="corrupt.h5: corrupt compressed showers at row 5"):
+        read_calochallenge(path, ds2)

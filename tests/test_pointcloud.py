@@ -122,6 +122,17 @@ def test_collisions_are_counted_and_summed(ds2):
     assert showers[1, 0] == 8.0
 
 
+@pytest.mark.parametrize("zero", [0.0, -0.0])
+def test_points_with_zero_energy_still_count_as_hits(ds2, zero):
+    # a zero-energy point leaves its voxel at 0, yet it occupies it: one collision here, none there
+    colliding = np.array([[2.0, 4, 2, 3], [zero, 4, 2, 3], [4.0, 0, 0, 0]], np.float32)
+    showers, collided = points_to_voxels(colliding, np.array([3]), ds2, collisions="shift")
+    assert collided == 1 and showers.sum() == 6.0 and showers[0, 0] == 4.0
+    apart = np.array([[zero, 4, 2, 3], [2.0, 4, 2, 4]], np.float32)
+    showers, collided = points_to_voxels(apart, np.array([2]), ds2)
+    assert collided == 0 and showers[0, ds2.flat_index(4, 2, 4)] == 2.0 and showers.sum() == 2.0
+
+
 def test_shift_moves_colliders_to_free_neighbours(ds2):
     points = np.array([[1.0, 4, 2, 3], [2.0, 4, 2, 3], [4.0, 4, 2, 3], [8.0, 4, 2, 4]], np.float32)
     showers, collided = points_to_voxels(points, np.array([4]), ds2, collisions="shift")

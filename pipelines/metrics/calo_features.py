@@ -5,7 +5,9 @@ threshold (``THRESHOLD_MEV`` = 15.15 keV) are zeroed first. Per shower: E_tot, E
 of hits; per layer l: E_layer, centres of energy EC_eta = sum(x E) / (E_layer + 1e-16) (x = r cos alpha),
 EC_phi (y = r sin alpha), EC_r (radial bin centre), widths sqrt(max(0, sum(x^2 E) / (E_layer + 1e-16)
 - EC^2)) (the ``max(0, .)`` fixes the NaN the published code gets from rounding), and sparsity
-= 1 - mean(E > 0) over the voxels of the layer. Regular geometries only (datasets 2 and 3).
+= 1 - mean(E > 0) over the voxels of the layer. Regular geometries only (datasets 2 and 3). The sums
+come from one float64 matrix product per block of showers; layers whose width is pure rounding noise
+are re-summed in the published code's order, so that the noise matches too.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy as np
 
 from pipelines.geometry import THRESHOLD_MEV, Geometry
 from pipelines.io.calochallenge import check_layout, iter_calochallenge
+from pipelines.metrics.binning import bin_indices
 from pipelines.progress import progress
 
 #: Per-layer feature arrays of :class:`ShowerFeatures`, in the order the histograms list them.
@@ -111,11 +114,100 @@ class ShowerFeatures:
         )
 
 
-def _centre_and_width(e: np.ndarray, e_layer: np.ndarray, coord: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Energy-weighted centre and width per layer; e (n, L, V), coord (L, V) in mm."""
-    denom = e_layer + 1e-16
-    centre = np.einsum("nlv,lv->nl", e, coord) / denom
-    second = np.einsum("nlv,lv->nl", e, coord * coord) / denom
+#: Columns of the per-voxel moment matrix: energy weights 1, x, x^2, y, y^2, r, r^2 (mm).
+_MOMENTS = ("1", "x", "x2", "y", "y2", "r", "r2")
+#: Showers per block of the moment products: the float64 copy of a block (32 x 6480 x 8 B) stays in cache.
+_BLOCK = 32
+#: Showers per block of the voxel-energy histograms.
+_COUNT_BLOCK = 256
+
+
+def _moment_columns(geometry: Geometry) -> np.ndarray:
+    """(voxels per layer, 7) float64: the ``_MOMENTS`` of the voxels of one layer (all layers of a regular
+    geometry share them), from the published coordinates: x = r cos alpha, y = r sin alpha, r the radial
+    bin centre."""
+    _, per_layer = _require_regular(geometry)
+    x, y = (c[:per_layer] for c in geometry.voxel_centres_mm)
+    r = np.tile(geometry.r_centres, geometry.n_alpha)
+    return np.stack([np.ones_like(x), x, x * x, y, y * y, r, r * r], axis=1)
+
+
+@dataclass
+class _VoxelTotals:
+    """Thresholded voxel energies summed over showers (n_voxels,) float64, and their largest value, over
+    the showers of a batch that ``weights`` (n,) selects with 1.0 (0.0: left out)."""
+
+    weights: np.ndarray
+    sum: np.ndarray
+    max: float = 0.0
+
+
+def _layer_moments(
+    showers: np.ndarray, columns: np.ndarray, threshold: float, totals: _VoxelTotals | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Energy moments (n, n_layers, 7) float64 and hit counts (n, n_layers) of the thresholded showers;
+    ``totals`` accumulated on the way when given.
+
+    One matrix product per block of showers, (block x layers, voxels per layer) x (voxels per layer, 7),
+    gives every layer's sums of E, xE, x^2 E, ... at once."""
+    n = len(showers)
+    per_layer, k = columns.shape
+    n_layers = showers.shape[1] // per_layer
+    moments = np.empty((n, n_layers, k), dtype=np.float64)
+    hits = np.empty((n, n_layers), dtype=np.int64)
+    above = np.empty((min(n, _BLOCK), n_layers * per_layer), dtype=bool)
+    energy = np.empty(above.shape, dtype=np.float64)
+    for start in range(0, n, _BLOCK):
+        stop = min(start + _BLOCK, n)
+        m = stop - start
+        block = showers[start:stop]
+        mask = np.greater_equal(block, threshold, out=above[:m])
+        with np.errstate(invalid="ignore"):  # NaN and -inf give NaN here, reported by the caller
+            e = np.multiply(block, mask, out=energy[:m])
+        np.matmul(e.reshape(m * n_layers, per_layer), columns, out=moments[start:stop].reshape(-1, k))
+        hits[start:stop] = mask.view(np.uint8).reshape(m, n_layers, per_layer).sum(axis=2)
+        if totals is not None:
+            weights = totals.weights[start:stop]
+            totals.sum += weights @ e
+            if weights.any():
+                totals.max = max(totals.max, float(e.max(axis=1)[weights > 0].max()))
+    return moments, hits
+
+
+#: A layer's width is rounding noise when its variance is below this fraction of the second moment.
+_ILL_CONDITIONED = 1e-2
+
+
+def _resum_ill_conditioned(
+    moments: np.ndarray, hits: np.ndarray, showers: np.ndarray, columns: np.ndarray, threshold: float
+) -> None:
+    """Recompute in place, with numpy's pairwise sums over each layer's voxels (the published code's
+    summation order), the moments of layers with two or more hits whose x, y or r variance is mostly
+    cancellation (e.g. all hits at one radius): there the width is rounding noise, and this noise is then
+    the published code's own rather than that of the matrix product's order."""
+    e_sum = moments[..., 0] + 1e-16
+    noisy = np.zeros(hits.shape, dtype=bool)
+    for j in (1, 3, 5):
+        centre, second = moments[..., j] / e_sum, moments[..., j + 1] / e_sum
+        noisy |= second - centre * centre < _ILL_CONDITIONED * second
+    index_n, index_l = np.nonzero(noisy & (hits >= 2))
+    per_layer, k = columns.shape
+    layers = showers.reshape(len(showers), -1, per_layer)
+    weights = np.ascontiguousarray(columns.T)
+    for start in range(0, len(index_n), 4096):
+        i_n, i_l = index_n[start : start + 4096], index_l[start : start + 4096]
+        rows = layers[i_n, i_l]
+        e = np.where(rows >= threshold, rows, 0).astype(np.float64)
+        for j in range(k):
+            moments[i_n, i_l, j] = (weights[j] * e).sum(axis=-1)
+
+
+def _centre_and_width(
+    sum_w: np.ndarray, sum_w2: np.ndarray, denom: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Energy-weighted centre sum(w E) / denom and width sqrt(max(0, sum(w^2 E) / denom - centre^2))."""
+    centre = sum_w / denom
+    second = sum_w2 / denom
     return centre, np.sqrt(np.maximum(0.0, second - centre * centre))
 
 
@@ -123,7 +215,7 @@ def compute_features(
     incident_energies: np.ndarray, showers: np.ndarray, geometry: Geometry, threshold: float = THRESHOLD_MEV
 ) -> ShowerFeatures:
     """High-level features of one batch: incident energies (n,) MeV, showers (n, n_voxels) MeV."""
-    n_layers, per_layer = _require_regular(geometry)
+    _require_regular(geometry)
     e_inc = np.asarray(incident_energies, dtype=np.float64).reshape(-1)
     showers = np.asarray(showers)
     if showers.ndim != 2 or showers.shape != (len(e_inc), geometry.n_voxels):
@@ -131,26 +223,41 @@ def compute_features(
             f"showers must be ({len(e_inc)}, {geometry.n_voxels}) for dataset {geometry.name}, "
             f"got {showers.shape}"
         )
-    e = np.where(showers >= threshold, showers, 0.0).astype(np.float64).reshape(-1, n_layers, per_layer)
-    x, y = (c.reshape(n_layers, per_layer) for c in geometry.voxel_centres_mm)
-    r = geometry.voxel_r_mm.reshape(n_layers, per_layer)
-    e_layer = e.sum(axis=2)
-    ec_eta, width_eta = _centre_and_width(e, e_layer, x)
-    ec_phi, width_phi = _centre_and_width(e, e_layer, y)
-    ec_r, width_r = _centre_and_width(e, e_layer, r)
-    hits = e > 0
+    return _features(e_inc, showers, geometry, threshold, None)
+
+
+def _features(
+    e_inc: np.ndarray,
+    showers: np.ndarray,
+    geometry: Geometry,
+    threshold: float,
+    totals: _VoxelTotals | None,
+) -> ShowerFeatures:
+    """:func:`compute_features` on checked input, accumulating ``totals`` when given."""
+    _, per_layer = _require_regular(geometry)
+    columns = _moment_columns(geometry)
+    moments, hits = _layer_moments(showers, columns, threshold, totals)
+    e_layer = moments[..., 0]
+    if not np.all(np.isfinite(e_layer)):
+        bad = int(np.flatnonzero(~np.isfinite(e_layer).all(axis=1))[0])
+        raise ValueError(f"shower {bad} has NaN or infinite voxel energies")
+    _resum_ill_conditioned(moments, hits, showers, columns, threshold)
+    denom = e_layer + 1e-16
+    ec_eta, width_eta = _centre_and_width(moments[..., 1], moments[..., 2], denom)
+    ec_phi, width_phi = _centre_and_width(moments[..., 3], moments[..., 4], denom)
+    ec_r, width_r = _centre_and_width(moments[..., 5], moments[..., 6], denom)
     return ShowerFeatures(
         e_inc=e_inc,
         e_tot=e_layer.sum(axis=1),
-        n_hits=hits.sum(axis=(1, 2)).astype(np.int64),
-        e_layer=e_layer,
+        n_hits=hits.sum(axis=1),
+        e_layer=np.ascontiguousarray(e_layer),
         ec_eta=ec_eta,
         ec_phi=ec_phi,
         ec_r=ec_r,
         width_eta=width_eta,
         width_phi=width_phi,
         width_r=width_r,
-        sparsity=1.0 - hits.mean(axis=2),
+        sparsity=1.0 - hits / per_layer,
     )
 
 
@@ -176,16 +283,19 @@ def voxel_energy_counts(
 ) -> np.ndarray:
     """Per-shower histogram (n, len(edges) - 1) int32 of above-threshold voxel energies (MeV).
 
-    Out-of-range entries are dropped."""
-    k = len(edges) - 1
-    rows, cols = np.nonzero(showers >= threshold)
-    vals = showers[rows, cols].astype(np.float64)
-    # np.histogram convention: bins [e_i, e_{i+1}) and the last bin closed on the right.
-    b = np.searchsorted(edges, vals, side="right") - 1
-    b[vals == edges[-1]] = k - 1
-    ok = (b >= 0) & (b < k)
-    flat = np.bincount(rows[ok] * k + b[ok], minlength=len(showers) * k)
-    return flat.reshape(len(showers), k).astype(np.int32)
+    Bins as np.histogram's ([e_i, e_{i+1}), the last closed); out-of-range entries are dropped."""
+    showers = np.asarray(showers)
+    n, k = len(showers), len(edges) - 1
+    counts = np.empty((n, k), dtype=np.int32)
+    for start in range(0, n, _COUNT_BLOCK):
+        block = showers[start : start + _COUNT_BLOCK]
+        m = len(block)
+        flat = np.flatnonzero(block >= threshold)
+        per_row = np.diff(np.searchsorted(flat, np.arange(m + 1) * block.shape[1]))
+        # bin b of a voxel counts at row * (k + 1) + 1 + b: dropped voxels (b = -1) in an unused column 0
+        index = np.repeat(np.arange(m) * (k + 1) + 1, per_row) + bin_indices(block.reshape(-1)[flat], edges)
+        counts[start : start + m] = np.bincount(index, minlength=m * (k + 1)).reshape(m, k + 1)[:, 1:]
+    return counts
 
 
 @dataclass(frozen=True)
@@ -217,18 +327,18 @@ def scan_file(
     (features and voxel counts cover every shower).
     """
     n = check_layout(path, geometry)
+    _require_regular(geometry)
     parts: list[ShowerFeatures] = []
     voxel_sum = np.zeros(geometry.n_voxels, dtype=np.float64)
     counts = None if voxel_edges is None else np.zeros((n, len(voxel_edges) - 1), dtype=np.int32)
+    weights = np.ones(n) if rows is None else np.asarray(rows, dtype=np.float64)
     max_voxel = 0.0
     bar = progress(total=n, desc=f"features {Path(path).name}", unit="shower", leave=False)
     for start, energies, showers in iter_calochallenge(path, geometry, chunk_size):
         stop = start + len(energies)
-        parts.append(compute_features(energies, showers, geometry, threshold))
-        above = np.where(showers >= threshold, showers, 0.0)
-        keep = slice(None) if rows is None else rows[start:stop]
-        max_voxel = max(max_voxel, float(above[keep].max(initial=0.0)))
-        voxel_sum += above[keep].sum(axis=0, dtype=np.float64)
+        totals = _VoxelTotals(weights[start:stop], voxel_sum)
+        parts.append(_features(energies, showers, geometry, threshold, totals))
+        max_voxel = max(max_voxel, totals.max)
         if counts is not None:
             counts[start:stop] = voxel_energy_counts(showers, voxel_edges, threshold)
         bar.update(len(energies))
