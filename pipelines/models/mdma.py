@@ -40,7 +40,7 @@ from pipelines.io.atomic import atomic_torch_save
 from pipelines.io.errors import DataError
 from pipelines.models.blocks import GLUGate, MeanFieldBlock, make_linear, masked_sum, zero_padding
 from pipelines.models.family import PointSampler
-from pipelines.models.settings import NORMS
+from pipelines.models.settings import GANArchitecture
 from pipelines.transforms import Transform
 
 KINDS = ("showers", "jets")
@@ -96,12 +96,13 @@ def log_reference(cond: torch.Tensor, kind: str) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
-class ModelConfig:
-    """Architecture of one MDMA generator/critic pair.
+class ModelConfig(GANArchitecture):
+    """Architecture of one MDMA generator/critic pair: the fields of :class:`GANArchitecture` (see there)
+    and those of the data.
 
-    mean_n: the training set's mean hit count (normalises the critic's token initialisation and the
-    condition). cloud_noise: the generator's token starts from per-cloud noise (see the module
-    docstring). token_norm: LayerNorm on the critic's token. share: the share column is generated as
+    kind, point_dim, cond_dim: the data kind, point features and condition length. mean_n: the
+    training set's mean hit count (normalises the critic's token initialisation and the condition;
+    cloud_noise: see the module docstring). share: the share column is generated as
     softmax shares of a per-cloud total (needs :class:`ShareParams`). periodic: (column, scale,
     shift) of every periodic column, whose turn fraction is scale * x + shift; the critic sees it
     as (cos, sin) of the angle (:func:`periodic_view`). The defaults are a tiny CPU
@@ -111,16 +112,7 @@ class ModelConfig:
     kind: str = "showers"
     point_dim: int = 4
     cond_dim: int = 2
-    hidden: int = 16
-    n_blocks: int = 2
-    heads: int = 2
-    noise_dim: int = 4
-    critic_hidden: int = 16
-    critic_blocks: int = 2
-    critic_norm: str = "unit"
     mean_n: float = 1.0
-    cloud_noise: bool = True
-    token_norm: bool = True
     share: bool = False
     periodic: tuple[tuple[int, float, float], ...] = ()
 
@@ -132,15 +124,9 @@ class ModelConfig:
             raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
         if self.cond_dim != condition_dim(self.kind):
             raise ValueError(f"cond_dim {self.cond_dim} does not match kind {self.kind!r}")
-        positive = ("point_dim", "hidden", "n_blocks", "heads", "noise_dim", "critic_hidden", "critic_blocks")
-        for name in positive:
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if self.hidden % self.heads or self.critic_hidden % self.heads:
-            raise ValueError(f"hidden sizes must be divisible by heads ({self.heads})")
-        if self.critic_norm not in NORMS:
-            raise ValueError(f"critic_norm must be one of {NORMS}, got {self.critic_norm!r}")
+        if not isinstance(self.point_dim, int) or isinstance(self.point_dim, bool) or self.point_dim < 1:
+            raise ValueError(f"point_dim must be a positive integer, got {self.point_dim!r}")
+        self.check_architecture("model config")
         if not self.mean_n > 0:
             raise ValueError(f"mean_n must be positive, got {self.mean_n}")
         if self.share and SHARE_COLUMNS[self.kind] >= self.point_dim:

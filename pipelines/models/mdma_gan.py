@@ -82,18 +82,10 @@ def model_config(
         kind=kind,
         point_dim=point_dim,
         cond_dim=condition_dim(kind),
-        hidden=settings.hidden,
-        n_blocks=settings.n_blocks,
-        heads=settings.heads,
-        noise_dim=settings.noise_dim,
-        critic_hidden=settings.critic_hidden,
-        critic_blocks=settings.critic_blocks,
-        critic_norm=settings.critic_norm,
         mean_n=mean_n,
-        cloud_noise=settings.cloud_noise,
-        token_norm=settings.token_norm,
         share=settings.energy_share,
         periodic=periodic,
+        **settings.architecture(),
     )
 
 

@@ -124,22 +124,15 @@ class FlowMatchingSettings:
 
 
 @dataclass(frozen=True)
-class GANSettings:
-    """Hyperparameters of the ``mdma-gan`` family (the loop's settings are separate).
+class GANArchitecture:
+    """Architecture of an MDMA generator / critic pair, one definition for the family's settings
+    (:class:`GANSettings`) and the model's own config (``pipelines.models.mdma.ModelConfig``).
 
-    Architecture: generator hidden / n_blocks / heads / noise_dim (per point; the per-cloud noise has
-    the same length), critic_hidden / critic_blocks, critic_norm ("unit": unit-norm rows, no gain;
-    "weight", "spectral", "none"), token_norm (LayerNorm on the critic's token), cloud_noise (token
-    from per-cloud noise), energy_share (share column as softmax shares of a per-cloud total).
-    Optimisation: lr_generator, lr_critic, Adam betas (beta1, beta2) and adam_eps; critic_warmup
-    critic-only steps, then one generator update every n_critic steps; gp_lambda; mean-field weight
-    mf_weight below step mf_steps; etot_weight (moment matching of log(total / reference));
-    real_noise (relative noise on real points); max_tokens padded points per batch (batch size x
-    longest cloud); calibrate: data-dependent initialisation of the generator's output scale
-    (``MDMAGenerator.calibrate``) on random training clouds. The defaults are a CPU model (6.6k
-    generator parameters, lr and critic_warmup scaled for minutes of training); the published
-    dataset-2 recipe is hidden 44, n_blocks 3, heads 4, critic_hidden 44, critic_blocks 3 (67k
-    generator parameters), lr 1e-4 for both, critic_warmup 1000 and batches of 64 showers or more.
+    hidden / n_blocks / heads: the generator's mean-field attention width, blocks and heads;
+    noise_dim: noise per point (the per-cloud noise has the same length); critic_hidden /
+    critic_blocks: the critic's width and blocks; critic_norm: "unit" (unit-norm rows, no gain),
+    "weight", "spectral" or "none"; token_norm: LayerNorm on the critic's token; cloud_noise: the
+    generator's token from per-cloud noise. The defaults are a tiny CPU model.
     """
 
     hidden: int = 16
@@ -151,6 +144,41 @@ class GANSettings:
     critic_norm: str = "unit"
     token_norm: bool = True
     cloud_noise: bool = True
+
+    def check_architecture(self, who: str) -> None:
+        """ValueError naming ``who`` and the field for sizes below 1, widths not divisible by heads
+        or an unknown critic_norm."""
+        for name in ("hidden", "n_blocks", "heads", "noise_dim", "critic_hidden", "critic_blocks"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{who} {name} must be a positive integer, got {value!r}")
+        if self.hidden % self.heads or self.critic_hidden % self.heads:
+            raise ValueError(f"{who} hidden and critic_hidden must be divisible by heads ({self.heads})")
+        if self.critic_norm not in NORMS:
+            raise ValueError(f"{who} critic_norm must be one of {NORMS}, got {self.critic_norm!r}")
+
+    def architecture(self) -> dict[str, Any]:
+        """The architecture fields alone, as keyword arguments."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(GANArchitecture)}
+
+
+@dataclass(frozen=True)
+class GANSettings(GANArchitecture):
+    """Hyperparameters of the ``mdma-gan`` family (the loop's settings are separate).
+
+    Architecture: the fields of :class:`GANArchitecture`, and energy_share (share column as softmax
+    shares of a per-cloud total).
+    Optimisation: lr_generator, lr_critic, Adam betas (beta1, beta2) and adam_eps; critic_warmup
+    critic-only steps, then one generator update every n_critic steps; gp_lambda; mean-field weight
+    mf_weight below step mf_steps; etot_weight (moment matching of log(total / reference));
+    real_noise (relative noise on real points); max_tokens padded points per batch (batch size x
+    longest cloud); calibrate: data-dependent initialisation of the generator's output scale
+    (``MDMAGenerator.calibrate``) on random training clouds. The defaults are a CPU model (6.6k
+    generator parameters, lr and critic_warmup scaled for minutes of training); the published
+    dataset-2 recipe is hidden 44, n_blocks 3, heads 4, critic_hidden 44, critic_blocks 3 (67k
+    generator parameters), lr 1e-4 for both, critic_warmup 1000 and batches of 64 showers or more.
+    """
+
     energy_share: bool = True
     lr_generator: float = 1e-3
     lr_critic: float = 1e-3
@@ -169,14 +197,10 @@ class GANSettings:
 
     def __post_init__(self) -> None:
         check_settings_types(self)
-        for name in ("hidden", "n_blocks", "heads", "noise_dim", "critic_hidden", "critic_blocks", "n_critic",
-                     "max_tokens"):  # fmt: skip
+        self.check_architecture("mdma-gan setting")
+        for name in ("n_critic", "max_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"mdma-gan setting {name} must be >= 1, got {getattr(self, name)}")
-        if self.hidden % self.heads or self.critic_hidden % self.heads:
-            raise ValueError(f"mdma-gan: hidden and critic_hidden must be divisible by heads ({self.heads})")
-        if self.critic_norm not in NORMS:
-            raise ValueError(f"mdma-gan: critic_norm must be one of {NORMS}, got {self.critic_norm!r}")
         for name in ("lr_generator", "lr_critic", "adam_eps"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
