@@ -39,7 +39,8 @@ GPU_RULES = {"train", "sample"}
 SUBMITTED = re.compile(r"Job \d+ has been submitted with SLURM jobid (\d+) \(log: (\S+)\)")
 # Measured quantities: wall times and throughputs differ between any two runs.
 VOLATILE_KEYS = {"elapsed_s", "wall_time_s", "total_train_time_s", "showers_per_s", "steps_per_s"}
-NOT_COMPARED = ("timing.json", "report.html", ".png", ".snakemake_timestamp")
+# The pages show measured training minutes and the time they were made.
+NOT_COMPARED = ("timing.json", "report.html", "comparison.html", ".png", ".snakemake_timestamp")
 
 
 def snakemake(
@@ -116,9 +117,9 @@ def test_every_job_went_through_sbatch(runs, slurm_cluster: SlurmCluster):  # no
     jobs = submissions(text)
     rules = {rule for _, rule in jobs}
     assert rules == set(STAGE_RULES)
-    # per data set: 2 generate, 2 validate, then 6 stages for the factorised showers (no separate
-    # multiplicity model) and 7 for the jets
-    assert len(jobs) == 2 * (2 + 2) + 6 + 7
+    # per data set: 2 generate, 2 validate, then 7 stages for the factorised showers (no separate
+    # multiplicity model) and 8 for the jets (each with its metrics table), and one comparison page
+    assert len(jobs) == 2 * (2 + 2) + (7 + 1) + (8 + 1)
     for job_id, rule in jobs:
         info = slurm_cluster.show_job(job_id)
         assert info["JobState"] == "COMPLETED" and info["ExitCode"] == "0:0", (rule, info)
