@@ -176,6 +176,30 @@ def _log_floor(*arrays: np.ndarray) -> float:
     return 0.5 * float(positive.min()) if positive.size else 1e-12
 
 
+def draw_reference_and_band(
+    ax, edges: np.ndarray, ref: np.ndarray, gen: np.ndarray, style: PlotStyle, logy: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Draw the normalised reference (filled) and the generated sample's statistical band; return the
+    generated densities (on the log floor where ``logy``) and the reference's relative errors."""
+    ref_d, gen_d = density(ref, edges), density(gen, edges)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        gen_err = np.where(gen > 0, gen_d / np.sqrt(np.where(gen > 0, gen, 1.0)), 0.0)
+        ref_rel = np.where(ref > 0, 1.0 / np.sqrt(np.where(ref > 0, ref, 1.0)), np.nan)
+    floor = _log_floor(ref_d, gen_d) if logy else None
+    if floor is not None:  # empty bins sit on the floor of a log axis instead of at log(0)
+        ref_d, gen_d = np.maximum(ref_d, floor), np.maximum(gen_d, floor)
+    ax.stairs(
+        ref_d,
+        edges,
+        fill=True,
+        baseline=floor or 0.0,
+        color=style.reference_colour,
+        label=style.reference_label,
+    )
+    _band(ax, edges, gen_d - gen_err, gen_d + gen_err, floor, color=style.colour, alpha=0.25)
+    return gen_d, ref_rel
+
+
 def _band(
     ax, edges: np.ndarray, low: np.ndarray, high: np.ndarray, floor: float | None = None, **kwargs
 ) -> None:
@@ -273,23 +297,8 @@ def histogram_figure(
         raise ValueError(f"edges {edges.shape} do not fit histograms {ref.shape} / {gen.shape}")
     fig = _figure(style, style.width * 0.85)
     ax, ax_ratio = _ratio_axes(fig)
-    ref_d, gen_d = density(ref, edges), density(gen, edges)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        gen_err = np.where(gen > 0, gen_d / np.sqrt(np.where(gen > 0, gen, 1.0)), 0.0)
-        ref_rel = np.where(ref > 0, 1.0 / np.sqrt(np.where(ref > 0, ref, 1.0)), np.nan)
     _axes_scales(ax, ax_ratio, edges, logx, logy)
-    floor = _log_floor(ref_d, gen_d) if logy else None
-    if floor is not None:  # empty bins sit on the floor of a log axis instead of at log(0)
-        ref_d, gen_d = np.maximum(ref_d, floor), np.maximum(gen_d, floor)
-    ax.stairs(
-        ref_d,
-        edges,
-        fill=True,
-        baseline=floor or 0.0,
-        color=style.reference_colour,
-        label=style.reference_label,
-    )
-    _band(ax, edges, gen_d - gen_err, gen_d + gen_err, floor, color=style.colour, alpha=0.25)
+    gen_d, ref_rel = draw_reference_and_band(ax, edges, ref, gen, style, logy)
     ax.stairs(
         gen_d, edges, color=style.colour, linewidth=1.5, label=_generated_label(label, separation_power)
     )

@@ -31,7 +31,7 @@ from pipelines.report.plots import (
     _log_floor,
     _ratio_panel,
     _styled,
-    density,
+    draw_reference_and_band,
     ratio_and_error,
 )
 
@@ -150,22 +150,7 @@ def _draw_histograms(
         ax_ratio.set_xscale("log")
     if logy:
         ax.set_yscale("log", nonpositive="mask")
-    ref_d, gen_d = density(ref, edges), density(gen, edges)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        gen_err = np.where(gen > 0, gen_d / np.sqrt(np.where(gen > 0, gen, 1.0)), 0.0)
-        ref_rel = np.where(ref > 0, 1.0 / np.sqrt(np.where(ref > 0, ref, 1.0)), np.nan)
-    floor = _log_floor(ref_d, gen_d) if logy else None
-    if floor is not None:
-        ref_d, gen_d = np.maximum(ref_d, floor), np.maximum(gen_d, floor)
-    ax.stairs(
-        ref_d,
-        edges,
-        fill=True,
-        baseline=floor or 0.0,
-        color=style.reference_colour,
-        label=style.reference_label,
-    )
-    _band(ax, edges, gen_d - gen_err, gen_d + gen_err, floor, color=style.colour, alpha=0.25)
+    gen_d, ref_rel = draw_reference_and_band(ax, edges, ref, gen, style, logy)
     shown = np.where(gen > 0, gen_d, np.nan) if gaps else gen_d
     ax.stairs(shown, edges, color=style.colour, linewidth=1.3, label="generated")
     ratio, error = ratio_and_error(ref, gen)
