@@ -32,12 +32,12 @@ from pipelines.report import verdict
 from pipelines.report.html import (
     MISSING,
     PROJECT,
-    TEMPLATE_DIR,
     TrainingBudget,
     data_uri,
     format_value_error,
     load_training_budget,
     parse_settings,
+    render_html,
 )
 from pipelines.report.metrics_table import REQUIRED_COLUMNS
 from pipelines.report.plots import density, overlay_figure, png_bytes
@@ -306,20 +306,6 @@ def build_context(dataset: str, runs: Sequence[Run], out: Path, settings: Report
     }
 
 
-def render(context: dict) -> str:
-    """Render the page template with HTML escaping of every inserted value."""
-    import jinja2
-
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    return env.get_template(TEMPLATE_NAME).render(**context)
-
-
 def main(argv: list[str] | None = None) -> int:
     """``python -m pipelines compare --dataset D --models a b --metrics-tables ... --features ...
     --training-summaries ... --reports ... --out comparison.html [--settings JSON]``."""
@@ -341,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = parse_settings(args.settings)
     runs = load_runs(args.models, args.metrics_tables, args.features, args.training_summaries, args.reports)
-    page = render(build_context(args.dataset, runs, args.out, settings))
+    page = render_html(build_context(args.dataset, runs, args.out, settings), TEMPLATE_NAME)
     with atomic_path(args.out) as tmp:
         tmp.write_text(page, encoding="utf-8")
         tmp.chmod(0o644)

@@ -905,8 +905,8 @@ def default_title(labels: Sequence[str], families: Sequence[str | None]) -> str:
     return f"{PROJECT}: validation of " + ", ".join(runs)
 
 
-def render_html(context: Mapping) -> str:
-    """Render the page template with HTML escaping of every inserted value."""
+def render_html(context: Mapping, template: str = TEMPLATE_NAME) -> str:
+    """Render ``template`` (of the report's templates folder) with HTML escaping of every inserted value."""
     import jinja2
 
     env = jinja2.Environment(
@@ -916,7 +916,7 @@ def render_html(context: Mapping) -> str:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    return env.get_template(TEMPLATE_NAME).render(**context)
+    return env.get_template(template).render(**context)
 
 
 def main(argv: list[str] | None = None) -> int:
