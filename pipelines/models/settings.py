@@ -216,6 +216,83 @@ class GANSettings(GANArchitecture):
             raise ValueError(f"mdma-gan: beta1, beta2 must lie in [0, 1), got {self.beta1}, {self.beta2}")
 
 
+#: message aggregations of the MPGAN family (:mod:`pipelines.models.mpgan`)
+AGGREGATIONS = ("mean", "sum")
+#: adversarial losses of the MPGAN family: least squares (published) or Wasserstein with gradient penalty
+MPGAN_LOSSES = ("ls", "wgan-gp")
+
+
+@dataclass(frozen=True)
+class MPGANSettings:
+    """Hyperparameters of the ``mpgan`` family (message-passing GAN, arXiv:2106.11535; jets only).
+
+    Architecture (generator and discriminator alike): hidden node width; noise_dim per-particle
+    noise; iterations of fully connected message passing; edge_layers / node_layers: hidden widths
+    of the edge MLP (output: the last width) and of the node MLP; aggregation of the messages
+    ("sum" as published, or "mean" over the valid particles); edge_distance: the edge MLP also sees
+    the distance of the two particles' first two features; critic_dropout in the discriminator's
+    MLPs. Optimisation: loss "ls" (least squares, published) or "wgan-gp" (gp_lambda); Adam(W)
+    lr_generator, lr_critic, beta1, beta2; n_critic discriminator updates per generator update;
+    max_tokens padded particles per batch (batch size x longest jet); calibrate: start the
+    generator's output head at the data's mean and spread.
+
+    The defaults are a small CPU model; the published recipe (top jets, 30 particles) is hidden 32,
+    noise_dim 32, iterations 2, edge_layers (96, 160, 192), node_layers (256, 256), sum, dropout
+    0.5, least squares, RMSprop with lr 2e-5 (generator) and 6e-5 (discriminator), batches of 256
+    jets (32 at 150 particles): ``config/full.yaml``.
+    """
+
+    hidden: int = 16
+    noise_dim: int = 8
+    iterations: int = 2
+    edge_layers: tuple[int, ...] = (32, 32)
+    node_layers: tuple[int, ...] = (32,)
+    aggregation: str = "mean"
+    edge_distance: bool = True
+    critic_dropout: float = 0.0
+    loss: str = "ls"
+    gp_lambda: float = 10.0
+    lr_generator: float = 1e-3
+    lr_critic: float = 1e-3
+    beta1: float = 0.5
+    beta2: float = 0.999
+    n_critic: int = 1
+    max_tokens: int = 1920
+    calibrate: bool = True
+
+    def __post_init__(self) -> None:
+        check_settings_types(self)
+        for name in ("hidden", "noise_dim", "iterations", "n_critic", "max_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"mpgan setting {name} must be >= 1, got {getattr(self, name)}")
+        for name in ("edge_layers", "node_layers"):
+            widths = getattr(self, name)
+            if not widths or any(w < 1 for w in widths):
+                raise ValueError(
+                    f"mpgan setting {name} must be a non-empty list of positive widths, got {list(widths)}"
+                )
+        if self.hidden < 2 and self.edge_distance:
+            raise ValueError(
+                "mpgan setting edge_distance needs hidden >= 2 (distance of the first two features)"
+            )
+        if self.aggregation not in AGGREGATIONS:
+            raise ValueError(
+                f"mpgan setting aggregation must be one of {AGGREGATIONS}, got {self.aggregation!r}"
+            )
+        if self.loss not in MPGAN_LOSSES:
+            raise ValueError(f"mpgan setting loss must be one of {MPGAN_LOSSES}, got {self.loss!r}")
+        for name in ("lr_generator", "lr_critic"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"mpgan setting {name} must be a positive number, got {value}")
+        if not (math.isfinite(self.gp_lambda) and self.gp_lambda >= 0):
+            raise ValueError(f"mpgan setting gp_lambda must be >= 0, got {self.gp_lambda}")
+        if not 0 <= self.critic_dropout < 1:
+            raise ValueError(f"mpgan setting critic_dropout must lie in [0, 1), got {self.critic_dropout}")
+        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
+            raise ValueError(f"mpgan setting beta1, beta2 must lie in [0, 1), got {self.beta1}, {self.beta2}")
+
+
 @dataclass(frozen=True)
 class FamilySpec:
     """What the workflow needs to know of a family before training: name, data kinds, settings."""
@@ -232,6 +309,7 @@ FAMILY_SPECS: dict[str, FamilySpec] = {
         FamilySpec("factorised", ("showers",), FactorisedSettings, needs_multiplicity=False),
         FamilySpec("flow-matching", ("showers", "jets"), FlowMatchingSettings, needs_multiplicity=True),
         FamilySpec("mdma-gan", ("showers", "jets"), GANSettings, needs_multiplicity=True),
+        FamilySpec("mpgan", ("jets",), MPGANSettings, needs_multiplicity=True),
     )
 }
 

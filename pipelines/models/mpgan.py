@@ -1,0 +1,386 @@
+"""The message-passing GAN of Kansal et al. (arXiv:2106.11535) as a model family (``mpgan``, jets).
+
+Both networks run fully connected message passing over the particles of a jet: in each of
+``iterations`` rounds every particle i receives a message m_ij = f_e([h_i, h_j, d_ij]) from every
+valid particle j (itself included; d_ij: distance of the first two features, optional), the
+messages are summed or averaged over the valid j, and the node update is
+h_i <- h_i + f_n([h_i, sum_j m_ij, c]) (c: the condition n / mean_n). The first layer of f_e acts
+on [h_i, h_j] as W_a h_i + W_b h_j, computed once per particle, so only the layers after it run on
+all n^2 pairs; the cost still grows as n^2 (``benchmarks/bench_mpgan.py``).
+
+Generator: per-particle Gaussian noise (B, N, noise_dim) -> node features -> message passing ->
+linear head to the transformed (eta_rel, phi_rel, pt_rel), zero at padded slots. Discriminator:
+the transformed particles (periodic columns seen as cos, sin) -> message passing (with dropout) ->
+masked mean of the final node features and c -> MLP -> score. Masks: padded slots (mask True)
+are excluded from every message and every pooled sum, so they never influence valid particles;
+n comes from the real jets in training and from the multiplicity model at sampling.
+
+Training: least squares GAN (published) or WGAN-GP, n_critic discriminator updates per generator
+update on the same batch's conditions and masks. Batches are drawn with the shared length-bucketed
+sampler (:mod:`pipelines.batching`), as in ``mdma-gan``. The published optimiser is RMSprop; the
+loop's Adam(W) with beta1 = 0 is its bias-corrected form.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from pipelines.batching import BucketBatchSampler, CloudDataset, collate_clouds
+from pipelines.io.errors import DataError
+from pipelines.models.blocks import zero_padding
+from pipelines.models.family import (
+    Family,
+    ParamGroup,
+    PointSampler,
+    StepContext,
+    TrainingData,
+    register_family,
+)
+from pipelines.models.mdma import make_condition, periodic_view
+from pipelines.models.mdma_gan import generate_transformed, gradient_penalty, periodic_columns
+from pipelines.models.settings import MPGANSettings
+
+#: training jets drawn at random for the data-dependent initialisation of the generator's head
+CALIBRATION_CLOUDS = 64
+#: slope of the leaky ReLUs (published: 0.2)
+LEAKY_SLOPE = 0.2
+#: architecture keys of the exported config
+ARCHITECTURE = (
+    "hidden",
+    "noise_dim",
+    "iterations",
+    "edge_layers",
+    "node_layers",
+    "aggregation",
+    "edge_distance",
+)
+
+
+def mlp(n_in: int, widths: tuple[int, ...], n_out: int | None = None, dropout: float = 0.0) -> nn.Sequential:
+    """Linear + leaky ReLU (+ dropout) per width; a final plain Linear to ``n_out`` when given."""
+    layers: list[nn.Module] = []
+    for width in widths:
+        layers += [nn.Linear(n_in, width), nn.LeakyReLU(LEAKY_SLOPE)]
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        n_in = width
+    if n_out is not None:
+        layers.append(nn.Linear(n_in, n_out))
+    return nn.Sequential(*layers)
+
+
+class MessagePassing(nn.Module):
+    """One fully connected message-passing round over the valid particles (see the module docstring).
+
+    Shapes: h (B, N, hidden), cond (B, c), mask (B, N) True = padding -> h (B, N, hidden), padded
+    slots exactly zero. A jet without valid particles gets finite (zero) messages.
+    """
+
+    def __init__(
+        self,
+        hidden: int,
+        cond_dim: int,
+        edge_layers: tuple[int, ...],
+        node_layers: tuple[int, ...],
+        aggregation: str,
+        edge_distance: bool,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.aggregation, self.edge_distance = aggregation, bool(edge_distance)
+        first, rest = edge_layers[0], tuple(edge_layers[1:])
+        self.edge_i = nn.Linear(hidden, first)
+        self.edge_j = nn.Linear(hidden, first, bias=False)
+        self.edge_d = nn.Linear(1, first, bias=False) if edge_distance else None
+        self.edge_rest = mlp(first, rest, dropout=dropout)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.node = mlp(hidden + edge_layers[-1] + cond_dim, node_layers, hidden, dropout)
+
+    def messages(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Aggregated messages (B, N, edge_layers[-1]) from the valid particles j to every i."""
+        pre = self.edge_i(h).unsqueeze(2) + self.edge_j(h).unsqueeze(1)  # (B, N_i, N_j, w)
+        if self.edge_d is not None:
+            dist = (h[:, :, None, :2] - h[:, None, :, :2]).pow(2).sum(-1).add(1e-12).sqrt()
+            pre = pre + self.edge_d(dist.unsqueeze(-1))
+        edges = self.edge_rest(self.dropout(nn.functional.leaky_relu(pre, LEAKY_SLOPE)))
+        valid_j = (~mask).to(edges.dtype)[:, None, :, None]  # (B, 1, N_j, 1)
+        summed = (edges * valid_j).sum(dim=2)
+        if self.aggregation == "mean":
+            summed = summed / valid_j.sum(dim=2).clamp_min(1.0)
+        return summed
+
+    def forward(self, h: torch.Tensor, cond: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        c = cond.to(h.dtype).unsqueeze(1).expand(-1, h.shape[1], -1)
+        update = self.node(torch.cat([h, self.messages(h, mask), c], dim=-1))
+        return zero_padding(h + update, mask)
+
+
+def _rounds(config: dict[str, Any], cond_dim: int, dropout: float = 0.0) -> nn.ModuleList:
+    return nn.ModuleList(
+        MessagePassing(
+            config["hidden"],
+            cond_dim,
+            tuple(config["edge_layers"]),
+            tuple(config["node_layers"]),
+            config["aggregation"],
+            config["edge_distance"],
+            dropout,
+        )  # fmt: skip
+        for _ in range(config["iterations"])
+    )
+
+
+class MPGenerator(PointSampler):
+    """Noise (B, N, noise_dim) + condition (B, 1) + mask (B, N) -> transformed points (B, N, point_dim)."""
+
+    def __init__(self, config: dict[str, Any], point_dim: int, cond_dim: int, mean_n: float) -> None:
+        super().__init__()
+        self.kind, self.point_dim, self.noise_dim, self.mean_n = (
+            "jets",
+            int(point_dim),
+            int(config["noise_dim"]),
+            float(mean_n),
+        )
+        self.embed = nn.Linear(self.noise_dim + cond_dim, config["hidden"])
+        self.rounds = _rounds(config, cond_dim)
+        self.head = nn.Linear(config["hidden"], self.point_dim)
+
+    def features(self, noise: torch.Tensor, cond: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Final node features (B, N, hidden), zero at padded slots."""
+        c = cond.to(noise.dtype).unsqueeze(1).expand(-1, noise.shape[1], -1)
+        h = zero_padding(self.embed(torch.cat([zero_padding(noise, mask), c], dim=-1)), mask)
+        for layer in self.rounds:
+            h = layer(h, cond, mask)
+        return h
+
+    def forward(self, noise: torch.Tensor, cond: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return zero_padding(self.head(self.features(noise, cond, mask)), mask)
+
+    @torch.no_grad()
+    def calibrate(
+        self,
+        noise: torch.Tensor,
+        cond: torch.Tensor,
+        mask: torch.Tensor,
+        mean: torch.Tensor,
+        std: torch.Tensor,
+    ) -> None:
+        """Rescale the head so that, on this batch, each output column over the valid particles has
+        mean ``mean`` and standard deviation ``std`` (d,)."""
+        raw = self.head(self.features(noise, cond, mask))[~mask]
+        scale = std.to(raw.dtype) / raw.std(dim=0).clamp_min(1e-6)
+        self.head.weight.mul_(scale.unsqueeze(1))
+        self.head.bias.copy_((self.head.bias - raw.mean(dim=0)) * scale + mean.to(raw.dtype))
+
+
+class MPDiscriminator(nn.Module):
+    """Points (B, N, point_dim) + condition (B, 1) + mask (B, N) -> scores (B,)."""
+
+    def __init__(
+        self,
+        config: dict[str, Any],
+        point_dim: int,
+        cond_dim: int,
+        periodic: tuple[tuple[int, float, float], ...] = (),
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.periodic = tuple(periodic)
+        hidden = config["hidden"]
+        self.embed = nn.Linear(point_dim + len(self.periodic) + cond_dim, hidden)
+        self.rounds = _rounds(config, cond_dim, dropout)
+        self.readout = mlp(hidden + cond_dim, (hidden,), 1, dropout)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        view = zero_padding(periodic_view(x, self.periodic), mask)
+        c = cond.to(view.dtype).unsqueeze(1).expand(-1, view.shape[1], -1)
+        h = zero_padding(self.embed(torch.cat([view, c], dim=-1)), mask)
+        for layer in self.rounds:
+            h = layer(h, cond, mask)
+        n = (~mask).sum(dim=1, keepdim=True).clamp_min(1).to(h.dtype)
+        pooled = h.sum(dim=1) / n
+        return self.readout(torch.cat([pooled, cond.to(h.dtype)], dim=-1)).squeeze(-1)
+
+
+@register_family
+class MPGAN(Family):
+    """Message-passing GAN for jets (see the module docstring)."""
+
+    name = "mpgan"
+    kinds = ("jets",)
+    Settings = MPGANSettings
+
+    def __init__(self, settings: MPGANSettings, data: TrainingData, device: torch.device) -> None:
+        super().__init__(settings, data, device)
+        if len(data.train_idx) == 0:
+            raise DataError("mpgan: the training split is empty")
+        self.arch = {key: getattr(settings, key) for key in ARCHITECTURE}
+        self.arch["edge_layers"], self.arch["node_layers"] = (
+            list(settings.edge_layers),
+            list(settings.node_layers),
+        )
+        self.point_dim = len(data.clouds.point_names)
+        self.periodic = periodic_columns(data.transform)
+        self.generator = MPGenerator(self.arch, self.point_dim, 1, float(data.mean_n)).to(device)
+        self.critic = MPDiscriminator(
+            self.arch, self.point_dim, 1, self.periodic, settings.critic_dropout
+        ).to(device)
+        self.dataset = CloudDataset(data.clouds, data.transform, indices=data.train_idx, seed=data.seed)
+        self.batches = BucketBatchSampler(self.dataset.lengths, settings.max_tokens, seed=data.seed)
+        self.epoch, self.position = 0, 0
+        if settings.calibrate:
+            self._calibrate()
+
+    def _calibrate(self) -> None:
+        """Start the generator's output at the mean and spread of random training jets (transformed)."""
+        rng = np.random.default_rng([self.data.seed, 19])
+        picked = rng.choice(len(self.dataset), size=min(CALIBRATION_CLOUDS, len(self.dataset)), replace=False)
+        picked = picked[self.dataset.lengths[picked] > 0]
+        if len(picked) == 0:
+            return
+        x, mask, raw = collate_clouds([self.dataset[int(i)] for i in picked])
+        valid = x[~mask].double()
+        cond = make_condition(raw[:, :-1], raw[:, -1], "jets", self.data.mean_n).to(self.device)
+        noise = torch.randn(*mask.shape, self.generator.noise_dim, device=self.device)
+        std = valid.std(dim=0).float().clamp_min(1e-3) if len(valid) > 1 else torch.ones(valid.shape[1])
+        self.generator.calibrate(noise, cond, mask.to(self.device), valid.mean(dim=0).float(), std)
+
+    # ------------------------------------------------------------------------------ training
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"generator": self.generator, "critic": self.critic}
+
+    def param_groups(self) -> list[ParamGroup]:
+        s = self.settings
+        betas = (s.beta1, s.beta2)
+        return [
+            ParamGroup("generator", ("generator",), s.lr_generator, betas, ema=True),
+            ParamGroup("critic", ("critic",), s.lr_critic, betas, ema=False),
+        ]
+
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The next padded training batch (x, mask True = padding, raw condition with n last)."""
+        self.batches.set_epoch(self.epoch)
+        if self.position >= len(self.batches.batches()):
+            self.epoch, self.position = self.epoch + 1, 0
+            self.batches.set_epoch(self.epoch)
+        batch = self.batches.batches()[self.position]
+        self.position += 1
+        self.dataset.set_epoch(self.epoch)
+        return collate_clouds([self.dataset[int(i)] for i in batch])
+
+    def critic_loss(self, d_real: torch.Tensor, d_fake: torch.Tensor) -> torch.Tensor:
+        """Least squares: (D(real) - 1)^2 + D(fake)^2; Wasserstein: D(fake) - D(real) (batch means)."""
+        if self.settings.loss == "ls":
+            return (d_real - 1.0).pow(2).mean() + d_fake.pow(2).mean()
+        return d_fake.mean() - d_real.mean()
+
+    def generator_loss(self, d_fake: torch.Tensor) -> torch.Tensor:
+        """Least squares: (D(fake) - 1)^2; Wasserstein: -D(fake) (batch means)."""
+        if self.settings.loss == "ls":
+            return (d_fake - 1.0).pow(2).mean()
+        return -d_fake.mean()
+
+    def train_step(self, ctx: StepContext) -> dict[str, float]:
+        s, device = self.settings, ctx.device
+        x, mask, raw = self.next_batch()
+        cond = make_condition(raw[:, :-1], raw[:, -1], "jets", self.data.mean_n).to(device)
+        x, mask = x.to(device), mask.to(device)
+
+        self.critic.requires_grad_(True)
+        noise = torch.randn(*mask.shape, self.generator.noise_dim, device=device)
+        with torch.no_grad(), ctx.autocast():
+            fake = self.generator(noise, cond, mask)
+        fake = fake.float()
+        with ctx.autocast():
+            d_real = self.critic(x, cond, mask).float()
+            d_fake = self.critic(fake, cond, mask).float()
+        loss_critic = self.critic_loss(d_real, d_fake)
+        gp = torch.zeros((), device=device)
+        if s.loss == "wgan-gp" and s.gp_lambda > 0:
+            eps = torch.rand(x.shape[0], 1, 1, device=device)
+            gp = gradient_penalty(self.critic, eps * x + (1.0 - eps) * fake, cond, mask, 0)
+            loss_critic = loss_critic + s.gp_lambda * gp
+        ctx.optimise("critic", loss_critic)
+        figures = {
+            "loss_critic": float(loss_critic.detach()),
+            "gradient_penalty": float(gp.detach()),
+            "d_real": float(d_real.detach().mean()),
+            "d_fake": float(d_fake.detach().mean()),
+        }
+        if ctx.step % s.n_critic != s.n_critic - 1:
+            return figures
+
+        self.critic.requires_grad_(False)
+        try:
+            with ctx.autocast():
+                noise = torch.randn(*mask.shape, self.generator.noise_dim, device=device)
+                d_fake = self.critic(self.generator(noise, cond, mask), cond, mask).float()
+            loss = self.generator_loss(d_fake)
+            ctx.optimise("generator", loss)
+        finally:
+            self.critic.requires_grad_(True)
+        figures["loss_generator"] = float(loss.detach())
+        return figures
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+
+    # ---------------------------------------------------------------------------- validation
+
+    def generate(self, lengths: np.ndarray, seed: int) -> np.ndarray:
+        """Physical points (P, 3) float64 (jets in input order) with these particle counts."""
+        lengths = np.asarray(lengths, dtype=np.int64)
+        cond = make_condition(np.zeros((len(lengths), 1)), lengths, "jets", self.data.mean_n)
+        gen = torch.Generator(device=self.device).manual_seed(int(seed))
+        x = generate_transformed(
+            self.generator, cond.to(self.device), lengths, gen, 4 * self.settings.max_tokens
+        )
+        return self.data.transform.inverse_transform_torch(x.to(torch.float64)).cpu().numpy()
+
+    def validate(self, n_max: int, seed: int) -> dict[str, float]:
+        """W1M and particle-feature figures on up to ``n_max`` validation jets (their own n)."""
+        from pipelines.training.validation import jet_figures
+
+        idx = np.asarray(self.data.val_idx, dtype=np.int64)[:n_max]
+        if len(idx) == 0:
+            return {}
+        real = self.data.clouds.select(idx)
+        gen = self.generate(real.lengths, seed)
+        return jet_figures(gen, real.lengths, np.asarray(real.points, dtype=np.float64), real.lengths)
+
+    # ----------------------------------------------------------------------------- export
+
+    def export_config(self) -> dict[str, Any]:
+        return {
+            "architecture": dict(self.arch),
+            "point_dim": self.point_dim,
+            "mean_n": float(self.data.mean_n),
+        }
+
+    @classmethod
+    def build_sampler(
+        cls,
+        config: dict[str, Any],
+        state: dict[str, dict[str, torch.Tensor]],
+        transform: Any,
+        geometry: Any,
+        device: torch.device,
+    ) -> MPGenerator:
+        expected = {"architecture", "point_dim", "mean_n"}
+        if set(config) != expected:
+            raise ValueError(f"mpgan config keys {sorted(config)}, expected {sorted(expected)}")
+        arch = config["architecture"]
+        if set(arch) != set(ARCHITECTURE):
+            raise ValueError(f"mpgan architecture keys {sorted(arch)}, expected {sorted(ARCHITECTURE)}")
+        MPGANSettings(**{k: tuple(v) if isinstance(v, list) else v for k, v in arch.items()})  # checks values
+        generator = MPGenerator(arch, int(config["point_dim"]), 1, float(config["mean_n"]))
+        generator.load_state_dict(state["generator"])
+        return generator.to(device).eval()
