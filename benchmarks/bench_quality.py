@@ -31,7 +31,7 @@ from embedded_data import jet_data, shower_data
 from pipelines.models.family import get_family
 
 REPO = Path(__file__).resolve().parents[1]
-FAMILIES = ("factorised", "flow-matching", "mdma-gan")
+FAMILIES = ("factorised", "flow-matching", "mdma-gan", "mpgan")
 DEFAULT_MODEL = {"factorised": "factorised", "flow-matching": "flow"}  # config.yaml entries to start from
 
 

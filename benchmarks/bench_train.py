@@ -24,7 +24,7 @@ from pipelines.models.family import count_parameters, family_settings, get_famil
 from pipelines.training.loop import Run, seed_everything
 from pipelines.training.settings import LoopSettings
 
-FAMILIES = ("factorised", "flow-matching", "mdma-gan")
+FAMILIES = ("factorised", "flow-matching", "mdma-gan", "mpgan")
 
 
 def seconds_per_step(

@@ -50,6 +50,13 @@ def test_default_config_dry_run_plans_every_stage(tmp_path):
         (lambda c: c["models"]["flow"]["architecture"].update(hidden="wide"), "hidden"),
         (lambda c: c["runs"].append({"dataset": "jets-top30", "model": "factorised"}), "does not model jets"),
         (
+            lambda c: (
+                c["models"].update(mp={"family": "mpgan"}),
+                c["runs"].append({"dataset": "calo-ds2", "model": "mp"}),
+            ),
+            "family 'mpgan' does not model showers",
+        ),
+        (
             lambda c: c["datasets"]["calo-ds2"].update(geometry=2),
             'config.yaml: datasets.calo-ds2.geometry: 2 is not allowed; allowed values: "2", "3" (write "2"',
         ),

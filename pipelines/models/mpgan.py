@@ -40,8 +40,20 @@ from pipelines.models.family import (
     TrainingData,
     register_family,
 )
-from pipelines.models.mdma import make_condition, periodic_view
-from pipelines.models.mdma_gan import generate_transformed, gradient_penalty, periodic_columns
+from pipelines.models.mdma import (
+    SHARE_COLUMNS,
+    ShareHead,
+    ShareParams,
+    fit_share_params,
+    make_condition,
+    periodic_view,
+)
+from pipelines.models.mdma_gan import (
+    SHARE_CAP_SIGMAS,
+    generate_transformed,
+    gradient_penalty,
+    periodic_columns,
+)
 from pipelines.models.settings import MPGANSettings
 
 #: training jets drawn at random for the data-dependent initialisation of the generator's head
@@ -135,19 +147,28 @@ def _rounds(config: dict[str, Any], cond_dim: int, dropout: float = 0.0) -> nn.M
 
 
 class MPGenerator(PointSampler):
-    """Noise (B, N, noise_dim) + condition (B, 1) + mask (B, N) -> transformed points (B, N, point_dim)."""
+    """Noise (B, N, noise_dim) + condition (B, 1) + mask (B, N) -> transformed points (B, N, point_dim).
 
-    def __init__(self, config: dict[str, Any], point_dim: int, cond_dim: int, mean_n: float) -> None:
+    With ``share`` the pt_rel column is drawn as softmax shares of a per-jet total
+    (:class:`~pipelines.models.mdma.ShareHead`, fed the masked mean of the final node features).
+    """
+
+    def __init__(
+        self,
+        config: dict[str, Any],
+        point_dim: int,
+        cond_dim: int,
+        mean_n: float,
+        share: ShareParams | None = None,
+    ) -> None:
         super().__init__()
-        self.kind, self.point_dim, self.noise_dim, self.mean_n = (
-            "jets",
-            int(point_dim),
-            int(config["noise_dim"]),
-            float(mean_n),
-        )
+        self.kind, self.point_dim, self.mean_n = "jets", int(point_dim), float(mean_n)
+        self.noise_dim = int(config["noise_dim"])
         self.embed = nn.Linear(self.noise_dim + cond_dim, config["hidden"])
         self.rounds = _rounds(config, cond_dim)
         self.head = nn.Linear(config["hidden"], self.point_dim)
+        self.share = ShareHead(config["hidden"], cond_dim, "jets", share) if share is not None else None
+        self.share_column = SHARE_COLUMNS["jets"]
 
     def features(self, noise: torch.Tensor, cond: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Final node features (B, N, hidden), zero at padded slots."""
@@ -157,8 +178,18 @@ class MPGenerator(PointSampler):
             h = layer(h, cond, mask)
         return h
 
+    def _token(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        n = (~mask).sum(dim=1).clamp_min(1).to(h.dtype).view(-1, 1, 1)
+        return h.sum(dim=1, keepdim=True) / n
+
     def forward(self, noise: torch.Tensor, cond: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return zero_padding(self.head(self.features(noise, cond, mask)), mask)
+        h = self.features(noise, cond, mask)
+        out = zero_padding(self.head(h), mask)
+        if self.share is None:
+            return out
+        k = self.share_column
+        column, _ = self.share(out[..., k], self._token(h, mask), cond, mask)
+        return torch.cat([out[..., :k], column.unsqueeze(-1).to(out.dtype), out[..., k + 1 :]], dim=-1)
 
     @torch.no_grad()
     def calibrate(
@@ -169,12 +200,61 @@ class MPGenerator(PointSampler):
         mean: torch.Tensor,
         std: torch.Tensor,
     ) -> None:
-        """Rescale the head so that, on this batch, each output column over the valid particles has
-        mean ``mean`` and standard deviation ``std`` (d,)."""
-        raw = self.head(self.features(noise, cond, mask))[~mask]
-        scale = std.to(raw.dtype) / raw.std(dim=0).clamp_min(1e-6)
+        """Rescale the head so that, on this batch, each raw output column over the valid particles
+        has mean ``mean`` and standard deviation ``std`` (d,); with shares, the pt_rel logits get
+        the within-jet spread ``std[k]`` (their level is free: a softmax) and the standardised log
+        total mean 0 and standard deviation 1."""
+        h = self.features(noise, cond, mask)
+        raw = self.head(h)
+        spread = raw[~mask].std(dim=0)
+        if self.share is not None:
+            k = self.share_column
+            n = (~mask).sum(dim=1, keepdim=True).clamp_min(1)
+            spread[k] = (raw[..., k] - zero_padding(raw, mask)[..., k].sum(1, keepdim=True) / n)[~mask].std()
+        scale = std.to(raw.dtype) / spread.clamp_min(1e-6)
         self.head.weight.mul_(scale.unsqueeze(1))
-        self.head.bias.copy_((self.head.bias - raw.mean(dim=0)) * scale + mean.to(raw.dtype))
+        self.head.bias.copy_((self.head.bias - raw[~mask].mean(dim=0)) * scale + mean.to(raw.dtype))
+        if self.share is not None:
+            token = self._token(h, mask)
+            total = self.share.total(torch.cat([token.squeeze(1), cond.to(token.dtype)], dim=-1))
+            factor = 1.0 / total.std(dim=0).clamp_min(1e-6)
+            self.share.total.weight.mul_(factor.unsqueeze(1))
+            self.share.total.bias.copy_((self.share.total.bias - total.mean(dim=0)) * factor)
+
+
+class JetFeatures(nn.Module):
+    """Standardised (relative jet mass, sum of pt_rel) (B, 2) of transformed jets (B, N, 3), differentiable.
+
+    The particles are taken back to (eta_rel, phi_rel, pt_rel) through the fitted transform in torch;
+    ``mean`` and ``std`` (buffers) are those of the training jets.
+    """
+
+    def __init__(self, transform: Any, mean: torch.Tensor, std: torch.Tensor) -> None:
+        super().__init__()
+        self.transform = transform
+        self.register_buffer("mean", mean.float())
+        self.register_buffer("std", std.float())
+
+    def raw(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(relative mass, sum pt_rel) (B, 2) float64, padded slots ignored."""
+        physical = torch.zeros(*x.shape[:2], 3, dtype=torch.float64, device=x.device)
+        physical[~mask] = self.transform.inverse_transform_torch(x[~mask].to(torch.float64))
+        eta, phi, pt = physical.unbind(-1)
+        e, pz = (pt * torch.cosh(eta)).sum(1), (pt * torch.sinh(eta)).sum(1)
+        px, py = (pt * torch.cos(phi)).sum(1), (pt * torch.sin(phi)).sum(1)
+        mass = (e.square() - px.square() - py.square() - pz.square()).clamp_min(1e-12).sqrt()
+        return torch.stack([mass, pt.sum(1)], dim=-1)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return ((self.raw(x, mask) - self.mean.double()) / self.std.double()).to(x.dtype)
+
+
+class _Identity:
+    """A transform that leaves the points as they are (jet features of physical points)."""
+
+    @staticmethod
+    def inverse_transform_torch(z: torch.Tensor) -> torch.Tensor:
+        return z
 
 
 class MPDiscriminator(nn.Module):
@@ -187,13 +267,16 @@ class MPDiscriminator(nn.Module):
         cond_dim: int,
         periodic: tuple[tuple[int, float, float], ...] = (),
         dropout: float = 0.0,
+        jet_features: JetFeatures | None = None,
     ) -> None:
         super().__init__()
         self.periodic = tuple(periodic)
         hidden = config["hidden"]
         self.embed = nn.Linear(point_dim + len(self.periodic) + cond_dim, hidden)
         self.rounds = _rounds(config, cond_dim, dropout)
-        self.readout = mlp(hidden + cond_dim, (hidden,), 1, dropout)
+        self.jet_features = jet_features
+        n_jet = 2 if jet_features is not None else 0
+        self.readout = mlp(hidden + cond_dim + n_jet, (hidden,), 1, dropout)
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         view = zero_padding(periodic_view(x, self.periodic), mask)
@@ -203,7 +286,10 @@ class MPDiscriminator(nn.Module):
             h = layer(h, cond, mask)
         n = (~mask).sum(dim=1, keepdim=True).clamp_min(1).to(h.dtype)
         pooled = h.sum(dim=1) / n
-        return self.readout(torch.cat([pooled, cond.to(h.dtype)], dim=-1)).squeeze(-1)
+        parts = [pooled, cond.to(h.dtype)]
+        if self.jet_features is not None:
+            parts.append(self.jet_features(x, mask).to(h.dtype))
+        return self.readout(torch.cat(parts, dim=-1)).squeeze(-1)
 
 
 @register_family
@@ -225,15 +311,49 @@ class MPGAN(Family):
         )
         self.point_dim = len(data.clouds.point_names)
         self.periodic = periodic_columns(data.transform)
-        self.generator = MPGenerator(self.arch, self.point_dim, 1, float(data.mean_n)).to(device)
+        self.share = self._fit_share() if settings.pt_share else None
+        self.generator = MPGenerator(self.arch, self.point_dim, 1, float(data.mean_n), self.share).to(device)
+        features = self._jet_features() if settings.critic_jet_features else None
         self.critic = MPDiscriminator(
-            self.arch, self.point_dim, 1, self.periodic, settings.critic_dropout
+            self.arch, self.point_dim, 1, self.periodic, settings.critic_dropout, features
         ).to(device)
         self.dataset = CloudDataset(data.clouds, data.transform, indices=data.train_idx, seed=data.seed)
         self.batches = BucketBatchSampler(self.dataset.lengths, settings.max_tokens, seed=data.seed)
         self.epoch, self.position = 0, 0
         if settings.calibrate:
             self._calibrate()
+
+    def _jet_features(self) -> JetFeatures:
+        """The discriminator's jet features, standardised with the training jets' mean and spread."""
+        train = self.data.clouds.select(np.asarray(self.data.train_idx))
+        x, lengths = torch.as_tensor(np.asarray(train.points, np.float64)), torch.as_tensor(train.lengths)
+        mask = torch.arange(int(lengths.max()))[None, :] >= lengths[:, None]
+        padded = torch.zeros(*mask.shape, x.shape[1], dtype=torch.float64)
+        padded[~mask] = x
+        identity = JetFeatures(_Identity(), torch.zeros(2), torch.ones(2))
+        values = identity.raw(padded, mask)
+        return JetFeatures(self.data.transform, values.mean(0), values.std(0).clamp_min(1e-6))
+
+    def _fit_share(self) -> ShareParams:
+        """Share-head constants from the training jets' pt_rel (positive values, a Log/BoxCox chain)."""
+        clouds, column = self.data.clouds, SHARE_COLUMNS["jets"]
+        name = clouds.point_names[column]
+        train = clouds.select(np.asarray(self.data.train_idx))
+        try:
+            params = fit_share_params(
+                train.points[:, column],
+                train.lengths,
+                train.conditions,
+                "jets",
+                self.data.transform.columns[name],
+            )
+            self.data.transform.columns[name].transform_log_torch(torch.zeros(1))
+        except (ValueError, NotImplementedError) as err:
+            raise DataError(
+                f"mpgan: pt_share needs positive {name!r} values and a transform of that column "
+                f"starting with Log or BoxCox: {err}"
+            ) from err
+        return params
 
     def _calibrate(self) -> None:
         """Start the generator's output at the mean and spread of random training jets (transformed)."""
@@ -246,8 +366,17 @@ class MPGAN(Family):
         valid = x[~mask].double()
         cond = make_condition(raw[:, :-1], raw[:, -1], "jets", self.data.mean_n).to(self.device)
         noise = torch.randn(*mask.shape, self.generator.noise_dim, device=self.device)
-        std = valid.std(dim=0).float().clamp_min(1e-3) if len(valid) > 1 else torch.ones(valid.shape[1])
-        self.generator.calibrate(noise, cond, mask.to(self.device), valid.mean(dim=0).float(), std)
+        mean, std = valid.mean(dim=0), valid.std(dim=0) if len(valid) > 1 else torch.ones(valid.shape[1])
+        if self.share is not None:  # the pt_rel output is the logit of the share: within-jet spread of log pt
+            k = SHARE_COLUMNS["jets"]
+            jets = self.data.clouds.select(self.dataset.indices[picked])
+            log_pt = np.log(np.asarray(jets.points[:, k], np.float64))
+            jet = np.repeat(np.arange(len(jets)), jets.lengths)
+            centred = log_pt - (np.bincount(jet, log_pt, len(jets)) / jets.lengths)[jet]
+            std[k] = float(np.sqrt(np.mean(centred**2)))
+            mean[k] = -SHARE_CAP_SIGMAS * std[k]
+        mask = mask.to(self.device)
+        self.generator.calibrate(noise, cond, mask, mean.float(), std.float().clamp_min(1e-3))
 
     # ------------------------------------------------------------------------------ training
 
@@ -363,6 +492,7 @@ class MPGAN(Family):
             "architecture": dict(self.arch),
             "point_dim": self.point_dim,
             "mean_n": float(self.data.mean_n),
+            "share": self.share.to_dict() if self.share is not None else None,
         }
 
     @classmethod
@@ -374,13 +504,14 @@ class MPGAN(Family):
         geometry: Any,
         device: torch.device,
     ) -> MPGenerator:
-        expected = {"architecture", "point_dim", "mean_n"}
+        expected = {"architecture", "point_dim", "mean_n", "share"}
         if set(config) != expected:
             raise ValueError(f"mpgan config keys {sorted(config)}, expected {sorted(expected)}")
         arch = config["architecture"]
         if set(arch) != set(ARCHITECTURE):
             raise ValueError(f"mpgan architecture keys {sorted(arch)}, expected {sorted(ARCHITECTURE)}")
         MPGANSettings(**{k: tuple(v) if isinstance(v, list) else v for k, v in arch.items()})  # checks values
-        generator = MPGenerator(arch, int(config["point_dim"]), 1, float(config["mean_n"]))
+        share = ShareParams(**config["share"]) if config["share"] is not None else None
+        generator = MPGenerator(arch, int(config["point_dim"]), 1, float(config["mean_n"]), share)
         generator.load_state_dict(state["generator"])
         return generator.to(device).eval()

@@ -231,28 +231,35 @@ class MPGANSettings:
     of the edge MLP (output: the last width) and of the node MLP; aggregation of the messages
     ("sum" as published, or "mean" over the valid particles); edge_distance: the edge MLP also sees
     the distance of the two particles' first two features; critic_dropout in the discriminator's
-    MLPs. Optimisation: loss "ls" (least squares, published) or "wgan-gp" (gp_lambda); Adam(W)
+    MLPs; pt_share: the generator draws pt_rel as softmax shares of a per-jet total (the ``mdma-gan``
+    share head; not in the published model, which outputs pt_rel directly); critic_jet_features: the
+    discriminator's readout also sees each jet's standardised relative mass and sum of pt_rel
+    (computed from its particles through the fitted transform; not in the published model).
+    Optimisation: loss "ls"
+    (least squares, published) or "wgan-gp" (gp_lambda); Adam(W)
     lr_generator, lr_critic, beta1, beta2; n_critic discriminator updates per generator update;
     max_tokens padded particles per batch (batch size x longest jet); calibrate: start the
     generator's output head at the data's mean and spread.
 
     The defaults are a small CPU model; the published recipe (top jets, 30 particles) is hidden 32,
     noise_dim 32, iterations 2, edge_layers (96, 160, 192), node_layers (256, 256), sum, dropout
-    0.5, least squares, RMSprop with lr 2e-5 (generator) and 6e-5 (discriminator), batches of 256
-    jets (32 at 150 particles): ``config/full.yaml``.
+    0.5, no pt_share or critic_jet_features, least squares, RMSprop with lr 2e-5 (generator) and
+    6e-5 (discriminator), batches of 256 jets (32 at 150 particles): ``config/full.yaml``.
     """
 
     hidden: int = 16
     noise_dim: int = 8
     iterations: int = 2
-    edge_layers: tuple[int, ...] = (32, 32)
+    edge_layers: tuple[int, ...] = (32,)
     node_layers: tuple[int, ...] = (32,)
     aggregation: str = "mean"
     edge_distance: bool = True
     critic_dropout: float = 0.0
+    pt_share: bool = True
+    critic_jet_features: bool = True
     loss: str = "ls"
     gp_lambda: float = 10.0
-    lr_generator: float = 1e-3
+    lr_generator: float = 3e-4
     lr_critic: float = 1e-3
     beta1: float = 0.5
     beta2: float = 0.999

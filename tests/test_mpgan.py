@@ -1,0 +1,170 @@
+"""The MPGAN family: masking, permutation symmetry, a toy learned, settings, export and sampling."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import wasserstein_distance
+
+from pipelines.io.clouds import Clouds
+from pipelines.models.family import PointSampler, TrainingData, family_settings, get_family
+from pipelines.models.mpgan import MPGAN, MPDiscriminator, MPGenerator
+from pipelines.models.settings import FAMILY_SPECS, MPGANSettings
+from pipelines.training.loop import Run, seed_everything
+from pipelines.training.settings import LoopSettings
+from pipelines.transforms import jet_transform
+
+CPU = torch.device("cpu")
+ARCH = {"hidden": 8, "noise_dim": 4, "iterations": 2, "edge_layers": [8, 8], "node_layers": [8],
+        "aggregation": "mean", "edge_distance": True}  # fmt: skip
+
+
+def jet_data(n_jets: int = 80, seed: int = 0, n_max: int = 12) -> TrainingData:
+    rng = np.random.default_rng(seed)
+    n = rng.integers(3, n_max + 1, n_jets)
+    pt = rng.dirichlet(np.ones(n_max), n_jets)
+    pt = np.concatenate([np.sort(p[:k] / p[:k].sum())[::-1] for p, k in zip(pt, n, strict=True)])
+    points = np.column_stack([rng.normal(0, 0.1, n.sum()), rng.normal(0, 0.1, n.sum()), pt])
+    split = np.zeros(n_jets, np.int8)
+    split[int(0.8 * n_jets) :] = 1
+    clouds = Clouds(points, np.concatenate([[0], np.cumsum(n)]), np.ones((n_jets, 3)),
+                    ("eta_rel", "phi_rel", "pt_rel"), ("jet_pt", "jet_eta", "jet_mass"), split)  # fmt: skip
+    train, val = clouds.split_indices(0), clouds.split_indices(1)
+    t = jet_transform().fit(clouds.select(train).points)
+    return TrainingData("jets", clouds, t, train, val, float(clouds.lengths[train].mean()), seed, None)
+
+
+def _inputs(b: int = 3, n: int = 7, lengths: tuple[int, ...] = (7, 4, 1)) -> tuple[torch.Tensor, ...]:
+    mask = torch.arange(n)[None, :] >= torch.tensor(lengths)[:, None]
+    return torch.randn(b, n, 4), torch.rand(b, 1), mask
+
+
+@pytest.mark.parametrize("aggregation", ["mean", "sum"])
+def test_padding_never_influences_real_particles(aggregation: str) -> None:
+    torch.manual_seed(0)
+    arch = {**ARCH, "aggregation": aggregation}
+    gen, disc = MPGenerator(arch, 3, 1, 5.0).eval(), MPDiscriminator(arch, 3, 1).eval()
+    noise, cond, mask = _inputs()
+    x = torch.randn(3, 7, 3)
+    junk_noise = noise.masked_fill(mask.unsqueeze(-1), 0.0) + 50.0 * torch.randn(3, 7, 4) * mask.unsqueeze(-1)
+    junk_x = torch.where(mask.unsqueeze(-1), 100.0 * torch.randn(3, 7, 3), x)
+    with torch.no_grad():
+        out, out_junk = gen(noise, cond, mask), gen(junk_noise, cond, mask)
+        assert out.shape == (3, 7, 3) and torch.all(out[mask] == 0)
+        assert torch.allclose(out[~mask], out_junk[~mask], atol=1e-6)
+        # the padded slots of a jet are also not seen through a longer padding
+        longer = torch.cat([mask, torch.ones(3, 5, dtype=torch.bool)], dim=1)
+        out_long = gen(torch.cat([noise, torch.randn(3, 5, 4)], dim=1), cond, longer)
+        assert torch.allclose(out_long[:, :7][~mask], out[~mask], atol=1e-6)
+        scores = disc(x, cond, mask)
+        assert scores.shape == (3,) and torch.allclose(scores, disc(junk_x, cond, mask), atol=1e-5)
+
+
+def test_generator_is_permutation_equivariant_and_discriminator_invariant() -> None:
+    torch.manual_seed(1)
+    gen, disc = MPGenerator(ARCH, 3, 1, 5.0).eval(), MPDiscriminator(ARCH, 3, 1).eval()
+    noise, cond, mask = _inputs(lengths=(7, 7, 7))
+    x = torch.randn(3, 7, 3)
+    perm = torch.randperm(7)
+    with torch.no_grad():
+        assert torch.allclose(gen(noise[:, perm], cond, mask), gen(noise, cond, mask)[:, perm], atol=1e-5)
+        assert torch.allclose(disc(x[:, perm], cond, mask), disc(x, cond, mask), atol=1e-5)
+        # a permutation that moves padding around: the valid particles are what counts
+        mask2 = torch.zeros(1, 7, dtype=torch.bool)
+        mask2[0, [1, 4]] = True
+        a = disc(x[:1], cond[:1], mask2)
+        keep = torch.tensor([0, 2, 3, 5, 6])
+        b = disc(x[:1, keep], cond[:1], torch.zeros(1, 5, dtype=torch.bool))
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_mean_aggregation_hand_computed() -> None:
+    """One round with identity-like layers: the mean message over valid j of leaky(h_i + h_j)."""
+    from pipelines.models.mpgan import MessagePassing
+
+    layer = MessagePassing(2, 1, (2,), (2,), "mean", edge_distance=False)
+    with torch.no_grad():
+        (
+            layer.edge_i.weight.copy_(torch.eye(2)),
+            layer.edge_i.bias.zero_(),
+            layer.edge_j.weight.copy_(torch.eye(2)),
+        )
+    h = torch.tensor([[[1.0, -2.0], [3.0, 0.5], [9.0, 9.0]]])
+    mask = torch.tensor([[False, False, True]])
+    msgs = layer.messages(h, mask)
+    lrelu = torch.nn.functional.leaky_relu
+    expected_0 = (lrelu(h[0, 0] + h[0, 0], 0.2) + lrelu(h[0, 0] + h[0, 1], 0.2)) / 2
+    assert torch.allclose(msgs[0, 0], expected_0)
+
+
+def test_settings_are_checked_and_showers_are_refused() -> None:
+    assert FAMILY_SPECS["mpgan"].kinds == ("jets",) and FAMILY_SPECS["mpgan"].needs_multiplicity
+    for values, message in [
+        ({"iterations": 0}, "mpgan setting iterations must be >= 1"),
+        ({"edge_layers": []}, "mpgan setting edge_layers must be a non-empty list"),
+        ({"aggregation": "max"}, "mpgan setting aggregation must be one of"),
+        ({"loss": "hinge"}, "mpgan setting loss must be one of"),
+        ({"critic_dropout": 1.0}, "mpgan setting critic_dropout must lie in [0, 1)"),
+        ({"lr_critic": 0.0}, "mpgan setting lr_critic must be a positive number"),
+    ]:
+        with pytest.raises(ValueError, match=message.replace("[", r"\[").replace(")", r"\)")):
+            family_settings(get_family("mpgan"), values)
+    data = jet_data()
+    showers = TrainingData("showers", data.clouds, data.transform, data.train_idx, data.val_idx, 5.0, 0)
+    with pytest.raises(ValueError, match="does not model 'showers'"):
+        MPGAN(MPGANSettings(), showers, CPU)
+
+
+def _toy_w1(family: MPGAN, data: TrainingData) -> float:
+    """Mean W1 (in units of the real spread) of the three particle features, all training jets."""
+    real = data.clouds.select(data.train_idx)
+    with torch.no_grad():
+        gen = family.generate(real.lengths, seed=3)
+    ref = np.asarray(real.points, np.float64)
+    return float(np.mean([wasserstein_distance(gen[:, k], ref[:, k]) / ref[:, k].std() for k in range(3)]))
+
+
+def test_a_toy_is_learned() -> None:
+    """Without the calibrated start, training moves the generated marginals onto the toy's."""
+    data = jet_data(n_jets=160)
+    seed_everything(0)
+    settings = MPGANSettings(hidden=16, noise_dim=4, edge_layers=(16,), node_layers=(32,), pt_share=False,
+                             calibrate=False, lr_generator=1e-3, lr_critic=3e-3, max_tokens=400)  # fmt: skip
+    family = MPGAN(settings, data, CPU)
+    run = Run(family, LoopSettings(seed=0, max_steps=300, warmup_steps=10, ema_decay=0.0), CPU)
+    start = _toy_w1(family, data)
+    for _ in range(300):
+        run.train_step()
+    family.generator.eval()
+    end = _toy_w1(family, data)
+    assert end < 0.35 * start and end < 0.25, (start, end)
+
+
+def test_build_sampler_reproduces_the_generator() -> None:
+    data = jet_data()
+    seed_everything(0)
+    family = MPGAN(MPGANSettings(hidden=8, noise_dim=4, max_tokens=200), data, CPU)
+    run = Run(family, LoopSettings(seed=0, max_steps=3, warmup_steps=1), CPU)
+    for _ in range(3):
+        run.train_step()
+    config = json.loads(json.dumps(family.export_config()))
+    state = {name: m.state_dict() for name, m in family.modules().items()}
+    sampler = MPGAN.build_sampler(config, state, data.transform, None, CPU)
+    assert isinstance(sampler, PointSampler) and not sampler.training
+    assert (sampler.kind, sampler.point_dim, sampler.noise_dim) == ("jets", 3, 4)
+    assert sampler.mean_n == pytest.approx(data.mean_n)
+    noise, cond, mask = _inputs()
+    family.generator.eval()
+    with torch.no_grad():
+        out = sampler(noise, cond, mask)
+        assert torch.equal(out, family.generator(noise, cond, mask))
+    pts = family.generate(np.array([5, 9, 2]), seed=1)
+    assert np.all(pts[:, 2] > 0) and np.all(np.isfinite(pts))
+    with pytest.raises(ValueError, match="config keys"):
+        MPGAN.build_sampler({"architecture": config["architecture"]}, state, data.transform, None, CPU)
+    with pytest.raises(ValueError, match="aggregation"):
+        bad = {**config, "architecture": {**config["architecture"], "aggregation": "max"}}
+        MPGAN.build_sampler(bad, state, data.transform, None, CPU)
