@@ -155,6 +155,17 @@ def test_tiny_run_is_reproducible_and_up_to_date(tiny_run):
     np.testing.assert_array_equal(read_calochallenge(samples, load_geometry("2"))[1], first)
 
 
+def test_mpgan_config_adds_its_run_beside_the_default_runs(tmp_path):
+    """config/mpgan.yaml keeps the default runs and adds MPGAN on the embedded top jets."""
+    work = copy_repository(tmp_path)
+    shutil.copytree(REPO / "config", work / "config")
+    res = _snakemake(work, "-n", "-p", "--cores", "2", "--configfile", "config/mpgan.yaml")
+    assert res.returncode == 0, res.stdout + res.stderr
+    for run in ("calo-ds2/factorised", "jets-top30/flow", "jets-top30/mpgan"):
+        assert f"results/{run}/report.html" in res.stdout
+    assert "--family mpgan" in res.stdout and "results/jets-top30/comparison.html" in res.stdout
+
+
 def test_full_config_plans_a_run_on_real_files(tmp_path):
     """config/full.yaml (published model size, real files) validates and plans every stage."""
     work = copy_repository(tmp_path)
