@@ -15,6 +15,11 @@ masked mean of the final node features and c -> MLP -> score. Masks: padded slot
 are excluded from every message and every pooled sum, so they never influence valid particles;
 n comes from the real jets in training and from the multiplicity model at sampling.
 
+Two CPU-budget additions, off in the published recipe (``config/full.yaml``): ``pt_share`` draws
+pt_rel as softmax shares of a per-jet total (the ``mdma-gan`` share head, fed the masked mean of the
+final node features), and ``critic_jet_features`` gives the discriminator's readout each jet's
+standardised relative mass and sum of pt_rel (:class:`JetFeatures`, through the fitted transform).
+
 Training: least squares GAN (published) or WGAN-GP, n_critic discriminator updates per generator
 update on the same batch's conditions and masks. Batches are drawn with the shared length-bucketed
 sampler (:mod:`pipelines.batching`), as in ``mdma-gan``. The published optimiser is RMSprop; the
