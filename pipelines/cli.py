@@ -42,6 +42,9 @@ STAGES: dict[str, Stage] = {
         "generate JetNet-like jets with Pythia 8 and FastJet (embedded data set)",
         ("pipelines.generate.pythia_settings:JetGenSettings",),
     ),
+    "merge-jets": Stage(
+        "pipelines.merge_jets", "JetNet files of one jet type each -> one file with JetNet's type column"
+    ),
     "validate": Stage(
         "pipelines.validate", "check a CaloChallenge or JetNet file completely, record a summary"
     ),
