@@ -17,6 +17,9 @@ import numpy as np
 JET_TYPES = ("g", "q", "t", "w", "z")
 TYPE_NAMES = {"g": "gluon", "q": "light quark", "t": "top quark", "w": "W boson", "z": "Z boson"}
 TYPE_PREFIX = "type_"
+#: second word of the seed of the shuffle of several types into one file (generated or merged): the
+#: convert stage's split permutes with default_rng(seed) alone, which would else pair with the shuffle
+SHUFFLE_STREAM = 0x4A455453
 
 
 def parse_jet_types(value: str | Sequence[str], where: str = "jet_type") -> tuple[str, ...]:

@@ -15,7 +15,7 @@ import numpy as np
 
 from pipelines.io.errors import DataError
 from pipelines.io.jetnet import read_jet_types, read_jetnet, write_jetnet
-from pipelines.jet_types import parse_jet_types, type_code, type_letters
+from pipelines.jet_types import SHUFFLE_STREAM, parse_jet_types, type_code, type_letters
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,8 @@ def merge_jets(
         pfs.append(pf)
         jfs.append(jf)
         codes.append(np.full(len(jf), type_code(jet_type), dtype=np.int64))
-    order = np.random.default_rng(seed).permutation(sum(len(c) for c in codes))
+    # not default_rng(seed): the convert stage's split permutation would then put whole types aside
+    order = np.random.default_rng([seed, SHUFFLE_STREAM]).permutation(sum(len(c) for c in codes))
     return np.concatenate(pfs)[order], np.concatenate(jfs)[order], np.concatenate(codes)[order]
 
 

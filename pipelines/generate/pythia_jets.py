@@ -48,7 +48,7 @@ import numpy as np
 
 from pipelines.generate.pythia_settings import JetGenSettings
 from pipelines.io.jetnet import write_jetnet
-from pipelines.jet_types import JET_TYPES, parse_jet_types, type_code
+from pipelines.jet_types import JET_TYPES, SHUFFLE_STREAM, parse_jet_types, type_code
 from pipelines.progress import progress as progress_bar
 from pipelines.settings import settings_object
 
@@ -282,7 +282,9 @@ def generate_types(
         for k, t in enumerate(jet_types)
     ]
     codes = np.repeat([type_code(t) for t in jet_types], n_jets)
-    order = np.random.default_rng(seed).permutation(len(codes))
+    # a stream of its own: the convert stage's split draws a permutation from default_rng(seed), and
+    # the same permutation here would send whole types into the validation and test splits
+    order = np.random.default_rng([seed, SHUFFLE_STREAM]).permutation(len(codes))
     pf = np.concatenate([p for p, _ in parts])[order]
     jf = np.concatenate([j for _, j in parts])[order]
     return pf, jf, codes[order]
