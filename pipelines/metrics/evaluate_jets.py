@@ -254,7 +254,7 @@ def per_type_rows(
             "n_real_half": len(half_a),
             "n_generated_used": len(gen_idx),
         }
-        edges = _linear_edges(ref_s.mass, 50, lo=0.0)
+        edges = _linear_edges(ref_s.mass, settings.n_bins, lo=0.0)  # as the all-jets histogram
         arrays[f"type_{t}_jet_relative_mass__edges"] = edges
         arrays[f"type_{t}_jet_relative_mass__reference"] = histogram_counts(ref_s.mass, edges)
         arrays[f"type_{t}_jet_relative_mass__generated"] = histogram_counts(gen_s.mass, edges)
