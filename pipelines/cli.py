@@ -58,7 +58,7 @@ STAGES: dict[str, Stage] = {
     ),
     "train-multiplicity": Stage(
         "pipelines.models.multiplicity",
-        "fit the multiplicity model p(n | E_inc) (showers) or p(n) (jets)",
+        "fit the multiplicity model p(n | E_inc) (showers), p(n) or p(n | type) (jets)",
         ("pipelines.models.multiplicity_settings:MultiplicitySettings",),
     ),
     "train": Stage(
