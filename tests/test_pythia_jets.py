@@ -142,7 +142,7 @@ def test_jet_record_by_hand() -> None:
 
 def test_bad_arguments_raise_value_error() -> None:
     with pytest.raises(ValueError, match="jet_type"):
-        generate_jets(5, "w", 30)
+        generate_jets(5, "x", 30)  # g, q, t, w and z are known
     with pytest.raises(ValueError, match="seed"):
         generate_jets(5, "g", 30, seed=-1)
     with pytest.raises(ValueError, match="unknown jet-generator settings"):
