@@ -42,6 +42,9 @@ STAGES: dict[str, Stage] = {
         "generate JetNet-like jets with Pythia 8 and FastJet (embedded data set)",
         ("pipelines.generate.pythia_settings:JetGenSettings",),
     ),
+    "merge-jets": Stage(
+        "pipelines.merge_jets", "JetNet files of one jet type each -> one file with JetNet's type column"
+    ),
     "validate": Stage(
         "pipelines.validate", "check a CaloChallenge or JetNet file completely, record a summary"
     ),
@@ -55,7 +58,7 @@ STAGES: dict[str, Stage] = {
     ),
     "train-multiplicity": Stage(
         "pipelines.models.multiplicity",
-        "fit the multiplicity model p(n | E_inc) (showers) or p(n) (jets)",
+        "fit the multiplicity model p(n | E_inc) (showers), p(n) or p(n | type) (jets)",
         ("pipelines.models.multiplicity_settings:MultiplicitySettings",),
     ),
     "train": Stage(

@@ -24,6 +24,7 @@ import yaml
 
 from pipelines.generate.gflash_settings import GFlashSettings
 from pipelines.generate.pythia_settings import JetGenSettings
+from pipelines.jet_types import parse_jet_types
 from pipelines.metrics.settings import EvaluateJetsSettings, EvaluateShowersSettings
 from pipelines.models.multiplicity_settings import MultiplicitySettings
 from pipelines.report.settings import ReportSettings
@@ -251,6 +252,39 @@ def settings_errors(config: Mapping) -> list[str]:
     return errors
 
 
+def data_set_errors(config: Mapping) -> list[str]:
+    """One line per data set of a schema-valid ``config`` whose jet types or files do not fit: an unknown
+    or repeated type, or a list of files that is not one file per type of a jet data set."""
+    errors = []
+    for name, entry in config["datasets"].items():
+        where = f"datasets.{name}"
+        types: tuple[str, ...] = ()
+        if entry["kind"] == "jets":
+            try:
+                types = parse_jet_types(entry["jet_type"], f"{where}.jet_type")
+            except ValueError as err:
+                errors.append(str(err))
+                continue
+        for role, files in entry["source"].get("files", {}).items():
+            if isinstance(files, str):
+                continue
+            if not all(isinstance(f, str) for f in files):
+                errors.append(f"{where}.source.files.{role}: a list of files must hold file paths only")
+            elif entry["kind"] != "jets" or len(types) < 2 or len(files) != len(types):
+                errors.append(
+                    f"{where}.source.files.{role}: a list of files is one JetNet file per jet type of a jet "
+                    f"data set, in the order of jet_type; got {len(files)} files for jet_type "
+                    f"{entry.get('jet_type', '(none: showers)')!s} (or one file with JetNet's type column)"
+                )
+        if entry["kind"] == "jets" and "files" in entry["source"]:
+            kinds = {isinstance(f, str) for f in entry["source"]["files"].values()}
+            if len(kinds) > 1:
+                errors.append(
+                    f"{where}.source.files: give train and reference both as one file or both per type"
+                )
+    return errors
+
+
 def load_schema(path: str | Path) -> dict:
     """The config schema (YAML)."""
     return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
@@ -265,7 +299,7 @@ def check_config(
     replace_sources(config, layers)
     convert_yaml11_numbers(config, schema)
     errors = [describe_error(error) for error in schema_errors(config, schema)]
-    errors = errors or settings_errors(config)
+    errors = errors or data_set_errors(config) or settings_errors(config)
     if errors:
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         raise ValueError(f"{files or 'config'}: {errors[0]}{more}")

@@ -2,7 +2,9 @@
 
 Showers become one point per non-zero voxel (E MeV, layer, alpha, r) with the incident energy
 as condition; jets become one point per real particle (eta_rel, phi_rel, pt_rel) with the jet's
-(pt, eta, mass) as condition. Files are read in chunks, so memory stays bounded.
+(pt, eta, mass) as condition and, for a file of several jet types (JetNet's type column), one one-hot
+column ``type_<letter>`` per type in the file (:mod:`pipelines.jet_types`). Files are read in chunks,
+so memory stays bounded.
 """
 
 from __future__ import annotations
@@ -75,15 +77,21 @@ def convert_showers(path: Path, dataset: str, out: Path, fractions, seed: int, c
 
 def convert_jets(path: Path, out: Path, fractions, seed: int, chunk_size: int) -> dict:
     """Convert a JetNet file to point clouds; returns a summary."""
-    from pipelines.io.jetnet import read_jetnet
+    from pipelines.io.jetnet import read_jet_types, read_jetnet
+    from pipelines.jet_types import JET_TYPES, condition_names, one_hot
 
     particles, jets = read_jetnet(path)
+    codes = read_jet_types(path)
+    types = () if codes is None else tuple(t for k, t in enumerate(JET_TYPES) if np.any(codes == k))
+    conditions = jets[:, :3].astype(np.float64)
+    if len(types) > 1:
+        conditions = np.concatenate([conditions, one_hot(codes, types)], axis=1)
     n = len(jets)
     split = checked_split(path, n, fractions, seed, "jets")
-    with CloudWriter(out, JET_POINT_NAMES, JET_CONDITION_NAMES) as writer:
+    with CloudWriter(out, JET_POINT_NAMES, JET_CONDITION_NAMES + condition_names(types)) as writer:
         for start in tqdm(range(0, n, chunk_size), desc=f"convert {path.name}", file=sys.stderr):
             points, lengths = jets_to_points(particles[start : start + chunk_size])
-            writer.append(points, lengths, jets[start : start + chunk_size, :3])
+            writer.append(points, lengths, conditions[start : start + chunk_size])
         attrs = {
             "kind": "jets",
             "n_particles": int(particles.shape[1]),
@@ -91,6 +99,8 @@ def convert_jets(path: Path, out: Path, fractions, seed: int, chunk_size: int) -
             "split_seed": seed,
             "split_fractions": list(fractions),
         }
+        if len(types) > 1:
+            attrs["jet_types"] = list(types)
         writer.finish(split, attrs)
     return {"clouds": n, "split": {name: int((split == k).sum()) for k, name in SPLIT_NAMES.items()}}
 

@@ -13,7 +13,10 @@ Jets: n from p(n) (or the resampled reference jet's particle count) -> generator
 transform -> phi_rel wrapped into [-pi, pi), negative pt_rel clipped to 0 -> particles sorted by
 decreasing pt_rel and padded to the reference's slot count (mask column 1 = real) -> jet features
 (pt, eta, mass, n) recomputed from the massless constituents in the frame of a resampled reference
-jet's (pt, eta) (phi_jet = 0) -> JetNet HDF5.
+jet's (pt, eta) (phi_jet = 0) -> JetNet HDF5. A model of several jet types (its multiplicity model is
+p(n | type)) generates each jet with the type of the resampled reference jet, so the types come in the
+reference's proportions; the type is the generator's one-hot condition and is written as JetNet's type
+column.
 
 Generation runs in chunks of clouds; inside a chunk clouds are sorted by n and grouped into
 generator calls under a padded-token budget. ``timing.json`` records ms per generated cloud at
@@ -66,6 +69,22 @@ class Sampler:
     geometry: Geometry | None = None  # showers only
     family: str = ""
     parameters: int = 0
+    cond_dim: int = 0
+
+    @property
+    def jet_types(self) -> tuple[str, ...]:
+        """The jet types the model is conditioned on (empty for a model of one type)."""
+        return tuple(getattr(self.multiplicity, "types", ()))
+
+    def jet_conditions(self, codes: np.ndarray | None, size: int) -> np.ndarray:
+        """Raw jet conditions (size, 3 + types): (pt, eta, mass) unused, then the one-hot type."""
+        from pipelines.jet_types import one_hot
+        from pipelines.models.mdma import JET_RAW_CONDITIONS
+
+        raw = np.zeros((size, JET_RAW_CONDITIONS))
+        if not self.jet_types:
+            return raw
+        return np.concatenate([raw, one_hot(codes, self.jet_types)], axis=1)
 
     @property
     def config(self) -> Any:
@@ -391,9 +410,10 @@ def time_generation(
             return t_n + counts["seconds_generate"], t_n + counts["seconds_generate"] + counts[
                 "seconds_convert"
             ]
-        n = sampler.multiplicity.sample(rng, size=b)
+        codes = cond[:, 2].astype(np.int64) if sampler.jet_types else None
+        n = sampler.multiplicity.sample(rng, conditions=codes, size=b)
         pts = generate_points(
-            sampler, np.zeros((b, 1)), n, torch_gen, settings.batch_size, settings.max_tokens
+            sampler, sampler.jet_conditions(codes, b), n, torch_gen, settings.batch_size, settings.max_tokens
         )
         _sync(sampler.device)
         t_model = time.perf_counter() - t0
@@ -468,7 +488,14 @@ def load_sampler(
             )
         if kind == "showers" and not mult.conditional:
             log.warning("%s: multiplicity model is unconditional; n will not depend on E_inc", multiplicity)
-    return Sampler(generator, transform, mult, device, geometry, payload["family"], n_params)
+    cond_dim = int(payload["config"].get("cond_dim", 0)) if isinstance(payload["config"], dict) else 0
+    sampler = Sampler(generator, transform, mult, device, geometry, payload["family"], n_params, cond_dim)
+    if kind == "jets" and mult is not None and cond_dim and cond_dim != 1 + len(sampler.jet_types):
+        raise DataError(
+            f"{multiplicity}: jet types {list(sampler.jet_types)} do not match the model's condition "
+            f"length {cond_dim} ({model})"
+        )
+    return sampler
 
 
 def _device_name(device: torch.device) -> str:
@@ -522,8 +549,9 @@ def run_jets(
     settings: SampleSettings,
     out: str | Path,
 ) -> tuple[dict[str, Any], np.ndarray, int]:
-    """Generate and write ``n_samples`` jets; return the summary, reference (pt, eta) and slot count."""
-    from pipelines.io.jetnet import read_jetnet, write_jetnet
+    """Generate and write ``n_samples`` jets; return the summary, the reference (pt, eta) (and type code,
+    for a model of several types) and the slot count."""
+    from pipelines.io.jetnet import read_jet_types, read_jetnet, write_jetnet
 
     ss = np.random.SeedSequence(seed).spawn(3)
     rng_j, rng_n = np.random.default_rng(ss[0]), np.random.default_rng(ss[1])
@@ -535,20 +563,25 @@ def run_jets(
             f"{reference}: {n_slots} particle slots, the multiplicity model allows up to "
             f"{sampler.multiplicity.n_max}"
         )
+    ref_codes = read_jet_types(reference) if sampler.jet_types else None
+    if sampler.jet_types and ref_codes is None:
+        raise DataError(
+            f"{reference}: no jet type column, but the model generates types {list(sampler.jet_types)}"
+        )
     idx = rng_j.integers(0, len(ref_jf), n_samples)
     frame = ref_jf[idx, :2].astype(np.float64)  # (pt, eta) of the resampled reference jets
+    codes = ref_codes[idx] if ref_codes is not None else None  # the reference's type proportions
     if settings.n_from_reference:
         n = (ref_pf[idx, :, 3] == 1).sum(axis=1).astype(np.int64)
     else:
-        n = sampler.multiplicity.sample(rng_n, size=n_samples)
+        n = sampler.multiplicity.sample(rng_n, conditions=codes, size=n_samples)
     t0 = time.perf_counter()
     pf_parts, jf_parts, counts = [], [], _new_counts()
     bar = progress_bar(total=n_samples, unit="jet", disable=not settings.progress, desc="sample")
     for s0 in range(0, n_samples, settings.chunk_size):
         s1 = min(n_samples, s0 + settings.chunk_size)
-        pts = generate_points(
-            sampler, np.zeros((s1 - s0, 1)), n[s0:s1], torch_gen, settings.batch_size, settings.max_tokens
-        )
+        raw = sampler.jet_conditions(None if codes is None else codes[s0:s1], s1 - s0)
+        pts = generate_points(sampler, raw, n[s0:s1], torch_gen, settings.batch_size, settings.max_tokens)
         pf, jf, c = jets_from_points(pts, n[s0:s1], n_slots, frame[s0:s1, 0], frame[s0:s1, 1])
         pf_parts.append(pf)
         jf_parts.append(jf)
@@ -557,8 +590,20 @@ def run_jets(
         bar.update(s1 - s0)
     bar.close()
     seconds = time.perf_counter() - t0
-    write_jetnet(out, np.concatenate(pf_parts), np.concatenate(jf_parts))
-    return _summary(counts, n, seconds), ref_jf[:, :2].astype(np.float64), n_slots
+    write_jetnet(out, np.concatenate(pf_parts), np.concatenate(jf_parts), types=codes)
+    timing_conditions = ref_jf[:, :2].astype(np.float64)
+    if ref_codes is not None:
+        timing_conditions = np.column_stack([timing_conditions, ref_codes])
+    summary = _summary(counts, n, seconds)
+    if codes is not None:
+        summary["jets_per_type"] = {t: int((codes == k).sum()) for t, k in _type_codes(sampler.jet_types)}
+    return summary, timing_conditions, n_slots
+
+
+def _type_codes(types: tuple[str, ...]) -> list[tuple[str, int]]:
+    from pipelines.jet_types import type_code
+
+    return [(t, type_code(t)) for t in types]
 
 
 def _summary(counts: dict[str, Any], n: np.ndarray, seconds: float) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from pipelines.generate.pythia_jets import JetGenSettings, generate_jets, jet_record, main
-from pipelines.io.jetnet import read_jetnet, validate_jets
+from pipelines.io.jetnet import read_jet_types, read_jetnet, validate_jets
 
 N_JETS = 100
 SEED = 11
@@ -142,7 +142,7 @@ def test_jet_record_by_hand() -> None:
 
 def test_bad_arguments_raise_value_error() -> None:
     with pytest.raises(ValueError, match="jet_type"):
-        generate_jets(5, "w", 30)
+        generate_jets(5, "x", 30)  # g, q, t, w and z are known
     with pytest.raises(ValueError, match="seed"):
         generate_jets(5, "g", 30, seed=-1)
     with pytest.raises(ValueError, match="unknown jet-generator settings"):
@@ -197,3 +197,24 @@ def test_generated_jets_pass_the_input_checks_without_warnings(samples, slots: i
         checks = JetChecks(f"pythia-{jet_type}", slots)
         checks.update(0, pf[:, :slots], jf)  # the first 30 slots are the 30-particle file (test above)
         assert checks.finish() == []
+
+
+def test_w_and_z_jets_peak_at_the_boson_masses_and_carry_their_type(tmp_path: Path) -> None:
+    """Boosted hadronic W and Z jets (boson pairs, parton-matched), 12 of each written by the stage with
+    JetNet's type column: the median jet mass sits at the boson mass (the median: a few jets catch
+    extra radiation and lie far above)."""
+    out = tmp_path / "wz.h5"
+    argv = ["--jet-type", "z,w", "--n-jets", "12", "--seed", str(SEED), "--settings", '{"mpi": false}']
+    assert main([*argv, "--out", str(out), "--no-progress"]) == 0
+    pf, jf = read_jetnet(out)
+    codes = read_jet_types(out)
+    assert np.bincount(codes, minlength=5).tolist() == [0, 0, 0, 12, 12]
+    assert 0 < np.argmax(codes == 4) < 12  # shuffled, not type after type
+    for code, boson_mass in ((3, 80.4), (4, 91.2)):
+        mass = jf[codes == code, 2]
+        assert abs(np.median(mass) - boson_mass) < 6
+        assert np.mean(np.abs(mass - boson_mass) < 15) > 0.5
+    assert np.median(jf[codes == 4, 2]) > np.median(jf[codes == 3, 2])
+    with pytest.raises(ValueError, match="--jet-type: unknown jet type 'x'"):
+        main(["--jet-type", "w,x", "--n-jets", "2", "--out", str(tmp_path / "bad.h5")])
+    assert not (tmp_path / "bad.h5").exists()

@@ -6,7 +6,17 @@ Physics (defaults; every number is a setting):
   and hadron decays all on. Hard 2 -> 2 processes with pT-hat in [800, 1300] GeV:
   ``g``: HardQCD:gg2gg + HardQCD:qqbar2gg (gluon final states);
   ``q``: HardQCD:qq2qq + HardQCD:qqbar2qqbarNew (quark final states);
-  ``t``: Top:gg2ttbar + Top:qqbar2ttbar with W -> hadrons forced (24:onIfAny = 1 2 3 4 5).
+  ``t``: Top:gg2ttbar + Top:qqbar2ttbar with W -> hadrons forced (24:onIfAny = 1 2 3 4 5);
+  ``w``: WeakDoubleBoson:ffbar2WW with W -> hadrons forced;
+  ``z``: WeakDoubleBoson:ffbar2gmZgmZ with pure Z exchange (WeakZ0:gmZmode = 2) and Z -> hadrons
+  forced (23:onIfAny = 1 2 3 4 5).
+  JetNet's W and Z jets are undecayed gauge bosons produced at pT of about 1 TeV and decayed and
+  showered by Pythia; boson pair production is the Standard-Model 2 -> 2 process whose two outgoing
+  partons are both the boson itself, so the same pT-hat window gives bosons at the jet pt window with
+  the same efficiency as top pairs, and matching the leading jet to an outgoing boson (not a recoiling
+  quark or gluon, as in W + jet production) keeps every event of the right kind. At pt of 1 TeV the
+  decay quarks lie about 2 m / pt = 0.16 (W) to 0.18 (Z) apart, well inside R = 0.8, so the jet mass
+  peaks at the boson mass.
 - Final-state visible particles (Pythia's isVisible: neutrinos excluded), taken as massless
   (E = |p|, as in JetNet's relative-mass definition, so rapidity = pseudorapidity and the clustering
   distance is the (eta, phi) distance), are clustered with anti-kt, R = 0.8 (E-scheme). A jet with
@@ -14,7 +24,7 @@ Physics (defaults; every number is a setting):
   about 0.02 % of the jet pt) lie up to ~1.1 from the axis, as in any anti-kt sample.
   The leading jet is kept if its pt lies in [800, 1200] GeV, |eta| < 2.5 and it lies
   within Delta R (eta, phi) < 0.8 of an outgoing hard-process parton of the requested type
-  (a gluon; a light quark u, d, s; a top quark); otherwise the event is discarded.
+  (a gluon; a light quark u, d, s; a top quark; a W; a Z); otherwise the event is discarded.
 - Constituents are sorted by decreasing pt and stored relative to the jet axis (JetNet layout, see
   :mod:`pipelines.io.jetnet`): eta_rel = eta - eta_jet (pseudorapidity), phi_rel wrapped into [-pi, pi),
   pt_rel = pt / pt_jet; truncated or zero-padded to ``n_particles`` slots. jet_features holds the jet's
@@ -38,12 +48,12 @@ import numpy as np
 
 from pipelines.generate.pythia_settings import JetGenSettings
 from pipelines.io.jetnet import write_jetnet
+from pipelines.jet_types import JET_TYPES, SHUFFLE_STREAM, parse_jet_types, type_code
 from pipelines.progress import progress as progress_bar
 from pipelines.settings import settings_object
 
 log = logging.getLogger(__name__)
 
-JET_TYPES = ("g", "q", "t")
 PARTICLE_SLOTS = (30, 150)
 MAX_SEED = 899_999_999  # Pythia accepts Random:seed up to 900,000,000
 
@@ -51,9 +61,22 @@ _PROCESSES = {
     "g": ("HardQCD:gg2gg = on", "HardQCD:qqbar2gg = on"),
     "q": ("HardQCD:qq2qq = on", "HardQCD:qqbar2qqbarNew = on"),
     "t": ("Top:gg2ttbar = on", "Top:qqbar2ttbar = on", "24:onMode = off", "24:onIfAny = 1 2 3 4 5"),
+    "w": ("WeakDoubleBoson:ffbar2WW = on", "24:onMode = off", "24:onIfAny = 1 2 3 4 5"),
+    "z": (
+        "WeakDoubleBoson:ffbar2gmZgmZ = on",
+        "WeakZ0:gmZmode = 2",
+        "23:onMode = off",
+        "23:onIfAny = 1 2 3 4 5",
+    ),
 }
 # absolute PDG ids of the hard-process parton a jet of each type must be matched to
-_MATCH_IDS = {"g": frozenset({21}), "q": frozenset({1, 2, 3}), "t": frozenset({6})}
+_MATCH_IDS = {
+    "g": frozenset({21}),
+    "q": frozenset({1, 2, 3}),
+    "t": frozenset({6}),
+    "w": frozenset({24}),
+    "z": frozenset({23}),
+}
 _QUIET = (
     "Print:quiet = on",
     "Init:showProcesses = off",
@@ -181,7 +204,7 @@ def generate_jets(
     settings: JetGenSettings | None = None,
     progress: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Generate ``n_jets`` leading jets of ``jet_type`` ("g", "q" or "t") with Pythia 8 + FastJet.
+    """Generate ``n_jets`` leading jets of ``jet_type`` ("g", "q", "t", "w" or "z") with Pythia 8 + FastJet.
 
     Returns (particle_features (n_jets, n_particles, 4), jet_features (n_jets, 4)), float32, in the
     JetNet layout. Raises RuntimeError if fewer than ``n_jets`` jets pass the selection within
@@ -243,11 +266,40 @@ def generate_jets(
     return particle_features, jet_features
 
 
+def generate_types(
+    n_jets: int,
+    jet_types: Sequence[str],
+    n_particles: int = 30,
+    seed: int = 0,
+    settings: JetGenSettings | None = None,
+    progress: bool = True,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``n_jets`` jets of each of ``jet_types``, shuffled together (seeded): particle_features,
+    jet_features (N, 4) and JetNet type codes (N,). Type k is generated with seed + k
+    (mod MAX_SEED + 1), so each type's jets are those of a single-type run with that seed."""
+    parts = [
+        generate_jets(n_jets, t, n_particles, (seed + k) % (MAX_SEED + 1), settings, progress)
+        for k, t in enumerate(jet_types)
+    ]
+    codes = np.repeat([type_code(t) for t in jet_types], n_jets)
+    # a stream of its own: the convert stage's split draws a permutation from default_rng(seed), and
+    # the same permutation here would send whole types into the validation and test splits
+    order = np.random.default_rng([seed, SHUFFLE_STREAM]).permutation(len(codes))
+    pf = np.concatenate([p for p, _ in parts])[order]
+    jf = np.concatenate([j for _, j in parts])[order]
+    return pf, jf, codes[order]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI of stage ``generate-jets``: write Pythia 8 jets to a JetNet HDF5 file."""
     parser = argparse.ArgumentParser(prog="generate-jets", description=__doc__.splitlines()[0])
-    parser.add_argument("--jet-type", required=True, choices=JET_TYPES)
-    parser.add_argument("--n-jets", required=True, type=int)
+    parser.add_argument(
+        "--jet-type",
+        required=True,
+        help=f"one of {', '.join(JET_TYPES)}, or several separated by commas (n jets of each, "
+        "written with JetNet's type column)",
+    )
+    parser.add_argument("--n-jets", required=True, type=int, help="jets (of each type)")
     parser.add_argument("--n-particles", type=int, default=30, choices=PARTICLE_SLOTS)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--settings", default="{}", help="JSON object of JetGenSettings fields")
@@ -255,9 +307,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     settings = JetGenSettings.from_dict(settings_object(args.settings, JetGenSettings, "jet-generator"))
-    pf, jf = generate_jets(
-        args.n_jets, args.jet_type, args.n_particles, args.seed, settings, progress=not args.no_progress
-    )
-    write_jetnet(args.out, pf, jf)
-    log.info("wrote %d %s jets (%d slots) to %s", len(pf), args.jet_type, args.n_particles, args.out)
+    given = args.jet_type.split(",")
+    types = parse_jet_types(given[0] if len(given) == 1 else given, "--jet-type")
+    if len(given) == 1:
+        pf, jf = generate_jets(
+            args.n_jets, types[0], args.n_particles, args.seed, settings, progress=not args.no_progress
+        )
+        write_jetnet(args.out, pf, jf)
+    else:
+        pf, jf, codes = generate_types(
+            args.n_jets, types, args.n_particles, args.seed, settings, progress=not args.no_progress
+        )
+        write_jetnet(args.out, pf, jf, types=codes)
+    log.info("wrote %d %s jets (%d slots) to %s", len(pf), ",".join(types), args.n_particles, args.out)
     return 0

@@ -7,7 +7,10 @@ Layout (one jet type per file, see docs/data-formats.md):
   convention, the opposite of the project's in-memory "True = padding" masks); padded rows are all zero.
   eta_rel = eta_particle - eta_jet, phi_rel = phi_particle - phi_jet wrapped into [-pi, pi),
   pt_rel = pt_particle / pt_jet.
-- ``jet_features`` (N, 4) float32: (pt [GeV], eta, mass [GeV], n_particles).
+- ``jet_features`` (N, 4) float32: (pt [GeV], eta, mass [GeV], n_particles). A file of several jet
+  types has (N, 5): (type, pt, eta, mass, n_particles), the type column first with JetNet's codes
+  (g 0, q 1, t 2, w 3, z 4; :mod:`pipelines.jet_types`), as JetNet's own loader returns several types.
+  :func:`read_jetnet` and :func:`iter_jetnet` return the four features; :func:`read_jet_types` the codes.
 
 ``n_particles`` is the number of jet constituents before truncation to the n slots, so it may exceed
 the number of real particles in the file when every slot is filled (JetNet's 30-particle files); when
@@ -28,6 +31,7 @@ import numpy as np
 
 from pipelines.io.atomic import atomic_path
 from pipelines.io.errors import DataError
+from pipelines.jet_types import JET_TYPES
 
 PARTICLE_KEY = "particle_features"
 JET_KEY = "jet_features"
@@ -41,8 +45,11 @@ def _check_shapes(name: str, particle_shape: tuple[int, ...], jet_shape: tuple[i
     """Raise DataError unless the two shapes form a non-empty JetNet pair."""
     if len(particle_shape) != 3 or particle_shape[2] != 4:
         raise DataError(f"{name}: '{PARTICLE_KEY}' must have shape (N, n_particles, 4), got {particle_shape}")
-    if len(jet_shape) != 2 or jet_shape[1] != 4:
-        raise DataError(f"{name}: '{JET_KEY}' must have shape (N, 4), got {jet_shape}")
+    if len(jet_shape) != 2 or jet_shape[1] not in (4, 5):
+        raise DataError(
+            f"{name}: '{JET_KEY}' must have shape (N, 4), or (N, 5) with JetNet's type column first, "
+            f"got {jet_shape}"
+        )
     if particle_shape[0] != jet_shape[0]:
         raise DataError(
             f"{name}: '{PARTICLE_KEY}' has {particle_shape[0]} jets but '{JET_KEY}' has {jet_shape[0]}"
@@ -56,7 +63,8 @@ def _check_shapes(name: str, particle_shape: tuple[int, ...], jet_shape: tuple[i
 def validate_jets(name: str, particle_features: np.ndarray, jet_features: np.ndarray, start: int = 0) -> None:
     """Raise DataError (naming ``name``) unless the arrays are a valid JetNet chunk.
 
-    ``start`` is the index of the chunk's first jet in the file, used in messages.
+    ``start`` is the index of the chunk's first jet in the file, used in messages. ``jet_features``
+    may carry the type column first (N, 5); its values must be JetNet type codes.
     """
     pf = np.asarray(particle_features)
     jf = np.asarray(jet_features)
@@ -75,6 +83,13 @@ def validate_jets(name: str, particle_features: np.ndarray, jet_features: np.nda
 
     def fail(problem: str, rows: np.ndarray) -> None:
         raise DataError(f"{name}: {problem} (first at jet {start + int(np.flatnonzero(rows)[0])})")
+
+    if jf.shape[1] == 5:
+        code = jf[:, 0]
+        bad = (code != np.round(code)) | (code < 0) | (code >= len(JET_TYPES))
+        if bad.any():
+            fail(f"type column holds a value other than JetNet's codes 0..{len(JET_TYPES) - 1}", bad)
+        jf = jf[:, 1:]
 
     mask = pf[..., 3]
     real = mask == 1
@@ -157,7 +172,7 @@ def iter_jetnet(path: str | Path, chunk_size: int = 10000) -> Iterator[tuple[int
             except (OSError, TypeError, ValueError) as err:
                 raise DataError(f"{path}: cannot read jets {start}:{stop} ({err})") from err
             validate_jets(str(path), pf, jf, start=start)
-            yield start, pf.astype(np.float32, copy=False), jf.astype(np.float32, copy=False)
+            yield start, pf.astype(np.float32, copy=False), jf[:, -4:].astype(np.float32, copy=False)
 
 
 def read_jetnet(path: str | Path, chunk_size: int = 10000) -> tuple[np.ndarray, np.ndarray]:
@@ -166,21 +181,49 @@ def read_jetnet(path: str | Path, chunk_size: int = 10000) -> tuple[np.ndarray, 
     with _open(path) as f:
         pds, jds = _datasets(path, f)
         pf = np.empty(pds.shape, dtype=np.float32)
-        jf = np.empty(jds.shape, dtype=np.float32)
+        jf = np.empty((jds.shape[0], 4), dtype=np.float32)
     for start, p_chunk, j_chunk in iter_jetnet(path, chunk_size):
         pf[start : start + len(p_chunk)] = p_chunk
         jf[start : start + len(j_chunk)] = j_chunk
     return pf, jf
 
 
-def write_jetnet(path: str | Path, particle_features: np.ndarray, jet_features: np.ndarray) -> None:
-    """Validate and write jets atomically (gzip-compressed float32) in the JetNet layout."""
+def read_jet_types(path: str | Path) -> np.ndarray | None:
+    """JetNet type codes (N,) int64 of a file with the type column, None for a file of one type."""
+    path = Path(path)
+    with _open(path) as f:
+        _, jds = _datasets(path, f)
+        if jds.shape[1] != 5:
+            return None
+        codes = np.asarray(jds[:, 0])
+    bad = (codes != np.round(codes)) | (codes < 0) | (codes >= len(JET_TYPES))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise DataError(f"{path}: type column holds a value other than JetNet's codes (first at jet {i})")
+    return codes.astype(np.int64)
+
+
+def write_jetnet(
+    path: str | Path,
+    particle_features: np.ndarray,
+    jet_features: np.ndarray,
+    types: np.ndarray | None = None,
+) -> None:
+    """Validate and write jets atomically (gzip-compressed float32) in the JetNet layout.
+
+    ``types``: JetNet type codes (N,), written as the first jet feature (a file of several types).
+    """
     path = Path(path)
     pf = np.asarray(particle_features)
     jf = np.asarray(jet_features)
+    if types is not None:
+        codes = np.asarray(types).reshape(-1, 1)
+        if len(codes) != len(jf) or jf.ndim != 2 or jf.shape[1] != 4:
+            raise ValueError(f"types ({len(codes)}) must match jet_features (N, 4), got {jf.shape}")
+        jf = np.concatenate([codes.astype(jf.dtype if jf.dtype.kind == "f" else np.float32), jf], axis=1)
     validate_jets(f"refusing to write {path}", pf, jf)
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         f.create_dataset(PARTICLE_KEY, data=pf.astype(np.float32, copy=False), compression="gzip")
         f.create_dataset(JET_KEY, data=jf.astype(np.float32, copy=False), compression="gzip")
         f.attrs["particle_features"] = ",".join(PARTICLE_FEATURES)
-        f.attrs["jet_features"] = ",".join(JET_FEATURES)
+        f.attrs["jet_features"] = ",".join((("type",) if jf.shape[1] == 5 else ()) + JET_FEATURES)

@@ -25,6 +25,12 @@ reference with the full generated sample: relative jet mass and pT, particle eta
 powers count the undefined case as :func:`pipelines.metrics.separation.counted_separation_power` does
 (``no_overlap`` marks a histogram counted as 1).
 
+Several jet types (reference and generated files with JetNet's type column, more than one type in the
+reference): ``per_type`` holds, per type, the same ``model`` and ``real_vs_real`` rows (no tree test)
+computed on that type's jets alone, exactly as an evaluation of files holding only those jets would
+(same seed, same sizes), with their sizes; histograms.npz adds each type's relative jet mass
+(``type_<t>_jet_relative_mass__{edges,reference,generated}``).
+
 metrics.json names its conventions under ``conventions`` (EFP weights, error of the averaged W1, the
 EMD and COV/MMD, histogram edges, undefined separation powers).
 
@@ -51,8 +57,9 @@ from pipelines import codehash
 from pipelines.io.atomic import atomic_path
 from pipelines.io.errors import DataError
 from pipelines.io.hashing import file_sha256
-from pipelines.io.jetnet import read_jetnet
+from pipelines.io.jetnet import read_jet_types, read_jetnet
 from pipelines.io.tables import write_table
+from pipelines.jet_types import JET_TYPES, type_code
 from pipelines.metrics import efp, emd, jet_metrics
 from pipelines.metrics.feature_tables import jet_features_table
 from pipelines.metrics.jet_metrics import JetSample, make_sample
@@ -202,6 +209,69 @@ def split_rows(n_reference: int, n_generated: int, seed: int) -> tuple[NDArray, 
     return perm[:half], perm[half : 2 * half], gen_idx
 
 
+def compare_rows(
+    ref: JetSample, gen: JetSample, settings: EvaluateJetsSettings
+) -> tuple[dict[str, Any], dict[str, Any], tuple[NDArray, NDArray, NDArray]]:
+    """(model row, real-vs-real row, (half A, half B, G' indices)) of ``gen`` against ``ref``."""
+    half_a, half_b, gen_idx = split_rows(len(ref), len(gen), settings.seed)
+    metric_settings = settings.metric_settings()
+    real_a = ref.select(half_a)
+    log.info("real_vs_real: %d vs %d jets", len(half_a), len(half_b))
+    rvr = jet_metrics.jet_metrics(real_a, ref.select(half_b), metric_settings)
+    log.info("model: %d reference vs %d generated jets", len(half_a), len(gen_idx))
+    model = jet_metrics.jet_metrics(real_a, gen.select(gen_idx), metric_settings)
+    return model, rvr, (half_a, half_b, gen_idx)
+
+
+def per_type_rows(
+    ref: JetSample,
+    gen: JetSample,
+    ref_codes: NDArray,
+    gen_codes: NDArray,
+    settings: EvaluateJetsSettings,
+    generated: Path,
+) -> tuple[dict[str, Any], dict[str, NDArray]]:
+    """``per_type`` of metrics.json and each type's relative-mass histogram (see the module docstring)."""
+    out: dict[str, Any] = {}
+    arrays: dict[str, NDArray] = {}
+    for t in JET_TYPES:
+        ref_t = np.flatnonzero(ref_codes == type_code(t))
+        if len(ref_t) == 0:
+            continue
+        gen_t = np.flatnonzero(gen_codes == type_code(t))
+        if len(gen_t) < 4 or len(ref_t) < 4:
+            raise DataError(
+                f"{generated}: {len(gen_t)} generated and {len(ref_t)} reference {t} jets; the per-type "
+                "evaluation needs at least 4 of each"
+            )
+        log.info("jet type %s: %d reference, %d generated jets", t, len(ref_t), len(gen_t))
+        ref_s, gen_s = ref.select(ref_t), gen.select(gen_t)
+        model, rvr, (half_a, half_b, gen_idx) = compare_rows(ref_s, gen_s, settings)
+        out[t] = {
+            "rows": {"model": model, "real_vs_real": rvr},
+            "n_reference": len(ref_t),
+            "n_generated": len(gen_t),
+            "n_real_half": len(half_a),
+            "n_generated_used": len(gen_idx),
+        }
+        edges = _linear_edges(ref_s.mass, settings.n_bins, lo=0.0)  # as the all-jets histogram
+        arrays[f"type_{t}_jet_relative_mass__edges"] = edges
+        arrays[f"type_{t}_jet_relative_mass__reference"] = histogram_counts(ref_s.mass, edges)
+        arrays[f"type_{t}_jet_relative_mass__generated"] = histogram_counts(gen_s.mass, edges)
+    return out, arrays
+
+
+def _type_codes(reference: Path, generated: Path) -> tuple[NDArray, NDArray] | None:
+    """Both files' type codes when the reference holds several types (None otherwise)."""
+    ref_codes = read_jet_types(reference)
+    if ref_codes is None or len(np.unique(ref_codes)) < 2:
+        return None
+    gen_codes = read_jet_types(generated)
+    if gen_codes is None:
+        raise DataError(f"{generated}: no jet type column, but the reference {reference} holds several types")
+    return ref_codes, gen_codes
+
+
 def evaluate(
     reference: Path,
     generated: Path,
@@ -227,14 +297,9 @@ def evaluate(
     ref = make_sample(ref_pf, ref_efps)
     gen = make_sample(gen_pf, progress=True, efp_normalised=settings.efp_normalised)
 
-    half_a, half_b, gen_idx = split_rows(len(ref), len(gen), settings.seed)
-    metric_settings = settings.metric_settings()
+    model, rvr, (half_a, half_b, gen_idx) = compare_rows(ref, gen, settings)
     n_eval = settings.num_eval_samples
     real_a = ref.select(half_a)
-    log.info("real_vs_real: %d vs %d jets", len(half_a), len(half_b))
-    rvr = jet_metrics.jet_metrics(real_a, ref.select(half_b), metric_settings)
-    log.info("model: %d reference vs %d generated jets", len(half_a), len(gen_idx))
-    model = jet_metrics.jet_metrics(real_a, gen.select(gen_idx), metric_settings)
     trees = {}
     if settings.tree_classifier:
         k = settings.tree_n_particles
@@ -294,6 +359,10 @@ def evaluate(
     }
     if trees:
         metrics["tree_classifier"] = trees
+    codes = _type_codes(reference, generated)
+    if codes is not None:
+        metrics["per_type"], type_arrays = per_type_rows(ref, gen, *codes, settings, generated)
+        arrays.update(type_arrays)
     return metrics, arrays
 
 

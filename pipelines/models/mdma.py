@@ -22,7 +22,7 @@ initialisation and after every block. With shares, the critic's condition also h
 standardised log(total / reference).
 
 Condition vector (:func:`make_condition`): showers [log(E_inc / MeV) - 10, n / mean_n];
-jets [n / mean_n].
+jets [n / mean_n] followed, for a data set of several jet types, by the one-hot type columns.
 """
 
 from __future__ import annotations
@@ -47,13 +47,24 @@ KINDS = ("showers", "jets")
 FORMAT_VERSION = 1
 
 
-def condition_dim(kind: str) -> int:
-    """Length of the model's condition vector for ``kind``."""
+#: raw jet conditions before the one-hot type columns: (jet_pt, jet_eta, jet_mass)
+JET_RAW_CONDITIONS = 3
+
+
+def condition_dim(kind: str, n_types: int = 0) -> int:
+    """Length of the model's condition vector for ``kind`` (jets: with ``n_types`` one-hot columns)."""
     if kind == "showers":
         return 2
     if kind == "jets":
-        return 1
+        return 1 + n_types
     raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+
+
+def check_cond_dim(kind: str, cond_dim: int) -> None:
+    """ValueError unless ``cond_dim`` is a condition length of ``kind`` (jets: 1 plus any type columns)."""
+    ok = cond_dim == condition_dim(kind) if kind == "showers" else cond_dim == 1 or cond_dim >= 3
+    if not ok:
+        raise ValueError(f"cond_dim {cond_dim} does not match kind {kind!r}")
 
 
 def make_condition(
@@ -62,7 +73,8 @@ def make_condition(
     """Model condition (B, cond_dim) float32 from raw per-cloud conditions and hit counts.
 
     showers: raw_conditions[:, 0] is the incident energy in MeV -> [log(E_inc / MeV) - 10, n / mean_n];
-    jets: [n / mean_n] (the raw jet features are not used).
+    jets: [n / mean_n, one-hot type] (the raw jet features (pt, eta, mass) are not used; columns after
+    them are the one-hot jet type of a data set of several types).
     """
     if mean_n <= 0:
         raise ValueError(f"mean_n must be positive, got {mean_n}")
@@ -79,7 +91,7 @@ def make_condition(
             raise ValueError("shower conditions need a positive incident energy (MeV) in column 0")
         return torch.cat([(torch.log(energy) - 10.0).to(torch.float32), n_term], dim=1)
     if kind == "jets":
-        return n_term
+        return torch.cat([n_term, raw[:, JET_RAW_CONDITIONS:].to(torch.float32)], dim=1)
     raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
 
 
@@ -122,8 +134,7 @@ class ModelConfig(GANArchitecture):
             raise ValueError(f"periodic columns {self.periodic} must lie in [0, {self.point_dim})")
         if self.kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
-        if self.cond_dim != condition_dim(self.kind):
-            raise ValueError(f"cond_dim {self.cond_dim} does not match kind {self.kind!r}")
+        check_cond_dim(self.kind, self.cond_dim)
         if not isinstance(self.point_dim, int) or isinstance(self.point_dim, bool) or self.point_dim < 1:
             raise ValueError(f"point_dim must be a positive integer, got {self.point_dim!r}")
         self.check_architecture("model config")

@@ -29,6 +29,7 @@ from torch import nn
 
 from pipelines.batching import BucketBatchSampler
 from pipelines.io.errors import DataError
+from pipelines.jet_types import types_of_conditions
 from pipelines.models.blocks import ContextMeanFieldBlock, masked_sum, zero_padding
 from pipelines.models.family import (
     Family,
@@ -39,7 +40,7 @@ from pipelines.models.family import (
     register_family,
 )
 from pipelines.models.flow_matching import midpoint_solve, ot_path, time_features
-from pipelines.models.mdma import condition_dim, make_condition
+from pipelines.models.mdma import check_cond_dim, condition_dim, make_condition
 from pipelines.models.settings import FlowMatchingSettings
 
 ARCHITECTURE_KEYS = ("point_dim", "cond_dim", "hidden", "n_blocks", "heads", "expansion", "time_dim")
@@ -156,7 +157,7 @@ class FlowMatchingFamily(Family):
     def __init__(self, settings: FlowMatchingSettings, data: TrainingData, device: torch.device) -> None:
         super().__init__(settings, data, device)
         self.point_dim = len(data.clouds.point_names)
-        self.cond_dim = condition_dim(data.kind)
+        self.cond_dim = condition_dim(data.kind, len(types_of_conditions(data.clouds.condition_names)))
         if len(data.train_idx) == 0:
             raise DataError("flow-matching: the training split is empty")
         self.velocity = build_velocity(self._architecture()).to(device)
@@ -373,8 +374,7 @@ class FlowMatchingFamily(Family):
             raise ValueError(f"flow-matching config keys {sorted(config)}, expected {sorted(known)}")
         if config["kind"] not in cls.kinds:
             raise ValueError(f"flow-matching models {cls.kinds}, not {config['kind']!r}")
-        if int(config["cond_dim"]) != condition_dim(config["kind"]):
-            raise ValueError(f"cond_dim {config['cond_dim']} does not match kind {config['kind']!r}")
+        check_cond_dim(config["kind"], int(config["cond_dim"]))
         velocity = build_velocity(config)
         velocity.load_state_dict(state["velocity"])
         sampler = FlowPointSampler(

@@ -41,6 +41,7 @@ from torch import nn
 
 from pipelines.batching import BucketBatchSampler, CloudDataset, collate_clouds
 from pipelines.io.errors import DataError
+from pipelines.jet_types import types_of_conditions
 from pipelines.models.family import (
     Family,
     ParamGroup,
@@ -76,12 +77,14 @@ def model_config(
     point_dim: int,
     mean_n: float,
     periodic: tuple[tuple[int, float, float], ...] = (),
+    n_types: int = 0,
 ) -> ModelConfig:
-    """The :class:`ModelConfig` that ``settings`` describe for data of ``kind``."""
+    """The :class:`ModelConfig` that ``settings`` describe for data of ``kind`` (``n_types`` one-hot
+    jet-type condition columns)."""
     return ModelConfig(
         kind=kind,
         point_dim=point_dim,
-        cond_dim=condition_dim(kind),
+        cond_dim=condition_dim(kind, n_types),
         mean_n=mean_n,
         share=settings.energy_share,
         periodic=periodic,
@@ -174,7 +177,10 @@ class MDMAGAN(Family):
             raise DataError("mdma-gan: the training split is empty")
         clouds, kind = data.clouds, data.kind
         periodic = periodic_columns(data.transform)
-        self.config = model_config(settings, kind, len(clouds.point_names), float(data.mean_n), periodic)
+        n_types = len(types_of_conditions(clouds.condition_names))
+        self.config = model_config(
+            settings, kind, len(clouds.point_names), float(data.mean_n), periodic, n_types
+        )
         self.share: ShareParams | None = None
         self.u_all: np.ndarray | None = None
         if settings.energy_share:

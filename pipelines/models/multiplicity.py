@@ -10,7 +10,9 @@ Two families, both saved as plain JSON and sampled with a seeded numpy Generator
   Adam, float64, seeded). Zero-hit showers get their own probability instead of being smeared.
 * ``categorical`` (default for jets): p(n) over 0..n_max, closed-form maximum likelihood
   (frequencies plus an optional pseudo-count). Exact for the few-slot jet case, where n = n_max
-  is a large spike. Jets are unconditional (one model per jet-type file).
+  is a large spike. Jets of one type are unconditional.
+* ``per-type`` (jets of several types, :class:`PerTypeMultiplicity`): p(n | type), one model of the
+  configured family per jet type, fitted on that type's training jets; conditions are JetNet type codes.
 """
 
 from __future__ import annotations
@@ -304,10 +306,109 @@ def _log_interval_torch(lo: Any, hi: Any) -> Any:
 
 
 # ----------------------------------------------------------------------------------------------
+# p(n | jet type): one unconditional model per type
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PerTypeMultiplicity:
+    """p(n | jet type): an unconditional model per type; conditions are JetNet type codes (N,)."""
+
+    models: dict[str, CategoricalMultiplicity | MixtureMultiplicity]  # type letter -> p(n)
+
+    family = "per-type"
+    conditional = True
+
+    def __post_init__(self) -> None:
+        from pipelines.jet_types import JET_TYPES
+
+        if not self.models or any(t not in JET_TYPES for t in self.models):
+            raise ValueError(f"per-type multiplicity needs models for types of {JET_TYPES}")
+        if any(m.conditional for m in self.models.values()):
+            raise ValueError("per-type multiplicity models must be unconditional")
+        self.models = {t: self.models[t] for t in JET_TYPES if t in self.models}
+
+    @property
+    def types(self) -> tuple[str, ...]:
+        return tuple(self.models)
+
+    @property
+    def n_max(self) -> int:
+        return max(m.n_max for m in self.models.values())
+
+    def _letters(self, conditions: np.ndarray | None) -> np.ndarray:
+        from pipelines.jet_types import type_letters
+
+        if conditions is None:
+            raise ValueError("this multiplicity model is conditional: pass the jet type codes")
+        letters = np.asarray(type_letters(np.asarray(conditions).reshape(-1)), dtype=object)
+        unknown = sorted(set(letters) - set(self.types))
+        if unknown:
+            raise ValueError(f"jet types {unknown} have no multiplicity model (types {list(self.types)})")
+        return letters
+
+    def pmf(self, conditions: np.ndarray | None = None) -> np.ndarray:
+        """(M, n_max + 1) probabilities of the M jets' types."""
+        letters = self._letters(conditions)
+        out = np.zeros((len(letters), self.n_max + 1))
+        for t, model in self.models.items():
+            rows = letters == t
+            out[rows, : model.n_max + 1] = model.pmf(size=1)[0] if model.family == "mixture" else model.probs
+        return out
+
+    def sample(
+        self, rng: np.random.Generator, conditions: np.ndarray | None = None, size: int | None = None
+    ) -> np.ndarray:
+        """Seeded draws of n, one per type code in ``conditions`` (types in JetNet order)."""
+        letters = self._letters(conditions)
+        n = np.zeros(len(letters), dtype=np.int64)
+        for t, model in self.models.items():
+            rows = np.flatnonzero(letters == t)
+            if len(rows):
+                n[rows] = model.sample(rng, size=len(rows))
+        return n
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "family": self.family,
+            "models": {t: m.to_dict() for t, m in self.models.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PerTypeMultiplicity:
+        models = {}
+        for t, sub in dict(d["models"]).items():
+            family = sub.get("family")
+            if family == "categorical":
+                models[t] = CategoricalMultiplicity.from_dict(sub)
+            elif family == "mixture":
+                models[t] = MixtureMultiplicity.from_dict(sub)
+            else:
+                raise ValueError(f"type {t!r}: unknown family {family!r}")
+        return cls(models)
+
+    @classmethod
+    def fit(
+        cls, n: np.ndarray, codes: np.ndarray, n_max: int, settings: MultiplicitySettings | None = None
+    ) -> PerTypeMultiplicity:
+        """One unconditional jet model (``settings.family``) per type code present in ``codes``."""
+        from pipelines.jet_types import type_letters
+
+        n, codes = np.asarray(n), np.asarray(codes).reshape(-1)
+        if len(n) != len(codes):
+            raise ValueError(f"{len(n)} counts but {len(codes)} type codes")
+        return cls({
+            type_letters([c])[0]: fit_multiplicity(n[codes == c], "jets", n_max, None, settings)
+            for c in np.unique(codes)
+        })  # fmt: skip
+
+
+# ----------------------------------------------------------------------------------------------
 # Common helpers, persistence and the CLI stage
 # ----------------------------------------------------------------------------------------------
 
-Multiplicity = CategoricalMultiplicity | MixtureMultiplicity
+Multiplicity = CategoricalMultiplicity | MixtureMultiplicity | PerTypeMultiplicity
 
 
 def _sample_size(conditions: np.ndarray | None, size: int | None) -> int:
@@ -368,6 +469,8 @@ def load_multiplicity(path: str | Path) -> Multiplicity:
             return CategoricalMultiplicity.from_dict(d)
         if d.get("family") == "mixture":
             return MixtureMultiplicity.from_dict(d)
+        if d.get("family") == "per-type":
+            return PerTypeMultiplicity.from_dict(d)
     except (KeyError, TypeError, ValueError) as err:
         raise DataError(f"{path}: malformed multiplicity model: {err}") from err
     raise DataError(f"{path}: unknown multiplicity family {d.get('family')!r}")
@@ -391,7 +494,8 @@ def default_n_max(kind: str, attrs: dict[str, Any], lengths: np.ndarray, dataset
 def plot_multiplicity(
     path: str | Path, model: Multiplicity, n: np.ndarray, energies: np.ndarray | None, seed: int = 0
 ) -> None:
-    """Training n against model samples; for showers also the mean n per log-E bin."""
+    """Training n against model samples; for showers also the mean n per log-E bin, for jets of several
+    types (``energies``: their type codes) the mean n per type."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -406,7 +510,18 @@ def plot_multiplicity(
     axes[0, 0].hist(gen, bins=edges, histtype="step", label="model", density=True)
     axes[0, 0].set_xlabel("n (points per cloud)")
     axes[0, 0].legend()
-    if energies is not None:
+    if isinstance(model, PerTypeMultiplicity):  # ``energies`` holds the jets' type codes
+        from pipelines.jet_types import type_code
+
+        x = np.arange(len(model.types))
+        for shift, values, label in ((-0.2, n, "train"), (0.2, gen, "model")):
+            means = [values[energies == type_code(t)].mean() for t in model.types]
+            axes[0, 1].bar(x + shift, means, width=0.4, label=label)
+        axes[0, 1].set_xticks(x, list(model.types))
+        axes[0, 1].set_xlabel("jet type")
+        axes[0, 1].set_ylabel("mean n")
+        axes[0, 1].legend()
+    elif energies is not None:
         e_edges = np.geomspace(energies.min(), energies.max() * (1 + 1e-9), 16)
         idx = np.clip(np.digitize(energies, e_edges) - 1, 0, len(e_edges) - 2)
         centres = np.sqrt(e_edges[1:] * e_edges[:-1])
@@ -426,6 +541,7 @@ def plot_multiplicity(
 def main(argv: list[str] | None = None) -> int:
     """Stage ``train-multiplicity``: fit p(n | E) (showers) or p(n) (jets) on the train split."""
     from pipelines.io.clouds import TRAIN, read_clouds
+    from pipelines.jet_types import codes_of_one_hot, types_of_conditions
 
     parser = argparse.ArgumentParser(prog="train-multiplicity", description=main.__doc__)
     parser.add_argument("--clouds", required=True, help="point-cloud HDF5 (pipelines.io.clouds)")
@@ -461,7 +577,13 @@ def main(argv: list[str] | None = None) -> int:
         energies = clouds.conditions[train, 0]
         if np.any(~np.isfinite(energies)) or np.any(energies <= 0):
             raise DataError(f"{args.clouds}: incident energies must be finite and > 0 MeV")
-    model = fit_multiplicity(n, args.kind, n_max, energies, settings)
+    types = types_of_conditions(clouds.condition_names)
+    if args.kind == "jets" and types:
+        codes = codes_of_one_hot(clouds.conditions[train, -len(types) :], types)
+        model = PerTypeMultiplicity.fit(n, codes, n_max, settings)
+        energies = codes  # the plot draws the model for the training jets' types
+    else:
+        model = fit_multiplicity(n, args.kind, n_max, energies, settings)
     save_multiplicity(args.out, model)
     log.info("wrote %s (%s, n_max %d, %d train clouds)", args.out, model.family, n_max, len(n))
     if args.out_plot:

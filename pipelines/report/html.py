@@ -38,6 +38,7 @@ from pipelines.io.atomic import atomic_path
 from pipelines.io.errors import DataError
 from pipelines.io.hashing import file_sha256
 from pipelines.report import metric_catalogue, published, shower_views, verdict
+from pipelines.report.jet_types import check_per_type, jet_type_table
 from pipelines.report.plots import (
     PlotRecord,
     plot_run,
@@ -121,6 +122,8 @@ def load_metrics(path: str | Path) -> dict:
         isinstance(k, str) and isinstance(v, str) for k, v in conventions.items()
     ):
         raise DataError(f"{path}: 'conventions' must map short names to sentences (strings)")
+    if "per_type" in data:
+        check_per_type(str(path), data["per_type"])
     if not isinstance(data["histograms"], list):
         raise DataError(f"{path}: 'histograms' must be a list")
     names = set()
@@ -162,6 +165,8 @@ def load_histograms(path: str | Path, metrics: Mapping) -> dict[str, np.ndarray]
     if metrics["kind"] == "showers":
         needed += ["mean_shower__reference", "mean_shower__generated"]
         needed += [f"nhits_vs_einc__{part}" for part in ("edges", "reference", "generated")]
+    for t in metrics.get("per_type", {}):
+        needed += [f"type_{t}_jet_relative_mass__{part}" for part in ("edges", "reference", "generated")]
     missing = [key for key in needed if key not in arrays]
     if missing:
         raise DataError(f"{path}: histograms NPZ lacks arrays {missing}")
@@ -831,6 +836,7 @@ def build_report(
             "groups": [{"name": name, "plots": plots} for name, plots in groups.items()],
             "budget": budgets[index].text() if budgets[index] is not None else None,
             "plot_links": plot_links(metrics, run_records, index),
+            "jet_types": jet_type_table(metrics),
         }
         run["verdict"] = run_verdict(run)
         runs.append(run)

@@ -31,6 +31,7 @@ from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
 
 from pipelines.io.atomic import atomic_path
+from pipelines.metrics.separation import counted_separation_power
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 #: histogram groups drawn on a log y axis whatever metrics.json says (long-tailed EFPs)
@@ -616,6 +617,18 @@ def plot_run(
             verdict = "S undefined" if len(empty) == 2 else "S = 1.00, no overlap"
             caption += f"; {' and '.join(empty)}: no entries within the histogram range ({verdict})"
         emit(fig, entry["group"], name, name, caption)
+    for t in metrics.get("per_type", {}):  # jets of several types: each type's relative mass
+        name = f"type_{t}_jet_relative_mass"
+        edges, reference, generated = (
+            histograms[f"{name}__{part}"] for part in ("edges", "reference", "generated")
+        )
+        sp, _ = counted_separation_power(reference, generated)
+        xlabel = f"jet m / pT, {t} jets"
+        fig = histogram_figure(
+            edges, reference, generated, xlabel=xlabel, separation_power=sp, label=label, style=style
+        )
+        caption = f"{xlabel}; separation power S = {sp:.4g}" if sp is not None else xlabel
+        emit(fig, "jet types", name, name, caption)
     if metrics["kind"] == "showers":
         from pipelines.report.shower_views import plot_shower_views
 

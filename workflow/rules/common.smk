@@ -44,11 +44,22 @@ def is_embedded(name):
     return "embedded" in DATASETS[name]["source"]
 
 
+def is_merged(name):
+    """A jet data set given as one file per jet type (merged into one file with the type column)."""
+    return not is_embedded(name) and isinstance(DATASETS[name]["source"]["files"]["train"], list)
+
+
 def raw_file(name, role):
-    """Path of a data set's training or reference file: generated, or the user's own."""
-    if is_embedded(name):
+    """Path of a data set's training or reference file: generated or merged, or the user's own."""
+    if is_embedded(name) or is_merged(name):
         return f"results/{name}/data/{role}.h5"
     return DATASETS[name]["source"]["files"][role]
+
+
+def jet_types_arg(wc):
+    """A jet data set's ``jet_type`` as the stages take it: one letter, or letters joined by commas."""
+    value = dataset(wc)["jet_type"]
+    return value if isinstance(value, str) else ",".join(value)
 
 
 def as_json(value):

@@ -29,7 +29,7 @@ rule generate_jets:
     params:
         n=lambda wc: dataset(wc)["source"]["embedded"][f"n_{wc.role}"],
         particles=lambda wc: dataset(wc)["geometry"],
-        jet_type=lambda wc: dataset(wc)["jet_type"],
+        jet_type=jet_types_arg,
         seed=role_seed,
         settings=lambda wc: as_json(dataset(wc)["source"]["embedded"]["settings"]),
         code=code_hash("pipelines.generate.pythia_jets"),
@@ -40,6 +40,26 @@ rule generate_jets:
     shell:
         "python -m pipelines generate-jets --jet-type {params.jet_type:q} --n-jets {params.n:q} --n-particles {params.particles:q}"
         " --seed {params.seed:q} --settings {params.settings:q} --out {output:q} 2> {log:q}"
+
+
+rule merge_jets:
+    input:
+        lambda wc: dataset(wc)["source"]["files"][wc.role],
+    output:
+        "results/{dataset}/data/{role}.h5",
+    wildcard_constraints:
+        dataset="|".join(n for n in DATASETS if DATASETS[n]["kind"] == "jets" and is_merged(n)) or "^$",
+    params:
+        jet_type=jet_types_arg,
+        seed=role_seed,
+        code=code_hash("pipelines.merge_jets"),
+    conda:
+        "../envs/pipelines.yaml"
+    log:
+        "logs/{dataset}/merge_{role}.log",
+    shell:
+        "python -m pipelines merge-jets --jet-type {params.jet_type:q} --input {input:q} --seed {params.seed:q}"
+        " --out {output:q} 2> {log:q}"
 
 
 rule validate_data:
