@@ -98,7 +98,8 @@ def test_photon_features_by_hand():
 def test_histograms_cover_filled_layers_with_official_ranges():
     geometry = load_geometry("1-pions")
     e_inc, showers = golden_ds1("pions")
-    specs = {s.name: s for s in histogram_specs(compute_features(e_inc, showers, geometry), 1e3, geometry=geometry)}
+    features = compute_features(e_inc, showers, geometry)
+    specs = {s.name: s for s in histogram_specs(features, 1e3, geometry=geometry)}
     assert sorted(n for n in specs if n.startswith("E_layer")) == [
         f"E_layer_{i:02d}" for i in (0, 1, 2, 3, 12, 13, 14)
     ]

@@ -38,7 +38,7 @@ def apply_threshold(showers: np.ndarray, threshold: float = THRESHOLD_MEV) -> np
 
 
 def angular_columns(geometry: Geometry) -> np.ndarray:
-    """Columns of the per-layer feature arrays that belong to layers binned in alpha (all for datasets 2, 3)."""
+    """Columns of the per-layer feature arrays of the layers binned in alpha (all for datasets 2, 3)."""
     return np.searchsorted(geometry.filled_layers, geometry.angular_layers)
 
 
