@@ -10,6 +10,8 @@ of evaluate.py's prepare_high_data_for_classifier, built from the same HighLevel
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from golden_fixtures import golden_ds1
@@ -147,3 +149,75 @@ def test_compact_grid_holds_every_voxel_once():
     grid = geometry.to_compact(values)
     assert grid.sum() == values.sum() and np.count_nonzero(grid) == geometry.n_voxels
     assert grid[4, 0, 14] == values[8 + 100 + 100 + 5 + 14]  # layer 12, alpha 0, last r bin
+
+
+# ------------------------------------------------------------------ GFlash photons in the photon geometry
+
+
+def _photons(n: int, energy_mev: float) -> np.ndarray:
+    from pipelines.generate.gflash import simulate_showers
+    from pipelines.generate.gflash_settings import GFlashSettings
+
+    settings = GFlashSettings.from_json("{}", "1-photons")
+    return simulate_showers(np.full(n, energy_mev), load_geometry("1-photons"), 7, settings, progress=False)
+
+
+def _layer_fractions(showers: np.ndarray, energy_mev: float) -> np.ndarray:
+    geometry = load_geometry("1-photons")
+    starts = np.concatenate([[0], np.cumsum(geometry.layer_n_voxels)])
+    return (
+        np.stack([showers[:, starts[i] : starts[i + 1]].sum(axis=1) for i in geometry.filled_layers], 1)
+        / energy_mev
+    )
+
+
+@pytest.mark.parametrize("energy_mev", [256.0, 65536.0])
+def test_gflash_photons_conserve_energy_within_sampling_fluctuations(energy_mev):
+    showers = _photons(300, energy_mev)
+    ratio = showers.sum(axis=1) / energy_mev
+    sampling = 0.10 / np.sqrt(energy_mev / 1e3)  # the Gaussian sampling term alone
+    assert sampling < ratio.std() < 3 * sampling
+    # leakage beyond layer 12 (43.8 X0) and 2 m is negligible: the mean is 1 within its standard error
+    assert abs(ratio.mean() - 1.0) < 4 * ratio.std() / np.sqrt(len(ratio))
+
+
+def test_gflash_photon_layer_profile_peaks_at_the_shower_maximum():
+    """Median depth of maximum ln(E / Ec) - 0.812 X0 (Ec = 8.0 MeV): 2.6 X0 at 256 MeV, inside the strips
+    (layer 1, 1.5 to 5.8 X0); 8.2 X0 at 64 GeV, inside the middle layer (layer 2, 5.8 to 21.8 X0)."""
+    low, high = (_layer_fractions(_photons(200, e), e).mean(axis=0) for e in (256.0, 65536.0))
+    assert np.argmax(low) == 1 and np.argmax(high) == 2  # columns: layers 0, 1, 2, 3, 12
+    assert low[0] > 5 * high[0]  # the presampler sees the low-energy showers' start
+    assert low[3] + low[4] < high[3] + high[4]  # and the back layers the high-energy showers' tail
+
+
+def test_gflash_photon_energies_and_settings():
+    from pipelines.generate.gflash import generate_showers, sample_incident_energies
+    from pipelines.generate.gflash_settings import GFlashSettings
+
+    s = GFlashSettings.from_json('{"sampling_term": 0.2}', "1-photons")
+    assert (s.sampling_term, s.moliere_radius_mm, s.e_min_mev) == (0.2, 45.0, 256.0)
+    energies = sample_incident_energies(3000, 5, s)
+    assert set(np.unique(energies)) == {2.0**k for k in range(8, 23)}
+    with pytest.raises(ValueError, match="electromagnetic"):
+        generate_showers(10, load_geometry("1-pions"), 1, s, progress=False)
+    with pytest.raises(ValueError, match="layer_depths_x0 has 3 values"):
+        generate_showers(10, load_geometry("1-photons"), 1, GFlashSettings(layer_depths_x0=(1.0, 2.0, 3.0)))
+    with pytest.raises(ValueError, match="incident_energies"):
+        GFlashSettings(incident_energies="uniform")
+
+
+def test_gflash_photon_file_passes_the_input_checks(tmp_path):
+    from pipelines.generate import gflash
+    from pipelines.validate import main as validate
+
+    data = tmp_path / "photons.h5"
+    gflash.main(
+        ["--dataset", "1-photons", "--n-showers", "300", "--seed", "2", "--out", str(data), "--no-progress"]
+    )
+    summary = tmp_path / "s.json"
+    assert (
+        validate(["--kind", "showers", "--dataset", "1-photons", f"--input={data}", "--out", str(summary)])
+        == 0
+    )
+    doc = json.loads(summary.read_text())
+    assert doc["showers"] == 300 and doc["warnings"] == []
