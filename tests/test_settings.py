@@ -130,8 +130,8 @@ def _gflash(config: dict) -> dict:
         ),
         (
             lambda c: c["datasets"]["calo"].update(geometry=2),
-            'tiny.yaml: datasets.calo.geometry: 2 is not allowed; allowed values: "2", "3" '
-            '(write "2", quoted)',
+            'tiny.yaml: datasets.calo.geometry: 2 is not allowed; allowed values: "2", "3", "1-photons", '
+            '"1-pions" (write "2", quoted)',
         ),
         (
             lambda c: c["datasets"]["jets"].update(geometry="30"),

@@ -51,7 +51,8 @@ def test_default_config_dry_run_plans_every_stage(tmp_path):
         (lambda c: c["runs"].append({"dataset": "jets-top30", "model": "factorised"}), "does not model jets"),
         (
             lambda c: c["datasets"]["calo-ds2"].update(geometry=2),
-            'config.yaml: datasets.calo-ds2.geometry: 2 is not allowed; allowed values: "2", "3" (write "2"',
+            'config.yaml: datasets.calo-ds2.geometry: 2 is not allowed; allowed values: "2", "3", '
+            '"1-photons", "1-pions" (write "2"',
         ),
         (
             lambda c: c["report"]["settings"].update(ratio_range=[-1, 2]),
