@@ -221,3 +221,20 @@ def test_gflash_photon_file_passes_the_input_checks(tmp_path):
     )
     doc = json.loads(summary.read_text())
     assert doc["showers"] == 300 and doc["warnings"] == []
+
+
+@pytest.mark.parametrize(
+    ("dataset", "geant4_auc_high", "best"),
+    [("1-photons", "0.4995 ± 0.0030", "CaloDiffusion"), ("1-pions", "0.5579 ± 0.0024", "CaloDiffusion")],
+)
+def test_report_shows_published_dataset1_rows_for_real_files(dataset, geant4_auc_high, best):
+    """The rows of published_results_ds1_*.csv (arXiv:2410.21611): Geant4 vs Geant4, and the submission
+    whose high-level AUC is closest to 0.5 (CaloDiffusion: 0.5364 photons, 0.6524 pions)."""
+    from pipelines.report import html, published
+
+    runs = [{"metrics": {"kind": "showers", "dataset": dataset}, "label": "run"}]
+    (table,), notes = html._published_tables(runs, published.DEFAULT_MODELS)
+    assert notes == [] and table["source"] == f"published_results_ds1_{dataset[2:]}.csv"
+    rows = {row["name"]: row for row in table["rows"]}
+    assert list(rows) == ["GEANT4", best]
+    assert rows["GEANT4"]["cells"][1] == geant4_auc_high
