@@ -203,6 +203,17 @@ def _gflash(config: dict) -> dict:
             lambda c: c["preprocessing"].update(max_fit_points=-1),
             "tiny.yaml: preprocessing.max_fit_points: must be at least 0, got -1",
         ),
+        (
+            lambda c: c["datasets"]["calo"].update(geometry="1-pions"),
+            "tiny.yaml: datasets.calo.source.embedded: GFlash makes electromagnetic showers (datasets "
+            "1-photons, 2, 3); dataset 1-pions needs `source: files`",
+        ),
+        (
+            lambda c: c["datasets"]["calo"]["source"]["embedded"].update(
+                settings={"layer_depths_x0": [-1.0]}
+            ),
+            "tiny.yaml: datasets.calo.source.embedded.settings: layer_depths_x0 must be non-negative",
+        ),
     ],
 )
 def test_config_mistakes_are_one_line_naming_the_key_and_the_fix(edit, message):
