@@ -639,8 +639,10 @@ def _periodic_chain(n_bins: int) -> Chain:
 
 def shower_transform(geometry: Any) -> PointTransform:
     """Unfitted transform of shower points (energy [MeV], layer, alpha, r); the coordinate ranges are the
-    geometry's :attr:`~pipelines.geometry.Geometry.bin_ranges` (per-layer binnings: the largest)."""
-    n_layers, n_alpha, n_r = geometry.bin_ranges
+    geometry's :attr:`~pipelines.geometry.Geometry.bin_ranges` (per-layer binnings: the largest), or
+    ``n_layers``, ``n_alpha``, ``n_r`` of a regular grid described by these three attributes alone."""
+    ranges = getattr(geometry, "bin_ranges", None)
+    n_layers, n_alpha, n_r = ranges or (geometry.n_layers, geometry.n_alpha, geometry.n_r)
     return PointTransform(
         ("energy", "layer", "alpha", "r"),
         {
