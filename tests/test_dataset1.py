@@ -238,3 +238,11 @@ def test_report_shows_published_dataset1_rows_for_real_files(dataset, geant4_auc
     rows = {row["name"]: row for row in table["rows"]}
     assert list(rows) == ["GEANT4", best]
     assert rows["GEANT4"]["cells"][1] == geant4_auc_high
+
+
+def test_report_labels_compact_grid_rows_with_layer_ids():
+    from pipelines.report.plots import filled_layer_ids
+
+    assert filled_layer_ids("1-pions", 7).tolist() == [0, 1, 2, 3, 12, 13, 14]
+    assert filled_layer_ids("calochallenge_dataset_1-photons", 5).tolist() == [0, 1, 2, 3, 12]
+    assert filled_layer_ids("2", 45) is None and filled_layer_ids("1-photons", 24) is None
