@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 import jsonschema
 import yaml
 
-from pipelines.generate.gflash_settings import GFlashSettings
+from pipelines.generate.gflash_settings import DATASET_DEFAULTS, GFLASH_DATASETS, GFlashSettings
 from pipelines.generate.pythia_settings import JetGenSettings
 from pipelines.jet_types import parse_jet_types
 from pipelines.metrics.settings import EvaluateJetsSettings, EvaluateShowersSettings
@@ -207,12 +207,24 @@ class SettingsBlock(NamedTuple):
     reserved: tuple[str, ...] = ()
 
 
+#: shower geometries with per-layer binnings (dataset 1)
+PER_LAYER_GEOMETRIES = ("1-photons", "1-pions")
+
+
+def _embedded_values(entry: Mapping) -> Mapping:
+    """An embedded source's settings over the defaults of its dataset (GFlash: dataset 1 has its own)."""
+    values = entry["source"]["embedded"].get("settings", {})
+    if entry["kind"] == "showers":
+        return {**DATASET_DEFAULTS.get(str(entry["geometry"]), {}), **values}
+    return values
+
+
 def settings_blocks(config: Mapping) -> list[SettingsBlock]:
     """Every settings block of a schema-valid ``config`` with the dataclass that defines it."""
     generators = {"showers": (GFlashSettings, "generate-showers"), "jets": (JetGenSettings, "generate-jets")}
     blocks = [
-        SettingsBlock(f"datasets.{name}.source.embedded.settings",
-                      entry["source"]["embedded"].get("settings", {}), *generators[entry["kind"]])
+        SettingsBlock(f"datasets.{name}.source.embedded.settings", _embedded_values(entry),
+                      *generators[entry["kind"]])
         for name, entry in config["datasets"].items()
         if "embedded" in entry["source"]
     ]  # fmt: skip
@@ -237,7 +249,14 @@ def settings_blocks(config: Mapping) -> list[SettingsBlock]:
 def settings_errors(config: Mapping) -> list[str]:
     """One line per settings block of a schema-valid ``config`` that its stage's dataclass rejects:
     an unknown key ("did you mean ..."), a key the workflow sets, a wrong type or a bad value."""
-    errors = []
+    errors = [
+        f"datasets.{name}.source.embedded: GFlash makes electromagnetic showers (datasets "
+        f"{', '.join(GFLASH_DATASETS)}); dataset {entry['geometry']} needs `source: files`"
+        for name, entry in config["datasets"].items()
+        if entry["kind"] == "showers"
+        and "embedded" in entry["source"]
+        and entry["geometry"] not in GFLASH_DATASETS
+    ]
     for block in settings_blocks(config):
         own = sorted(set(block.values) & set(block.reserved))
         if own:

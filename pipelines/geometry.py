@@ -145,6 +145,52 @@ class Geometry:
         x, y = self.voxel_centres_mm
         return np.hypot(x, y)
 
+    @cached_property
+    def filled_layers(self) -> np.ndarray:
+        """Ids of the layers that have voxels (every layer of datasets 2 and 3; 5 or 7 of dataset 1)."""
+        return np.flatnonzero(self.layer_n_voxels > 0).astype(np.int64)
+
+    @cached_property
+    def angular_layers(self) -> np.ndarray:
+        """Ids of the layers binned in alpha (n_alpha > 1): those with centres and widths in x and y, as
+        the official HighLevelFeatures computes them (``layersBinnedInAlpha``)."""
+        n_alpha = np.array(self.layer_n_alpha)
+        return np.flatnonzero((self.layer_n_voxels > 0) & (n_alpha > 1)).astype(np.int64)
+
+    @cached_property
+    def bin_ranges(self) -> tuple[int, int, int]:
+        """(n_layers, largest n_alpha, largest n_r): the range of the point coordinates (layer, alpha, r)."""
+        n_r = max(len(e) - 1 for e in self.layer_r_edges)
+        return self.n_layers, max(self.layer_n_alpha), n_r
+
+    @property
+    def compact_shape(self) -> tuple[int, int, int]:
+        """(filled layers, largest n_alpha, largest n_r): the padded grid that holds every filled layer;
+        the grid shape itself for a regular geometry."""
+        _, n_alpha, n_r = self.bin_ranges
+        return len(self.filled_layers), n_alpha, n_r
+
+    @cached_property
+    def compact_index(self) -> np.ndarray:
+        """(n_voxels,) flat index of every voxel in the :attr:`compact_shape` grid (identity if regular)."""
+        _, n_alpha, n_r = self.compact_shape
+        row = np.searchsorted(self.filled_layers, self.voxel_index[:, 0])
+        return (row * n_alpha + self.voxel_index[:, 1]) * n_r + self.voxel_index[:, 2]
+
+    def to_compact(self, voxels: np.ndarray) -> np.ndarray:
+        """Voxel arrays (..., n_voxels) as (..., *compact_shape), zero where a layer has no such bin."""
+        voxels = np.asarray(voxels)
+        out = np.zeros((*voxels.shape[:-1], int(np.prod(self.compact_shape))), dtype=voxels.dtype)
+        out[..., self.compact_index] = voxels
+        return out.reshape(*voxels.shape[:-1], *self.compact_shape)
+
+    @cached_property
+    def nearest_filled_layer(self) -> np.ndarray:
+        """(n_layers,) for every layer id the nearest filled layer (ties: the shallower one)."""
+        ids = np.arange(self.n_layers)
+        distance = np.abs(ids[:, None] - self.filled_layers[None, :])
+        return self.filled_layers[np.argmin(distance, axis=1)]
+
     def flat_index(self, layer: np.ndarray, alpha: np.ndarray, r: np.ndarray) -> np.ndarray:
         """Flattened voxel index of integer (layer, alpha, r) (regular geometries)."""
         return (

@@ -94,10 +94,11 @@ def _layer_tables(geometry: Geometry) -> tuple[np.ndarray, np.ndarray, np.ndarra
 
 
 def _clamped_bins(points: np.ndarray, geometry: Geometry) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Integer (layer, alpha, r) of points, floored and clamped into the grid (NaN -> 0)."""
+    """Integer (layer, alpha, r) of points, floored and clamped into the grid (NaN -> 0); a point in a
+    layer without voxels (dataset 1) goes to the nearest layer that has some."""
     _, n_alpha, n_r = _layer_tables(geometry)
     coords = np.fmax(points[:, 1:4], 0)  # fmax also maps NaN to 0
-    layer = np.minimum(coords[:, 0], geometry.n_layers - 1).astype(np.int64)
+    layer = geometry.nearest_filled_layer[np.minimum(coords[:, 0], geometry.n_layers - 1).astype(np.int64)]
     alpha = np.minimum(coords[:, 1], n_alpha[layer] - 1).astype(np.int64)
     r = np.minimum(coords[:, 2], np.maximum(n_r[layer] - 1, 0)).astype(np.int64)
     return layer, alpha, r

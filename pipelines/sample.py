@@ -241,14 +241,15 @@ def showers_from_conditions(
     n = np.asarray(n, dtype=np.int64)
     counts = _new_counts()
     showers = np.zeros((len(n), geo.n_voxels), dtype=np.float32) if voxelise else None
-    shifts = rng.integers(0, geo.n_alpha, len(n))
+    n_alpha = geo.bin_ranges[1]  # per-layer binnings: alpha is clamped into each layer when voxelised
+    shifts = rng.integers(0, n_alpha, len(n))
     bar = progress_bar(total=len(n), unit="shower", disable=not progress, desc="sample")
     for s0 in range(0, len(n), settings.chunk_size):
         s1 = min(len(n), s0 + settings.chunk_size)
         t0 = time.perf_counter()
         raw = np.asarray(energies[s0:s1], dtype=np.float64).reshape(-1, 1)
         pts = generate_points(sampler, raw, n[s0:s1], torch_gen, settings.batch_size, settings.max_tokens)
-        pts = rotate_alpha(pts, n[s0:s1], shifts[s0:s1], geo.n_alpha)
+        pts = rotate_alpha(pts, n[s0:s1], shifts[s0:s1], n_alpha)
         pts[:, 0], bad, neg = clean_energies(pts[:, 0])
         t1 = time.perf_counter()
         counts["seconds_generate"] += t1 - t0

@@ -638,14 +638,18 @@ def _periodic_chain(n_bins: int) -> Chain:
 
 
 def shower_transform(geometry: Any) -> PointTransform:
-    """Unfitted transform of shower points (energy [MeV], layer, alpha, r) for a regular geometry."""
+    """Unfitted transform of shower points (energy [MeV], layer, alpha, r); the coordinate ranges are the
+    geometry's :attr:`~pipelines.geometry.Geometry.bin_ranges` (per-layer binnings: the largest), or
+    ``n_layers``, ``n_alpha``, ``n_r`` of a regular grid described by these three attributes alone."""
+    ranges = getattr(geometry, "bin_ranges", None)
+    n_layers, n_alpha, n_r = ranges or (geometry.n_layers, geometry.n_alpha, geometry.n_r)
     return PointTransform(
         ("energy", "layer", "alpha", "r"),
         {
             "energy": Chain([BoxCox()]),
-            "layer": _coordinate_chain(geometry.n_layers),
-            "alpha": _periodic_chain(geometry.n_alpha),
-            "r": _coordinate_chain(geometry.n_r),
+            "layer": _coordinate_chain(n_layers),
+            "alpha": _periodic_chain(n_alpha),
+            "r": _coordinate_chain(n_r),
         },
     )
 

@@ -40,3 +40,15 @@ def golden_showers() -> dict[str, tuple[np.ndarray, np.ndarray]]:
             showers[rows, z[f"{s}_voxel"].astype(int)] = z[f"{s}_energy"]
             out[s] = (z[f"{s}_e_inc"], showers)
     return out
+
+
+def golden_ds1(particle: str) -> tuple[np.ndarray, np.ndarray]:
+    """Dataset-1 showers of ``particle`` ("photons": 368 voxels, "pions": 533): (E_inc (40,), showers
+    (40, n_voxels)), MeV, float32, CaloChallenge voxel order (make_golden_ds1.py)."""
+    n_voxels = {"photons": 368, "pions": 533}[particle]
+    with np.load(DATA / "golden_ds1.npz") as z:
+        counts = z[f"{particle}_counts"].astype(int)
+        showers = np.zeros((len(counts), n_voxels), dtype=np.float32)
+        rows = np.repeat(np.arange(len(counts)), counts)
+        showers[rows, z[f"{particle}_voxel"].astype(int)] = z[f"{particle}_energy"]
+        return z[f"{particle}_e_inc"], showers

@@ -84,14 +84,18 @@ def test_high_level_vector_order():
     assert v[0, 317 + 3] == pytest.approx(0.0, abs=1e-7)  # width_r / 100
 
 
-def test_irregular_geometry_and_bad_shape_rejected(tmp_path):
+def test_per_layer_geometry_features_and_bad_shape_rejected(tmp_path):
     xml = tmp_path / "b.xml"
     xml.write_text(
         '<Bins><Bin><Layer id="0" r_edges="0,1,2" n_bin_alpha="2"/>'
         '<Layer id="1" r_edges="0,1" n_bin_alpha="1"/></Bin></Bins>'
     )
-    with pytest.raises(ValueError, match="regular"):
-        compute_features([1.0], np.zeros((1, 5)), parse_binning_xml(xml))
+    # layer 0: alpha centres -pi/2, pi/2, r centres 0.5, 1.5 (r fastest); layer 1: one voxel at r 0.5
+    f = compute_features([10.0], np.array([[0.0, 3.0, 1.0, 0.0, 2.0]]), parse_binning_xml(xml))
+    assert f.e_layer[0] == pytest.approx([4.0, 2.0])
+    assert f.ec_phi[0, 0] == pytest.approx((-3 * 1.5 + 0.5) / 4)
+    assert f.ec_eta[0, 0] == pytest.approx(0, abs=1e-12)
+    assert f.ec_r[0] == pytest.approx([1.25, 0.5]) and f.sparsity[0] == pytest.approx([0.5, 0.0])
     with pytest.raises(ValueError, match="showers must be"):
         compute_features([1.0, 2.0], np.zeros((1, G.n_voxels)), G)
 

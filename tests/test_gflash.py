@@ -258,7 +258,7 @@ def test_bad_settings_raise_value_error(geo2):
         GFlashSettings(e_min_mev=10.0)
     with pytest.raises(ValueError, match="chunk_size"):
         generate_showers(10, geo2, seed=0, chunk_size=150, progress=False)
-    with pytest.raises(ValueError, match="regular geometry"):
+    with pytest.raises(ValueError, match="per-layer geometry of dataset 1-photons needs layer_depths_x0"):
         generate_showers(10, load_geometry("1-photons"), seed=0, progress=False)
     assert GFlashSettings.from_json('{"sampling_term": 0.1}') == GFlashSettings(sampling_term=0.1)
 

@@ -130,8 +130,8 @@ def _gflash(config: dict) -> dict:
         ),
         (
             lambda c: c["datasets"]["calo"].update(geometry=2),
-            'tiny.yaml: datasets.calo.geometry: 2 is not allowed; allowed values: "2", "3" '
-            '(write "2", quoted)',
+            'tiny.yaml: datasets.calo.geometry: 2 is not allowed; allowed values: "2", "3", "1-photons", '
+            '"1-pions" (write "2", quoted)',
         ),
         (
             lambda c: c["datasets"]["jets"].update(geometry="30"),
@@ -202,6 +202,17 @@ def _gflash(config: dict) -> dict:
         (
             lambda c: c["preprocessing"].update(max_fit_points=-1),
             "tiny.yaml: preprocessing.max_fit_points: must be at least 0, got -1",
+        ),
+        (
+            lambda c: c["datasets"]["calo"].update(geometry="1-pions"),
+            "tiny.yaml: datasets.calo.source.embedded: GFlash makes electromagnetic showers (datasets "
+            "1-photons, 2, 3); dataset 1-pions needs `source: files`",
+        ),
+        (
+            lambda c: c["datasets"]["calo"]["source"]["embedded"].update(
+                settings={"layer_depths_x0": [-1.0]}
+            ),
+            "tiny.yaml: datasets.calo.source.embedded.settings: layer_depths_x0 must be non-negative",
         ),
     ],
 )

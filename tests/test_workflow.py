@@ -58,7 +58,8 @@ def test_default_config_dry_run_plans_every_stage(tmp_path):
         ),
         (
             lambda c: c["datasets"]["calo-ds2"].update(geometry=2),
-            'config.yaml: datasets.calo-ds2.geometry: 2 is not allowed; allowed values: "2", "3" (write "2"',
+            'config.yaml: datasets.calo-ds2.geometry: 2 is not allowed; allowed values: "2", "3", '
+            '"1-photons", "1-pions" (write "2"',
         ),
         (
             lambda c: c["report"]["settings"].update(ratio_range=[-1, 2]),
@@ -66,6 +67,11 @@ def test_default_config_dry_run_plans_every_stage(tmp_path):
         ),
         (lambda c: c["runs"].append({"dataset": "nope", "model": "flow"}), "unknown data set"),
         (lambda c: c["preprocessing"].update(split=[0.5, 0.2, 0.2]), "must sum to 1"),
+        (
+            lambda c: c["datasets"]["calo-ds2"].update(geometry="1-photons"),
+            "family 'factorised' models the regular grids of datasets 2 and 3, not the per-layer binning of "
+            "dataset 1-photons",
+        ),
     ],
 )
 def test_bad_config_is_a_clear_error(tmp_path, edit, message):
@@ -183,6 +189,17 @@ def test_full_config_plans_a_run_on_real_files(tmp_path):
     for rule in ("validate_data", "convert", "train", "sample", "evaluate", "report"):
         assert rule in res.stdout
     assert "--real-data" in res.stdout  # published CaloChallenge rows shown for real files
+
+
+def test_dataset1_config_plans_embedded_photons_with_flow_matching(tmp_path):
+    """config/dataset1.yaml: GFlash photons in the dataset-1 photon geometry, the flow-matching family."""
+    work = copy_repository(tmp_path)
+    shutil.copytree(REPO / "config", work / "config")
+    res = _snakemake(work, "-n", "-p", "--cores", "2", "--configfile", "config/dataset1.yaml")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "generate-showers --dataset 1-photons" in res.stdout
+    assert "--family flow-matching --dataset 1-photons" in res.stdout
+    assert "calo-ds2" not in res.stdout and "--real-data" not in res.stdout
 
 
 @pytest.mark.slow

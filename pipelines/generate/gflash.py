@@ -18,7 +18,11 @@ Geant4's GFlash), sampled into the dataset-2 (or dataset-3) readout:
 Units: depth t in X0 and radius r in Moliere radii inside the formulas, E in GeV in the formulas and
 MeV at the interface. Effective mapping onto the detector: one readout layer = ``layer_depth_x0`` X0
 (0.8) and R_M = ``moliere_radius_mm`` (9.3 mm, two dataset-2 radial bins of 4.65 mm); radii come from
-the geometry's r edges in mm, so any regular geometry (datasets 2 and 3) works.
+the geometry's r edges in mm, so any regular geometry (datasets 2 and 3) works. Per-layer geometries
+(dataset-1 photons): each layer has its own depth range (``layer_depths_x0``), r edges and alpha count;
+expected spots and energies are integrated per filled layer over its own depth steps and rings (see
+``DATASET_DEFAULTS`` in :mod:`pipelines.generate.gflash_settings` for the assumed depths), and each
+layer's voxels are drawn in layer order from the block's stream.
 
 Randomness: the incident energies come from the stream ``SeedSequence(seed, spawn_key=(0,))``; shower
 ``i`` belongs to block ``i // BLOCK_SIZE`` whose draws (profile fluctuations, spot counts, spot
@@ -36,7 +40,7 @@ from pathlib import Path
 import numpy as np
 from scipy.special import gammainc
 
-from pipelines.generate.gflash_settings import GFlashSettings
+from pipelines.generate.gflash_settings import GFLASH_DATASETS, GFlashSettings
 from pipelines.geometry import Geometry, load_geometry
 from pipelines.progress import progress as progress_bar
 
@@ -130,6 +134,83 @@ def expected_voxel_spots(
     return spots, energy
 
 
+def layer_depth_edges(geometry: Geometry, s: GFlashSettings) -> np.ndarray:
+    """(n_layers + 1,) depth of the layer boundaries in X0: ``layer_depths_x0`` or ``layer_depth_x0`` each."""
+    if not s.layer_depths_x0:
+        return s.layer_depth_x0 * np.arange(geometry.n_layers + 1, dtype=np.float64)
+    depths = np.asarray(s.layer_depths_x0, dtype=np.float64)
+    if len(depths) != geometry.n_layers:
+        raise ValueError(
+            f"layer_depths_x0 has {len(depths)} values, {geometry.name} has {geometry.n_layers} layers"
+        )
+    if np.any(depths[geometry.filled_layers] <= 0):
+        raise ValueError(
+            f"layer_depths_x0 must be positive for the layers with voxels of dataset {geometry.name}"
+        )
+    return np.concatenate([[0.0], np.cumsum(depths)])
+
+
+def expected_layer_spots(
+    energy_mev: np.ndarray, t_max: np.ndarray, alpha: np.ndarray, geometry: Geometry, s: GFlashSettings
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per filled layer of a per-layer geometry: expected spot count and energy (MeV) per (shower, ring),
+    summed over alpha, integrated over ``substeps_per_layer`` steps of the layer's own depth range
+    (:func:`layer_depth_edges`) and over its own r edges. Energy outside every layer leaks."""
+    z = s.atomic_number
+    energy_mev = np.asarray(energy_mev, dtype=np.float64)[:, None]
+    t_max, alpha = t_max[:, None], alpha[:, None]
+    beta = (alpha - 1) / t_max
+    alpha_spot = alpha * (0.639 + 0.00334 * z)
+    beta_spot = (alpha_spot - 1) / (t_max * (0.698 + 0.00212 * z))
+    n_spots = 93.0 * math.log(z) * (energy_mev / 1e3) ** 0.876
+    mean_alpha = np.exp(mean_log_parameters(energy_mev, s)["mean_ln_alpha"])
+    depth = layer_depth_edges(geometry, s)
+    out = []
+    for layer in geometry.filled_layers:
+        t_edges = np.linspace(depth[layer], depth[layer + 1], s.substeps_per_layer + 1)
+        step_energy = energy_mev * np.diff(gammainc(alpha, beta * t_edges), axis=1)
+        step_spots = n_spots * np.diff(gammainc(alpha_spot, beta_spot * t_edges), axis=1)
+        t_mid = 0.5 * (t_edges[1:] + t_edges[:-1])
+        tau = (t_mid / t_max) * ((alpha - 1) / alpha) * (mean_alpha / (mean_alpha - 1))
+        r_core, r_tail, p = radial_parameters(tau, energy_mev / 1e3, z)
+        r_edges = geometry.layer_r_edges[layer] / s.moliere_radius_mm
+        frac = np.diff(radial_cdf(r_edges, r_core[..., None], r_tail[..., None], p[..., None]), axis=-1)
+        out.append(((step_spots[..., None] * frac).sum(axis=1), (step_energy[..., None] * frac).sum(axis=1)))
+    return out
+
+
+def _sample_voxels(
+    rng: np.random.Generator, spots: np.ndarray, energy: np.ndarray, n_alpha: int, s: GFlashSettings
+) -> np.ndarray:
+    """Deposits (n, n_alpha, n_r) float64 MeV from expected spots / energy per (shower, ring): Poisson spot
+    counts per voxel (alpha uniform), Gamma(k kappa, e_spot / kappa) for the k spots of a voxel."""
+    e_spot = np.divide(energy, spots, out=np.zeros_like(energy), where=spots > 0)
+    grid = (len(spots), n_alpha, spots.shape[-1])
+    counts = rng.poisson(np.broadcast_to((spots / n_alpha)[:, None, :], grid))
+    hit = counts > 0
+    deposits = np.zeros(grid, dtype=np.float64)
+    e_hit = np.broadcast_to(e_spot[:, None, :], grid)[hit]
+    deposits[hit] = rng.standard_gamma(counts[hit] * s.kappa) * (e_hit / s.kappa)
+    return deposits
+
+
+def _sample_layers(
+    rng: np.random.Generator,
+    layers: list[tuple[np.ndarray, np.ndarray]],
+    scale: np.ndarray,
+    geometry: Geometry,
+    s: GFlashSettings,
+) -> np.ndarray:
+    """Voxel energies (n, n_voxels) float32 MeV of one block of a per-layer geometry, layers in order."""
+    parts = []
+    for layer, (spots, energy) in zip(geometry.filled_layers, layers, strict=True):
+        deposits = _sample_voxels(rng, spots, energy, geometry.layer_n_alpha[layer], s)
+        parts.append(deposits.reshape(len(spots), -1))
+    out = np.concatenate(parts, axis=1) * scale[:, None]
+    out[out < s.threshold_mev] = 0.0
+    return out.astype(np.float32)
+
+
 def _sample_block(
     rng: np.random.Generator,
     spots: np.ndarray,
@@ -159,9 +240,12 @@ def _block_rng(seed: int, block: int) -> np.random.Generator:
 
 
 def sample_incident_energies(n_showers: int, seed: int, settings: GFlashSettings | None = None) -> np.ndarray:
-    """Log-uniform incident energies (n,) MeV in [e_min_mev, e_max_mev] from stream (seed, 0)."""
+    """Incident energies (n,) MeV from stream (seed, 0): log-uniform in [e_min_mev, e_max_mev], or
+    (``incident_energies: powers-of-two``) one of the powers of two in that range, each equally likely."""
     s = settings or GFlashSettings()
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0,)))
+    if s.incident_energies == "powers-of-two":
+        return rng.choice(s.powers_of_two(), size=n_showers)
     return np.exp(rng.uniform(math.log(s.e_min_mev), math.log(s.e_max_mev), size=n_showers))
 
 
@@ -184,8 +268,17 @@ def simulate_showers(
         raise ValueError(f"chunk_size must be a positive multiple of {BLOCK_SIZE}, got {chunk_size!r}")
     if not np.all(np.isfinite(energies)) or np.any(energies < 100.0):
         raise ValueError("incident energies must be finite and >= 100 MeV")
-    if not geometry.is_regular:
-        raise ValueError(f"GFlash showers need a regular geometry (datasets 2, 3), not {geometry.name}")
+    if geometry.name not in GFLASH_DATASETS and not geometry.is_regular:
+        raise ValueError(
+            f"GFlash makes electromagnetic showers; dataset {geometry.name} is not one of {GFLASH_DATASETS}"
+        )
+    if not geometry.is_regular and not s.layer_depths_x0:
+        raise ValueError(
+            f"the per-layer geometry of dataset {geometry.name} needs layer_depths_x0 "
+            "(GFlashSettings.from_json(text, dataset) starts from the dataset's defaults)"
+        )
+    if s.layer_depths_x0:
+        layer_depth_edges(geometry, s)  # checks layer_depths_x0 against the geometry
     n = len(energies)
     showers = np.empty((n, geometry.n_voxels), dtype=np.float32)
     with progress_bar(total=n, desc="gflash showers", unit="shower", disable=not progress) as bar:
@@ -199,12 +292,19 @@ def simulate_showers(
             e = energies[start:stop]
             t_max, alpha = longitudinal_parameters(e, normals[0], normals[1], s)
             scale = np.maximum(0.0, 1.0 + s.sampling_term / np.sqrt(e / 1e3) * normals[2])
-            spots, energy = expected_voxel_spots(e, t_max, alpha, geometry, s)
+            regular = geometry.is_regular and not s.layer_depths_x0
+            if regular:
+                spots, energy = expected_voxel_spots(e, t_max, alpha, geometry, s)
+            else:
+                layers = expected_layer_spots(e, t_max, alpha, geometry, s)
             for rng, b in zip(rngs, blocks, strict=True):
                 lo, hi = b * BLOCK_SIZE - start, min((b + 1) * BLOCK_SIZE, stop) - start
-                showers[start + lo : start + hi] = _sample_block(
-                    rng, spots[lo:hi], energy[lo:hi], scale[lo:hi], geometry, s
-                )
+                if regular:
+                    block = _sample_block(rng, spots[lo:hi], energy[lo:hi], scale[lo:hi], geometry, s)
+                else:
+                    part = [(sp[lo:hi], en[lo:hi]) for sp, en in layers]
+                    block = _sample_layers(rng, part, scale[lo:hi], geometry, s)
+                showers[start + lo : start + hi] = block
                 bar.update(hi - lo)
     return showers
 
@@ -234,7 +334,8 @@ def main(argv: list[str] | None = None) -> int:
     from pipelines.io.calochallenge import write_calochallenge
 
     p = argparse.ArgumentParser(prog="generate-showers", description=main.__doc__)
-    p.add_argument("--dataset", default="2", choices=("2", "3"), help="CaloChallenge geometry")
+    p.add_argument("--dataset", default="2", choices=GFLASH_DATASETS,
+                   help="CaloChallenge geometry (1-photons: own defaults, gflash_settings)")  # fmt: skip
     p.add_argument("--n-showers", type=int, required=True)
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--settings", default="{}", help="JSON object of GFlashSettings keys, e.g. "
@@ -244,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True, help="CaloChallenge HDF5 file to write")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
-    settings = GFlashSettings.from_json(args.settings)
+    settings = GFlashSettings.from_json(args.settings, args.dataset)
     geometry = load_geometry(args.dataset)
     energies, showers = generate_showers(
         args.n_showers, geometry, args.seed, settings, args.chunk_size, progress=not args.no_progress

@@ -5,9 +5,13 @@ threshold (``THRESHOLD_MEV`` = 15.15 keV) are zeroed first. Per shower: E_tot, E
 of hits; per layer l: E_layer, centres of energy EC_eta = sum(x E) / (E_layer + 1e-16) (x = r cos alpha),
 EC_phi (y = r sin alpha), EC_r (radial bin centre), widths sqrt(max(0, sum(x^2 E) / (E_layer + 1e-16)
 - EC^2)) (the ``max(0, .)`` fixes the NaN the published code gets from rounding), and sparsity
-= 1 - mean(E > 0) over the voxels of the layer. Regular geometries only (datasets 2 and 3). The sums
-come from one float64 matrix product per block of showers; layers whose width is pure rounding noise
-are re-summed in the published code's order, so that the noise matches too.
+= 1 - mean(E > 0) over the voxels of the layer. Regular geometries (datasets 2 and 3): the sums come
+from one float64 matrix product per block of showers; layers whose width is pure rounding noise are
+re-summed in the published code's order, so that the noise matches too. Per-layer binnings (dataset 1):
+the per-layer arrays hold the filled layers only (``Geometry.filled_layers``), each with its own r edges
+and alpha count, summed per layer in the published code's order; as in the published code, the x/y
+centres and widths enter histograms and classifier inputs only for layers binned in alpha
+(``Geometry.angular_layers``), and the histogram ranges are the published dataset-1 ones.
 """
 
 from __future__ import annotations
@@ -31,6 +35,11 @@ def apply_threshold(showers: np.ndarray, threshold: float = THRESHOLD_MEV) -> np
     out = np.array(showers, dtype=np.float32, copy=True)
     out[out < threshold] = 0.0
     return out
+
+
+def angular_columns(geometry: Geometry) -> np.ndarray:
+    """Columns of the per-layer feature arrays of the layers binned in alpha (all for datasets 2, 3)."""
+    return np.searchsorted(geometry.filled_layers, geometry.angular_layers)
 
 
 def _require_regular(geometry: Geometry) -> tuple[int, int]:
@@ -79,18 +88,20 @@ class ShowerFeatures:
     def concatenate(cls, parts: list[ShowerFeatures]) -> ShowerFeatures:
         return cls(**{f.name: np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(cls)})
 
-    def high_level_vector(self) -> np.ndarray:
-        """Classifier / FPD / KPD input in the published order (362-d for datasets 2 and 3):
-        [log10 E_inc, log10(E_layer + 1e-8), EC_eta/100, EC_phi/100, width_eta/100, width_phi/100,
+    def high_level_vector(self, angular: np.ndarray | None = None) -> np.ndarray:
+        """Classifier / FPD / KPD input in the published order (362-d for datasets 2 and 3, 30 for dataset-1
+        photons, 46 for pions): [log10 E_inc, log10(E_layer + 1e-8), EC_eta/100, EC_phi/100, width_eta/100,
+        width_phi/100 (the ``angular`` columns only, default all: :func:`angular_columns`),
         log10(E_tot + 1e-8), sparsity, EC_r/100, width_r/100]."""
+        a = slice(None) if angular is None else np.asarray(angular, dtype=np.int64)
         return np.concatenate(
             [
                 np.log10(self.e_inc)[:, None],
                 np.log10(self.e_layer + 1e-8),
-                self.ec_eta / 100.0,
-                self.ec_phi / 100.0,
-                self.width_eta / 100.0,
-                self.width_phi / 100.0,
+                self.ec_eta[:, a] / 100.0,
+                self.ec_phi[:, a] / 100.0,
+                self.width_eta[:, a] / 100.0,
+                self.width_phi[:, a] / 100.0,
                 np.log10(self.e_tot + 1e-8)[:, None],
                 self.sparsity,
                 self.ec_r / 100.0,
@@ -99,14 +110,14 @@ class ShowerFeatures:
             axis=1,
         )
 
-    def tree_vector(self) -> np.ndarray:
+    def tree_vector(self, angular: np.ndarray | None = None) -> np.ndarray:
         """Input of the tree classifier test: :meth:`high_level_vector` plus the energy ratios
         log10((E_layer + 1e-8) / E_inc) per layer and E_tot / E_inc (408-d for datasets 2 and 3).
         Trees cut one feature at a time, so a ratio they would have to piece together from two
         features is given to them directly."""
         return np.concatenate(
             [
-                self.high_level_vector(),
+                self.high_level_vector(angular),
                 np.log10(self.e_layer + 1e-8) - np.log10(self.e_inc)[:, None],
                 self.e_ratio[:, None],
             ],
@@ -202,6 +213,40 @@ def _resum_ill_conditioned(
             moments[i_n, i_l, j] = (weights[j] * e).sum(axis=-1)
 
 
+def _check_finite(e_layer: np.ndarray) -> None:
+    if not np.all(np.isfinite(e_layer)):
+        bad = int(np.flatnonzero(~np.isfinite(e_layer).all(axis=1))[0])
+        raise ValueError(f"shower {bad} has NaN or infinite voxel energies")
+
+
+def _irregular_moments(
+    showers: np.ndarray, geometry: Geometry, threshold: float, totals: _VoxelTotals | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_layer_moments` for a per-layer geometry: moments (n, filled layers, 7) and hit counts,
+    each layer's sums in the published code's order ((w * E).sum(axis=-1) over the layer's voxels)."""
+    mask = np.greater_equal(showers, threshold)
+    with np.errstate(invalid="ignore"):
+        e = np.where(mask, showers, 0.0).astype(np.float64)
+    if totals is not None:
+        totals.sum += totals.weights @ e
+        if totals.weights.any():
+            totals.max = max(totals.max, float(e[totals.weights > 0].max()))
+    x, y = geometry.voxel_centres_mm
+    r = geometry.voxel_r_mm
+    weights = np.stack([np.ones_like(x), x, x * x, y, y * y, r, r * r])
+    starts = np.concatenate([[0], np.cumsum(geometry.layer_n_voxels)])
+    layers = geometry.filled_layers
+    moments = np.empty((len(showers), len(layers), len(_MOMENTS)), dtype=np.float64)
+    hits = np.empty((len(showers), len(layers)), dtype=np.int64)
+    for j, layer in enumerate(layers):
+        lo, hi = starts[layer], starts[layer + 1]
+        block = e[:, lo:hi]
+        for k in range(len(_MOMENTS)):
+            moments[:, j, k] = (weights[k, lo:hi] * block).sum(axis=-1)
+        hits[:, j] = mask[:, lo:hi].sum(axis=1)
+    return moments, hits
+
+
 def _centre_and_width(
     sum_w: np.ndarray, sum_w2: np.ndarray, denom: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -215,7 +260,6 @@ def compute_features(
     incident_energies: np.ndarray, showers: np.ndarray, geometry: Geometry, threshold: float = THRESHOLD_MEV
 ) -> ShowerFeatures:
     """High-level features of one batch: incident energies (n,) MeV, showers (n, n_voxels) MeV."""
-    _require_regular(geometry)
     e_inc = np.asarray(incident_energies, dtype=np.float64).reshape(-1)
     showers = np.asarray(showers)
     if showers.ndim != 2 or showers.shape != (len(e_inc), geometry.n_voxels):
@@ -234,14 +278,17 @@ def _features(
     totals: _VoxelTotals | None,
 ) -> ShowerFeatures:
     """:func:`compute_features` on checked input, accumulating ``totals`` when given."""
-    _, per_layer = _require_regular(geometry)
-    columns = _moment_columns(geometry)
-    moments, hits = _layer_moments(showers, columns, threshold, totals)
+    if geometry.is_regular:
+        _, per_layer = _require_regular(geometry)
+        columns = _moment_columns(geometry)
+        moments, hits = _layer_moments(showers, columns, threshold, totals)
+        _check_finite(moments[..., 0])
+        _resum_ill_conditioned(moments, hits, showers, columns, threshold)
+    else:
+        per_layer = geometry.layer_n_voxels[geometry.filled_layers]
+        moments, hits = _irregular_moments(showers, geometry, threshold, totals)
+        _check_finite(moments[..., 0])
     e_layer = moments[..., 0]
-    if not np.all(np.isfinite(e_layer)):
-        bad = int(np.flatnonzero(~np.isfinite(e_layer).all(axis=1))[0])
-        raise ValueError(f"shower {bad} has NaN or infinite voxel energies")
-    _resum_ill_conditioned(moments, hits, showers, columns, threshold)
     denom = e_layer + 1e-16
     ec_eta, width_eta = _centre_and_width(moments[..., 1], moments[..., 2], denom)
     ec_phi, width_phi = _centre_and_width(moments[..., 3], moments[..., 4], denom)
@@ -327,7 +374,6 @@ def scan_file(
     (features and voxel counts cover every shower).
     """
     n = check_layout(path, geometry)
-    _require_regular(geometry)
     parts: list[ShowerFeatures] = []
     voxel_sum = np.zeros(geometry.n_voxels, dtype=np.float64)
     counts = None if voxel_edges is None else np.zeros((n, len(voxel_edges) - 1), dtype=np.int32)
@@ -374,6 +420,8 @@ class HistogramSpec:
     logy: bool
     group: str
     edges: np.ndarray
+    #: column of the per-layer feature arrays (-1: not a per-layer histogram)
+    column: int = -1
 
 
 _LAYER_HIST = {
@@ -388,24 +436,61 @@ _LAYER_HIST = {
 }
 
 
+#: published dataset-1 ranges (evaluate_plotting_helper.py): (layers with the wide range, wide, narrow)
+_DS1_RANGES = {
+    "ec_eta": ((12, 13), (-500.0, 500.0), (-100.0, 100.0)),
+    "ec_phi": ((12, 13), (-500.0, 500.0), (-100.0, 100.0)),
+    "width_eta": ((12, 13), (0.0, 400.0), (0.0, 100.0)),
+    "width_phi": ((12, 13), (0.0, 400.0), (0.0, 100.0)),
+    "ec_r": ((12, 13, 14), (0.0, 1500.0), (0.0, 500.0)),
+    "width_r": ((12, 13, 14), (0.0, 1500.0), (0.0, 500.0)),
+}
+#: per-layer features defined on the layers binned in alpha only
+_ANGULAR = ("ec_eta", "ec_phi", "width_eta", "width_phi")
+
+
+def _layer_edges(feature: str, default: np.ndarray, layer: int, geometry: Geometry | None) -> np.ndarray:
+    """Histogram edges of a per-layer feature: the dataset-2/3 ones, or dataset 1's per-layer ranges."""
+    if geometry is None or geometry.is_regular or feature not in _DS1_RANGES:
+        return default
+    wide_layers, wide, narrow = _DS1_RANGES[feature]
+    return np.linspace(*(wide if layer in wide_layers else narrow), 101)
+
+
 def histogram_specs(
-    reference: ShowerFeatures, max_reference_voxel: float, threshold: float = THRESHOLD_MEV
+    reference: ShowerFeatures,
+    max_reference_voxel: float,
+    threshold: float = THRESHOLD_MEV,
+    geometry: Geometry | None = None,
 ) -> list[HistogramSpec]:
     """All histograms with the published binnings; data-dependent edges (E_layer, voxel energy) come from
     ``reference`` and ``max_reference_voxel``: pass the comparison's own reference sample (half A), as the
-    CaloChallenge evaluate.py takes them from the reference file it compares with."""
+    CaloChallenge evaluate.py takes them from the reference file it compares with. Histograms are named by
+    layer id (``E_layer_12``); with a per-layer ``geometry`` (dataset 1) they cover its filled layers, the
+    x/y ones its layers binned in alpha, with the published dataset-1 ranges."""
     specs = [HistogramSpec("E_ratio", "E_tot / E_inc", False, True, "E_ratio", np.linspace(0.5, 1.5, 101))]
-    n_layers = reference.e_layer.shape[1]
-    for layer in range(n_layers):
-        top = max(float(reference.e_layer[:, layer].max(initial=0.0)), 10.0 * threshold)
+    n_columns = reference.e_layer.shape[1]
+    ids = np.arange(n_columns) if geometry is None else geometry.filled_layers
+    if len(ids) != n_columns:
+        raise ValueError(f"features have {n_columns} layers, geometry {geometry.name} fills {len(ids)}")
+    angular = set(range(n_columns) if geometry is None else angular_columns(geometry).tolist())
+    for column, layer in enumerate(ids):
+        top = max(float(reference.e_layer[:, column].max(initial=0.0)), 10.0 * threshold)
         edges = log_edges(threshold, top, 40)
         specs.append(
-            HistogramSpec(f"E_layer_{layer:02d}", f"E layer {layer} [MeV]", True, True, "E_layer", edges)
+            HistogramSpec(
+                f"E_layer_{layer:02d}", f"E layer {layer} [MeV]", True, True, "E_layer", edges, column
+            )
         )
-    for group, label, edges, logx in _LAYER_HIST.values():
-        for layer in range(n_layers):
+    for feature, (group, label, default, logx) in _LAYER_HIST.items():
+        for column, layer in enumerate(ids):
+            if feature in _ANGULAR and column not in angular:
+                continue
+            edges = _layer_edges(feature, default, int(layer), geometry)
             specs.append(
-                HistogramSpec(f"{group}_{layer:02d}", f"{label}, layer {layer}", logx, True, group, edges)
+                HistogramSpec(
+                    f"{group}_{layer:02d}", f"{label}, layer {layer}", logx, True, group, edges, column
+                )
             )
     specs.append(
         HistogramSpec(
@@ -429,8 +514,8 @@ def histogram_values(features: ShowerFeatures, spec: HistogramSpec) -> np.ndarra
         return features.e_ratio
     if spec.group not in _GROUP_FEATURE:
         raise ValueError(f"histogram {spec.name} has no per-shower values")
-    layer = int(spec.name.rsplit("_", 1)[1])
-    return getattr(features, _GROUP_FEATURE[spec.group])[:, layer]
+    column = spec.column if spec.column >= 0 else int(spec.name.rsplit("_", 1)[1])
+    return getattr(features, _GROUP_FEATURE[spec.group])[:, column]
 
 
 def nhits_profile(features: ShowerFeatures, edges: np.ndarray) -> np.ndarray:

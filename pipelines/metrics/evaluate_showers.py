@@ -49,6 +49,7 @@ from pipelines.metrics.calo_features import (
     FileScan,
     HistogramSpec,
     ShowerFeatures,
+    angular_columns,
     histogram_specs,
     histogram_values,
     load_rows,
@@ -242,7 +243,7 @@ def evaluate(
 
     fa, fb, fg = ref.features.select(half_a), ref.features.select(half_b), gen.features.select(gen_rows)
     ca, cb, cg = ref.voxel_counts[half_a], ref.voxel_counts[half_b], gen.voxel_counts[gen_rows]
-    specs = histogram_specs(fa, ref.max_voxel)  # ref.max_voxel is that of half A (reference_scan)
+    specs = histogram_specs(fa, ref.max_voxel, geometry=geometry)  # ref.max_voxel: half A's (reference_scan)
     arrays: dict[str, np.ndarray] = {}
     hist_list, s_model, s_real = [], [], []
     for spec in specs:
@@ -265,9 +266,10 @@ def evaluate(
         )
     if features is not None:
         info = {"kind": "showers", "dataset": str(dataset), "reference_sha256": reference_sha256}
-        features.append(shower_features_table(fa, half_a, fg, gen_rows, info))
-    arrays["mean_shower__reference"] = (ref.voxel_sum / len(half_a)).reshape(geometry.grid_shape)
-    arrays["mean_shower__generated"] = (gen.voxel_sum / len(gen_rows)).reshape(geometry.grid_shape)
+        features.append(shower_features_table(fa, half_a, fg, gen_rows, info, geometry.filled_layers))
+    # (filled layers, n_alpha, n_r); zero-padded where a layer of dataset 1 has fewer bins
+    arrays["mean_shower__reference"] = geometry.to_compact(ref.voxel_sum / len(half_a))
+    arrays["mean_shower__generated"] = geometry.to_compact(gen.voxel_sum / len(gen_rows))
     lo, hi = np.log10(ref.features.e_inc.min()), np.log10(ref.features.e_inc.max())
     if hi - lo < 1e-6:
         lo, hi = lo - 0.5, hi + 0.5
@@ -285,14 +287,15 @@ def evaluate(
         "real_vs_real": group_means(specs, s_real),
     }
     trees: dict[str, dict] = {}
+    angular = angular_columns(geometry)
     if settings.tree_classifier:
-        ta = fa.tree_vector()
+        ta = fa.tree_vector(angular)
         for row, other in (("model", fg), ("real_vs_real", fb)):
             log.info("tree classifier (%s)", row)
-            result = tree_classifier_test(ta, other.tree_vector(), settings.tree_config())
+            result = tree_classifier_test(ta, other.tree_vector(angular), settings.tree_config())
             rows[row].update(_tree_entries(result))
             trees[row] = {k: v for k, v in result.to_dict().items() if k != "config"}
-    xa, xb, xg = fa.high_level_vector(), fb.high_level_vector(), fg.high_level_vector()
+    xa, xb, xg = (f.high_level_vector(angular) for f in (fa, fb, fg))
     for row, other in (("model", xg), ("real_vs_real", xb)):
         log.info("FPD/KPD (%s)", row)
         fpd = frechet_physics_distance(
@@ -354,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="evaluate-showers", description=__doc__.splitlines()[0])
     parser.add_argument("--reference", type=Path, required=True, help="reference CaloChallenge HDF5")
     parser.add_argument("--generated", type=Path, required=True, help="generated CaloChallenge HDF5")
-    parser.add_argument("--dataset", default="2", choices=["2", "3"])
+    parser.add_argument("--dataset", default="2", choices=sorted(KNOWN_DATASETS))
     parser.add_argument("--settings", default="{}", help="JSON object of EvaluateShowersSettings")
     parser.add_argument("--cache-dir", type=Path, required=True, help="folder for cached reference features")
     parser.add_argument("--out-metrics", type=Path, required=True)

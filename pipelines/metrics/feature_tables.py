@@ -39,10 +39,12 @@ def shower_features_table(
     generated: ShowerFeatures,
     generated_rows: np.ndarray,
     info: Mapping[str, Any] | None = None,
+    layer_ids: np.ndarray | None = None,
 ) -> pa.Table:
     """The CaloChallenge high-level features of the compared showers (reference first), one row each:
     E_inc, E_tot, E_ratio, n_hits, then per layer l (two digits): E_layer_l, EC_eta_l, EC_phi_l,
-    EC_r_l, width_eta_l, width_phi_l, width_r_l, sparsity_l."""
+    EC_r_l, width_eta_l, width_phi_l, width_r_l, sparsity_l; ``layer_ids`` names the columns of the
+    per-layer arrays (dataset 1: its filled layers; default 0, 1, ...)."""
     both = ShowerFeatures.concatenate([reference, generated])
     rows = np.concatenate([reference_rows, generated_rows])
     what = ("half A of the reference file, its even rows", "the generated showers compared")
@@ -61,10 +63,11 @@ def shower_features_table(
         layer_features[key] = (group, label.removesuffix(" [mm]") + ", layer {l}", unit)
     for key, (group, text, unit) in layer_features.items():
         values = getattr(both, key)
-        for layer in range(values.shape[1]):
+        ids = range(values.shape[1]) if layer_ids is None else [int(v) for v in layer_ids]
+        for column, layer in enumerate(ids):
             columns.append(
                 Column(
-                    f"{group}_{layer:02d}", values[:, layer].astype(np.float64), text.format(l=layer), unit
+                    f"{group}_{layer:02d}", values[:, column].astype(np.float64), text.format(l=layer), unit
                 )
             )
     return build_table(columns, "one shower per row: CaloChallenge high-level features", info)

@@ -23,7 +23,12 @@ from pipelines.io.calochallenge import read_rows
 from pipelines.metrics.calo_features import ShowerFeatures, apply_threshold
 
 #: incident-energy bin edges (MeV) of the CaloChallenge evaluate.py's per-energy views, per dataset
-EINC_EDGES_MEV = {"2": 10.0 ** np.arange(3, 7), "3": 10.0 ** np.arange(3, 7)}
+EINC_EDGES_MEV = {
+    "1-photons": 2.0 ** np.arange(8, 24),  # one bin per dataset-1 energy 2^8 ... 2^22 MeV
+    "1-pions": 2.0 ** np.arange(8, 24),
+    "2": 10.0 ** np.arange(3, 7),
+    "3": 10.0 ** np.arange(3, 7),
+}
 #: bins of the per-energy E_tot / E_inc and hit-count histograms
 VIEW_BINS = 30
 #: generated showers drawn per energy bin for the shower images
@@ -144,6 +149,6 @@ def shower_image_arrays(
     arrays = {"shower_images__bin": bins}
     for part, path, index in (("generated", generated, gen_rows), ("reference", reference, ref_rows)):
         e_inc, showers = read_rows(path, geometry, index)
-        arrays[f"shower_images__{part}"] = apply_threshold(showers).reshape(-1, *geometry.grid_shape)
+        arrays[f"shower_images__{part}"] = geometry.to_compact(apply_threshold(showers))
         arrays[f"shower_images__e_inc__{part}"] = e_inc
     return arrays

@@ -143,6 +143,7 @@ class FactorisedFamily(Family):
     name = "factorised"
     kinds = ("showers",)
     Settings = FactorisedSettings
+    per_layer_geometries = False
 
     def __init__(self, settings: FactorisedSettings, data: TrainingData, device: torch.device) -> None:
         super().__init__(settings, data, device)

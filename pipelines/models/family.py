@@ -113,10 +113,18 @@ class Family(abc.ABC):
     name: ClassVar[str]
     kinds: ClassVar[tuple[str, ...]]
     Settings: ClassVar[type]  # frozen dataclass of the family's hyperparameters
+    #: whether the family models the per-layer binnings of dataset 1 (False: regular grids only)
+    per_layer_geometries: ClassVar[bool] = True
 
     def __init__(self, settings: Any, data: TrainingData, device: torch.device) -> None:
         if data.kind not in self.kinds:
             raise ValueError(f"family {self.name!r} does not model {data.kind!r} (only {self.kinds})")
+        geometry = data.geometry
+        if geometry is not None and not self.per_layer_geometries and not geometry.is_regular:
+            raise ValueError(
+                f"family {self.name!r} models the regular grids of datasets 2 and 3, not the per-layer "
+                f"binning of dataset {geometry.name}"
+            )
         self.settings, self.data, self.device = settings, data, device
 
     @abc.abstractmethod
@@ -170,7 +178,9 @@ def register_family(cls: type[Family]) -> type[Family]:
     A built-in family must agree with its :class:`~pipelines.models.settings.FamilySpec`; any other
     (a user's or a test's family) gets a spec from the class.
     """
-    spec = FamilySpec(cls.name, tuple(cls.kinds), cls.Settings, cls.needs_multiplicity())
+    spec = FamilySpec(
+        cls.name, tuple(cls.kinds), cls.Settings, cls.needs_multiplicity(), cls.per_layer_geometries
+    )
     known = FAMILY_SPECS.setdefault(cls.name, spec)
     if known != spec:
         raise TypeError(f"family class {cls.__qualname__} disagrees with its spec: {spec} != {known}")

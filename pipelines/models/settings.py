@@ -308,12 +308,20 @@ class FamilySpec:
     kinds: tuple[str, ...]
     settings: type
     needs_multiplicity: bool
+    #: models the per-layer binnings of dataset 1 (False: the regular grids of datasets 2 and 3 only)
+    per_layer_geometries: bool = True
 
 
 FAMILY_SPECS: dict[str, FamilySpec] = {
     spec.name: spec
     for spec in (
-        FamilySpec("factorised", ("showers",), FactorisedSettings, needs_multiplicity=False),
+        FamilySpec(
+            "factorised",
+            ("showers",),
+            FactorisedSettings,
+            needs_multiplicity=False,
+            per_layer_geometries=False,
+        ),
         FamilySpec("flow-matching", ("showers", "jets"), FlowMatchingSettings, needs_multiplicity=True),
         FamilySpec("mdma-gan", ("showers", "jets"), GANSettings, needs_multiplicity=True),
         FamilySpec("mpgan", ("jets",), MPGANSettings, needs_multiplicity=True),

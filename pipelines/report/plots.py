@@ -366,9 +366,10 @@ def layer_images_figure(
     r_edges: np.ndarray | None = None,
     label: str = "Generated",
     style: PlotStyle = PlotStyle(),
+    layer_names: Sequence[str] | None = None,
 ) -> Figure:
     """Polar images of the mean energy per voxel (MeV) for selected layers: reference, generated (shared
-    log colour scale) and their ratio."""
+    log colour scale) and their ratio; ``layer_names`` titles them (default: the row indices)."""
     ref = np.asarray(mean_reference, dtype=np.float64)
     gen = np.asarray(mean_generated, dtype=np.float64)
     if ref.ndim != 3 or ref.shape != gen.shape:
@@ -386,6 +387,7 @@ def layer_images_figure(
     fig = _figure(style, 0.36 * style.width * len(layers) + 0.3)
     axes = fig.subplots(len(layers), 3, subplot_kw={"projection": "polar"}, squeeze=False)
     for row, layer in enumerate(layers):
+        name = layer if layer_names is None else layer_names[row]
         both = np.concatenate([ref[layer].ravel(), gen[layer].ravel()])
         positive = both[both > 0]
         vmax = positive.max() if positive.size else 1.0
@@ -395,7 +397,7 @@ def layer_images_figure(
             mesh = axes[row, col].pcolormesh(
                 theta, radius, np.ma.masked_less_equal(values[layer].T, 0), norm=norm, cmap="viridis"
             )
-            axes[row, col].set_title(f"{title}, layer {layer}", fontsize=8)
+            axes[row, col].set_title(f"{title}, layer {name}", fontsize=8)
         fig.colorbar(mesh, ax=axes[row, :2], label="mean E [MeV]", shrink=0.8)
         rmesh = axes[row, 2].pcolormesh(
             theta,
@@ -404,7 +406,7 @@ def layer_images_figure(
             norm=Normalize(*style.ratio_range),
             cmap="RdBu_r",
         )
-        axes[row, 2].set_title(f"Gen./Ref., layer {layer}", fontsize=8)
+        axes[row, 2].set_title(f"Gen./Ref., layer {name}", fontsize=8)
         fig.colorbar(rmesh, ax=axes[row, 2], shrink=0.8)
         for ax in axes[row]:
             ax.set_xticklabels([])
@@ -547,6 +549,19 @@ def shower_r_edges(dataset: str, shape: tuple[int, ...]) -> np.ndarray | None:
     return np.asarray(geometry.r_edges, dtype=np.float64)
 
 
+def filled_layer_ids(dataset: str, n_layers: int) -> np.ndarray | None:
+    """Layer ids of the rows of a compact mean-shower grid of a per-layer CaloChallenge geometry (dataset 1:
+    its filled layers), None for a regular or unrecognised one (rows are then the layers themselves)."""
+    from pipelines.geometry import load_geometry
+    from pipelines.report.published import dataset_key
+
+    key = dataset_key(dataset)
+    if key not in ("1-photons", "1-pions"):
+        return None
+    ids = load_geometry(key).filled_layers
+    return ids if len(ids) == n_layers else None
+
+
 def plot_run(
     metrics: Mapping,
     histograms: Mapping[str, np.ndarray],
@@ -653,6 +668,9 @@ def _plot_shower_extras(metrics, histograms, emit, label, style, shower_layers) 
         label=label,
         style=style,
     )
+    ids = filled_layer_ids(str(metrics["dataset"]), n_layers)
+    if ids is not None:  # dataset 1: the grid's rows are its filled layers
+        fig.axes[1].set_xticks(np.arange(n_layers), [str(i) for i in ids])
     emit(fig, group, "layer_profile", "energy per layer", "Mean energy per layer (sum over alpha and r), MeV")
     r_edges = shower_r_edges(str(metrics["dataset"]), ref.shape)
     if r_edges is None:
@@ -677,13 +695,14 @@ def _plot_shower_extras(metrics, histograms, emit, label, style, shower_layers) 
         "Mean energy per radial bin (sum over layers and alpha), MeV",
     )
     layers = list(shower_layers) if shower_layers else default_layers(ref)
-    fig = layer_images_figure(ref, gen, layers, r_edges=r_edges, label=label, style=style)
+    names = None if ids is None else [str(ids[layer]) for layer in layers]
+    fig = layer_images_figure(ref, gen, layers, r_edges=r_edges, label=label, style=style, layer_names=names)
     emit(
         fig,
         group,
         "layer_images",
         "mean shower images",
-        f"Mean energy per voxel (MeV) in layers {', '.join(map(str, layers))}, polar (alpha, r)",
+        f"Mean energy per voxel (MeV) in layers {', '.join(names or map(str, layers))}, polar (alpha, r)",
     )
     fig = profile_figure(
         10.0 ** np.asarray(histograms["nhits_vs_einc__edges"], dtype=np.float64),  # stored as log10(E / MeV)

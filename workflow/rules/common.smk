@@ -6,6 +6,7 @@ from pathlib import Path
 
 sys.path.insert(0, workflow.basedir)
 from pipelines import codehash  # noqa: E402
+from pipelines.config_check import PER_LAYER_GEOMETRIES  # noqa: E402
 from pipelines.models.settings import family_spec  # noqa: E402 (no torch: a fast start)
 from pipelines.training.settings import split_settings  # noqa: E402
 
@@ -118,6 +119,12 @@ for _name, _model in MODELS.items():
         if _kind is not None and _kind not in family_spec(_model["family"]).kinds:
             raise ValueError(
                 f"config.yaml: run {_run}: family {_model['family']!r} does not model {_kind}"
+            )
+        _geometry = DATASETS[_run["dataset"]]["geometry"] if _kind == "showers" else None
+        if _geometry in PER_LAYER_GEOMETRIES and not family_spec(_model["family"]).per_layer_geometries:
+            raise ValueError(
+                f"config.yaml: run {_run}: family {_model['family']!r} models the regular grids of datasets "
+                f"2 and 3, not the per-layer binning of dataset {_geometry}; use flow-matching or mdma-gan"
             )
 if abs(sum(config["preprocessing"]["split"]) - 1.0) > 1e-9:
     raise ValueError(f"config.yaml: preprocessing.split {config['preprocessing']['split']} must sum to 1")
