@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipelines.export_settings import ExportSettings
+from pipelines.export_settings import EXPORTABLE, ExportSettings
 from pipelines.geometry import THRESHOLD_MEV
 from pipelines.io.atomic import atomic_path
 from pipelines.io.errors import DataError
@@ -50,8 +50,6 @@ from pipelines.io.hashing import file_sha256
 
 log = logging.getLogger(__name__)
 
-#: families with an exporter
-EXPORTABLE = ("factorised",)
 COMBINED, SHOWER_LEVEL, POINTS = "shower.onnx", "shower_level.onnx", "points.onnx"
 NOISE_INPUTS = ("noise_shower", "u_voxel", "u_component", "z")
 #: check: at most this fraction of the layers may have other hit voxels in ONNX Runtime than in torch

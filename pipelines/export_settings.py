@@ -7,6 +7,9 @@ from dataclasses import dataclass
 
 from pipelines.settings import check_settings_types, settings_object
 
+#: model families whose sampler the ``export`` stage writes as ONNX
+EXPORTABLE = ("factorised",)
+
 
 @dataclass(frozen=True)
 class ExportSettings:
