@@ -226,3 +226,21 @@ def test_report_shows_the_exported_timing_beside_torch(exported, tmp_path):
     bad.write_text(json.dumps({"timing": [{"batch_size": 1}]}))
     with pytest.raises(report_html.DataError, match="bad.json: not an export.json with timings"):
         report_html.load_export_timing(bad)
+
+
+def test_export_config_passes_the_workflow_checks_and_a_bad_key_is_one_line():
+    import yaml
+
+    from pipelines.config_check import check_config, settings_errors
+
+    root = Path(__file__).resolve().parents[1]
+    schema = root / "workflow" / "schemas" / "config.schema.yaml"
+    config = yaml.safe_load((root / "config.yaml").read_text())
+    layer = yaml.safe_load((root / "config" / "export.yaml").read_text())
+    assert layer == {"export": {"enabled": True, "settings": {}}}
+    config |= layer
+    check_config(config, schema)
+    assert settings_errors(config) == []
+    config["export"]["settings"] = {"check_shower": 3}
+    (error,) = settings_errors(config)
+    assert error.startswith("export.settings: unknown export settings ['check_shower']; did you mean")
