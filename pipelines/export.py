@@ -120,7 +120,7 @@ def export_graphs(sampler: Any, out_dir: Path, opset: int) -> None:
     batch = torch.export.Dim("batch")
     chatter = io.StringIO()  # the exporter prints its progress and warns about its own internals
     for name in ("onnx_ir", "onnxscript", "torch.onnx", "torch.export"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+        logging.getLogger(name).setLevel(logging.ERROR)
     with warnings.catch_warnings(), contextlib.redirect_stdout(chatter):
         warnings.simplefilter("ignore")
         torch.onnx.export(
