@@ -71,6 +71,11 @@ STAGES: dict[str, Stage] = {
         "generate showers or jets with a trained model, in the input file format, and time it",
         ("pipelines.sample_settings:SampleSettings",),
     ),
+    "export": Stage(
+        "pipelines.export",
+        "export a trained model's sampler to ONNX for fast simulation, checked against torch and timed",
+        ("pipelines.export_settings:ExportSettings",),
+    ),
     "evaluate-showers": Stage(
         "pipelines.metrics.evaluate_showers",
         "CaloChallenge metrics of generated showers against the reference (and real vs real)",

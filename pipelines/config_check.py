@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 import jsonschema
 import yaml
 
+from pipelines.export_settings import ExportSettings
 from pipelines.generate.gflash_settings import DATASET_DEFAULTS, GFLASH_DATASETS, GFlashSettings
 from pipelines.generate.pythia_settings import JetGenSettings
 from pipelines.jet_types import parse_jet_types
@@ -236,6 +237,7 @@ def settings_blocks(config: Mapping) -> list[SettingsBlock]:
         for name, model in config["models"].items()
     ]  # fmt: skip
     evaluation, report = config.get("evaluation", {}), config.get("report", {})
+    export = config.get("export", {}).get("settings", {})
     return blocks + [
         SettingsBlock("sampling.settings", config["sampling"].get("settings", {}), SampleSettings, "sample"),
         SettingsBlock("evaluation.showers", evaluation.get("showers", {}), EvaluateShowersSettings,
@@ -243,6 +245,7 @@ def settings_blocks(config: Mapping) -> list[SettingsBlock]:
         SettingsBlock("evaluation.jets", evaluation.get("jets", {}), EvaluateJetsSettings, "evaluate-jets",
                       ("seed", "dataset")),
         SettingsBlock("report.settings", report.get("settings", {}), ReportSettings, "report"),
+        SettingsBlock("export.settings", export, ExportSettings, "export"),
     ]  # fmt: skip
 
 

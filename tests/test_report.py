@@ -201,9 +201,20 @@ def _run_report(tmp: Path, *extra: str, label: str = "MDMA run", dataset: str = 
     return out.read_text(encoding="utf-8"), plots_dir
 
 
+def _write_export(directory: Path) -> Path:
+    """An export.json (stage export) with the timing rows the report shows beside timing.json's."""
+    path = directory / "export.json"
+    rows = [(1, 22.5, 6.5), (100, 2.75, 4.5)]
+    keys = ("batch_size", "ms_per_shower_torch", "ms_per_shower_onnxruntime")
+    timing = [dict(zip(keys, row, strict=True)) for row in rows]
+    path.write_text(json.dumps({"family": "factorised", "timing": timing}))
+    return path
+
+
 @pytest.fixture(scope="module")
 def plain_report(tmp_path_factory) -> tuple[str, Path]:
-    return _run_report(tmp_path_factory.mktemp("plain"))
+    tmp = tmp_path_factory.mktemp("plain")
+    return _run_report(tmp, "--export", str(_write_export(tmp)))
 
 
 @pytest.fixture(scope="module")
@@ -569,6 +580,8 @@ def test_report_metrics_table_and_rows(plain_report):
     assert ["layers", "sparsity_3", "sparsity layer 3", "\u2014"] in separation
     timing = [cells for table, _, cells in parsed if table == "timing-table"]
     assert ["1", "14.25", "15.5"] in timing
+    assert ["batch_size", "torch ms/shower", "exported (ONNX Runtime) ms/shower"] in timing
+    assert ["1", "22.5", "6.5"] in timing and ["100", "2.75", "4.5"] in timing
 
 
 def test_separation_summary_layer_matrix():

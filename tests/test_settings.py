@@ -122,7 +122,7 @@ def _gflash(config: dict) -> dict:
         (
             lambda c: c.update(sampl={}),
             "tiny.yaml: the config's top level: unknown key 'sampl'; did you mean 'sampling'? (allowed keys: "
-            "datasets, evaluation, models, preprocessing, report, runs, sampling, seed)",
+            "datasets, evaluation, export, models, preprocessing, report, runs, sampling, seed)",
         ),
         (
             lambda c: c["models"]["tiny"].update(multiplicty={}),

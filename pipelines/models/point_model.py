@@ -167,6 +167,38 @@ class PointModel(nn.Module):
         return {"r": nll_r, "alpha": nll_alpha, "energy": nll_e}
 
 
+def pareto_keys(params: PointParams, counts: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Pareto ranking keys (M, n_r * n_alpha) float32, voxel index ``r * n_alpha + alpha``.
+
+    logit(pi_v) + log(u / (1 - u)) with pi_v = min(n p(r) p(alpha | r), 1 - 1e-6) and ``u`` (M, V) uniform
+    noise in [0, 1) (clamped below at 1e-30); the n voxels with the largest keys are the pair's.
+    """
+    n_pairs, n_r, n_alpha = params.alpha_logits.shape
+    log_p = torch.log_softmax(params.r_logits.float(), dim=1)[:, :, None]
+    log_p = (log_p + torch.log_softmax(params.alpha_logits.float(), dim=2)).reshape(n_pairs, n_r * n_alpha)
+    log_pi = (log_p + torch.log(counts.float().clamp_min(1.0))[:, None]).clamp(max=-1e-6)
+    key = log_pi - torch.log(-torch.expm1(log_pi))  # logit(pi)
+    u = u.clamp(min=1e-30)
+    return key + (torch.log(u) - torch.log1p(-u))  # Logistic noise
+
+
+def log_shares(
+    params: PointParams, ring: torch.Tensor, u: torch.Tensor, z: torch.Tensor, y_range: tuple[float, float]
+) -> torch.Tensor:
+    """Log energy shares y (P,) float32 of points in rings ``ring`` (P,) (index pair * n_r + r).
+
+    Mixture component by inverse CDF of the uniform ``u`` (P,), then mu + sigma z with ``z`` (P,)
+    standard normal, clamped to ``y_range``.
+    """
+    k = params.mix_logits.shape[2]
+    cdf = torch.cumsum(torch.softmax(params.mix_logits.float().reshape(-1, k), dim=1), dim=1)
+    comp = (u[:, None] > cdf[ring]).sum(dim=1).clamp(max=k - 1)
+    flat = ring * k + comp
+    mu = params.mu.float().reshape(-1).take(flat)
+    sigma = torch.exp(params.log_sigma.float().reshape(-1).take(flat))
+    return (mu + sigma * z).clamp(*y_range)
+
+
 def pareto_voxels(
     params: PointParams, counts: torch.Tensor, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -179,13 +211,8 @@ def pareto_voxels(
     """
     n_pairs, n_r, n_alpha = params.alpha_logits.shape
     n_vox = n_r * n_alpha
-    log_p = torch.log_softmax(params.r_logits.float(), dim=1)[:, :, None]
-    log_p = (log_p + torch.log_softmax(params.alpha_logits.float(), dim=2)).reshape(n_pairs, n_vox)
-    log_pi = (log_p + torch.log(counts.float().clamp_min(1.0))[:, None]).clamp_(max=-1e-6)
-    key = log_pi - torch.log(-torch.expm1(log_pi))  # logit(pi)
-    u = torch.rand(n_pairs, n_vox, generator=generator, device=counts.device).clamp_(min=1e-30)
-    key += torch.log(u) - torch.log1p(-u)  # Logistic noise
-    ranked = torch.argsort(key, dim=1, descending=True)  # index r * n_alpha + alpha
+    u = torch.rand(n_pairs, n_vox, generator=generator, device=counts.device)
+    ranked = torch.argsort(pareto_keys(params, counts, u), dim=1, descending=True)  # r * n_alpha + alpha
     chosen = ranked[torch.arange(n_vox, device=counts.device)[None, :] < counts[:, None]]
     return torch.div(chosen, n_alpha, rounding_mode="floor"), chosen % n_alpha
 
@@ -235,7 +262,6 @@ def sample_points(
         raise ValueError(f"placement must be one of {PLACEMENTS}, got {placement!r}")
     device = counts.device
     n_pairs, n_r, n_alpha = params.alpha_logits.shape
-    k = params.mix_logits.shape[2]
     counts = counts.long()
     if placement == "pareto":
         counts = counts.clamp(max=n_r * n_alpha)
@@ -253,10 +279,5 @@ def sample_points(
     ring = pair * n_r + r
     u = torch.rand(len(ring), generator=generator, device=device)
     z = torch.randn(len(ring), generator=generator, device=device)
-    cdf = torch.cumsum(torch.softmax(params.mix_logits.float().reshape(-1, k), dim=1), dim=1)
-    comp = (u[:, None] > cdf[ring]).sum(dim=1).clamp_(max=k - 1)
-    flat = ring * k + comp
-    mu = params.mu.float().reshape(-1).take(flat)
-    sigma = torch.exp(params.log_sigma.float().reshape(-1).take(flat))
-    y = (mu + sigma * z).clamp(*y_range)
+    y = log_shares(params, ring, u, z, y_range)
     return SampledPoints(pair, r, alpha, y, distinct=placement == "pareto")

@@ -419,6 +419,30 @@ def load_timing(path: str | Path, kind: str | None = None) -> TimingTable:
     return TimingTable(info, groups)
 
 
+#: the timing table of an export.json (stage ``export``): its title and (column, key) pairs
+EXPORT_GROUP = "exported (ONNX Runtime)"
+EXPORT_COLUMNS = (
+    ("batch_size", "batch_size"),
+    ("torch ms/shower", "ms_per_shower_torch"),
+    ("exported (ONNX Runtime) ms/shower", "ms_per_shower_onnxruntime"),
+)
+
+
+def load_export_timing(path: str | Path) -> TimingGroup:
+    """The timing rows of an export.json: ms/shower of the torch sampler and of the ONNX graph."""
+    path = Path(path)
+    rows = _read_json_object(path, "export").get("timing")
+    keys = [key for _, key in EXPORT_COLUMNS]
+    if (
+        not isinstance(rows, list)
+        or not rows
+        or not all(isinstance(row, dict) and all(_is_number(row.get(key)) for key in keys) for row in rows)
+    ):
+        raise DataError(f"{path}: not an export.json with timings ('timing' rows with {', '.join(keys)})")
+    cells = [[format_scalar(row[key]) for key in keys] for row in rows]
+    return TimingGroup(EXPORT_GROUP, [column for column, _ in EXPORT_COLUMNS], cells)
+
+
 # ---------------------------------------------------------------- formatting
 def format_value_error(value: float | None, error: float | None = None, digits: int = 2) -> str:
     """``value ± error`` with the error to ``digits`` significant digits and the value to the same
@@ -753,11 +777,14 @@ def build_report(
     real_data: bool = False,
     data_summaries: Sequence[str | Path] = (),
     models: Sequence[str | Path] = (),
+    exports: Sequence[str | Path] = (),
 ) -> tuple[dict, list[PlotRecord]]:
     """Load and validate all inputs, write the PNGs into ``plots_dir`` and return the template context.
 
     ``data_summaries``: summary JSONs of the ``validate`` stage; their input files and warnings are shown.
-    ``models``: model files, hashed only. Every file read is listed with its sha256, beside the UTC time.
+    ``models``: model files, hashed only. ``exports``: export.json per timing file (same order), its
+    ONNX Runtime timings shown beside the torch ones. Every file read is listed with its sha256, beside
+    the UTC time.
     """
     if not (len(metrics_paths) == len(histogram_paths) == len(labels)) or not labels:
         raise ValueError(
@@ -786,6 +813,10 @@ def build_report(
         {"title": name, "file": str(path), "table": load_timing(path, kind)}
         for path, name, kind in zip(timings, _pair_names(timings, labels), kinds, strict=True)
     ]
+    if len(exports) > len(timing_tables):
+        raise ValueError(f"report needs one --timing per --export; got {len(exports)} for {len(timings)}")
+    for table, path in zip(timing_tables, exports, strict=False):
+        table["table"].groups.append(load_export_timing(path))
     summaries = [load_data_summary(path) for path in data_summaries]
     published_tables, published_notes = ([], [])
     if real_data:
@@ -882,6 +913,7 @@ def build_report(
                 "training curve": training_curves,
                 "training summary": training_summaries,
                 "timing": timings,
+                "export": exports,
                 "data summary": data_summaries,
             }
         ),
@@ -954,6 +986,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--model", nargs="*", default=[], help="model files (model.pt) per run: their sha256 is listed"
     )
+    parser.add_argument(
+        "--export", nargs="*", default=[], help="export.json per --timing (same order): ONNX Runtime timings"
+    )
     parser.add_argument("--settings", default="{}", help="JSON object of report settings")
     parser.add_argument("--out", required=True, help="output HTML file")
     parser.add_argument("--plots-dir", required=True, help="directory for the PNG files")
@@ -971,6 +1006,7 @@ def main(argv: list[str] | None = None) -> int:
         real_data=args.real_data,
         data_summaries=args.data_summaries,
         models=args.model,
+        exports=args.export,
     )
     page = render_html(context)
     with atomic_path(args.out) as tmp:

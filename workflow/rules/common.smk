@@ -7,6 +7,7 @@ from pathlib import Path
 sys.path.insert(0, workflow.basedir)
 from pipelines import codehash  # noqa: E402
 from pipelines.config_check import PER_LAYER_GEOMETRIES  # noqa: E402
+from pipelines.export_settings import EXPORTABLE  # noqa: E402
 from pipelines.models.settings import family_spec  # noqa: E402 (no torch: a fast start)
 from pipelines.training.settings import split_settings  # noqa: E402
 
@@ -86,6 +87,13 @@ def final_outputs():
     """Every run's report and, per data set with a run, the comparison page of its runs."""
     datasets = dict.fromkeys(r["dataset"] for r in config["runs"])
     return [f"{d}/report.html" for d in run_dirs()] + [f"results/{name}/comparison.html" for name in datasets]
+
+
+def export_input(wc):
+    """The run's export.json when the config exports (``export: enabled``) and its family can be exported."""
+    if config["export"]["enabled"] and MODELS[wc.model]["family"] in EXPORTABLE:
+        return {"export": f"results/{wc.dataset}/{wc.model}/export/export.json"}
+    return {}
 
 
 def multiplicity_input(wc):

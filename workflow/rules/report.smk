@@ -3,6 +3,7 @@
 
 rule report:
     input:
+        unpack(export_input),
         model="results/{dataset}/{model}/model.pt",
         metrics="results/{dataset}/{model}/evaluation/metrics.json",
         histograms="results/{dataset}/{model}/evaluation/histograms.npz",
@@ -23,6 +24,7 @@ rule report:
     params:
         label="{dataset} / {model}",
         real=lambda wc: "" if is_embedded(wc.dataset) else "--real-data",
+        export=lambda wc, input: ["--export", input.export] if "export" in input.keys() else [],
         settings=as_json(config["report"]["settings"]),
         code=code_hash("pipelines.report.html", extra_files=("report/templates/report.html",)),
     conda:
@@ -32,7 +34,7 @@ rule report:
     shell:
         "python -m pipelines report --metrics {input.metrics:q} --histograms {input.histograms:q} --labels {params.label:q}"
         " --training-curve {input.curve:q} --timing {input.timing:q} --training-summary {input.summary:q}"
-        " --data-summaries {input.data_summaries:q} {params.real:q} --settings {params.settings:q}"
+        " --data-summaries {input.data_summaries:q} {params.real:q} {params.export:q} --settings {params.settings:q}"
         " --model {input.model:q} --out {output.html:q} --plots-dir {output.plots:q} 2> {log:q}"
 
 
