@@ -166,7 +166,7 @@ def train(
     """
     loop, family_settings = split_settings(family_name, settings)
     world = distributed.detect_world()
-    check_world(loop, family_name, world)
+    check_world(loop, world)
     device = distributed.local_device(resolve_device(device_name), world)
     distributed.init(world, device)
     try:
@@ -179,15 +179,13 @@ def train(
         distributed.teardown(world)
 
 
-def check_world(loop: LoopSettings, family_name: str, world: World) -> None:
-    """ValueError unless the launch matches the setting ``gpus`` and the family trains data-parallel."""
+def check_world(loop: LoopSettings, world: World) -> None:
+    """ValueError unless the launch matches the setting ``gpus`` (split_settings checks the family)."""
     if world.size != loop.gpus:
         raise ValueError(
             f"train setting gpus={loop.gpus}, but {world.size} training process(es) were started: launch "
             f"`torchrun --standalone --nproc-per-node {loop.gpus} -m pipelines train ...` (the workflow does)"
         )
-    if world.size > 1 and not get_family(family_name).data_parallel:
-        raise ValueError(f"family {family_name!r} does not support data-parallel training (gpus > 1)")
 
 
 def _train_locked(

@@ -26,7 +26,7 @@ from pipelines.io.clouds import write_clouds
 from pipelines.models.store import read_model
 from pipelines.training.checkpoint import checkpoint_paths
 from pipelines.training.distributed import World, detect_world, local_device, shard_weight
-from pipelines.training.settings import LoopSettings
+from pipelines.training.settings import split_settings
 from pipelines.transforms import jet_transform, save_transform
 
 REPO = Path(__file__).resolve().parents[1]
@@ -166,8 +166,12 @@ def test_launch_must_match_the_gpus_setting_and_the_family(
 ) -> None:
     with pytest.raises(ValueError, match=r"gpus=2, but 1 training process\(es\) were started"):
         T.main(_argv(jet_files, tmp_path, {**TOY, "gpus": 2}))
-    with pytest.raises(ValueError, match="'mdma-gan' does not support data-parallel"):
-        T.check_world(LoopSettings(gpus=2), "mdma-gan", World(0, 2, 0, 2))
+    with pytest.raises(
+        ValueError, match=r"'mdma-gan' does not train data-parallel \(gpus 2\); families that"
+    ):
+        split_settings("mdma-gan", {"gpus": 2})
+    with pytest.raises(ValueError, match="gpus must be >= 1"):
+        split_settings("flow-matching", {"gpus": 0})
     assert not (tmp_path / "model.pt").exists()
 
 

@@ -192,7 +192,7 @@ def register_family(cls: type[Family]) -> type[Family]:
     A built-in family must agree with its :class:`~pipelines.models.settings.FamilySpec`; any other
     (a user's or a test's family) gets a spec from the class.
     """
-    spec = FamilySpec(cls.name, tuple(cls.kinds), cls.Settings, cls.needs_multiplicity())
+    spec = FamilySpec(cls.name, tuple(cls.kinds), cls.Settings, cls.needs_multiplicity(), cls.data_parallel)
     known = FAMILY_SPECS.setdefault(cls.name, spec)
     if known != spec:
         raise TypeError(f"family class {cls.__qualname__} disagrees with its spec: {spec} != {known}")

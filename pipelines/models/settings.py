@@ -224,13 +224,22 @@ class FamilySpec:
     kinds: tuple[str, ...]
     settings: type
     needs_multiplicity: bool
+    data_parallel: bool = False  # trains in several processes (training setting gpus > 1)
 
 
 FAMILY_SPECS: dict[str, FamilySpec] = {
     spec.name: spec
     for spec in (
-        FamilySpec("factorised", ("showers",), FactorisedSettings, needs_multiplicity=False),
-        FamilySpec("flow-matching", ("showers", "jets"), FlowMatchingSettings, needs_multiplicity=True),
+        FamilySpec(
+            "factorised", ("showers",), FactorisedSettings, needs_multiplicity=False, data_parallel=True
+        ),
+        FamilySpec(
+            "flow-matching",
+            ("showers", "jets"),
+            FlowMatchingSettings,
+            needs_multiplicity=True,
+            data_parallel=True,
+        ),
         FamilySpec("mdma-gan", ("showers", "jets"), GANSettings, needs_multiplicity=True),
     )
 }

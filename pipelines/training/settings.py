@@ -12,7 +12,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
-from pipelines.models.settings import family_spec, make_settings
+from pipelines.models.settings import FAMILY_SPECS, family_spec, make_settings
 from pipelines.settings import checked_fields, checked_value
 
 #: mixed-precision modes (:func:`pipelines.device.autocast_dtype`)
@@ -126,4 +126,9 @@ def split_settings(family: str, values: dict[str, Any]) -> tuple[LoopSettings, A
         **checked_fields(LoopSettings, {k: v for k, v in values.items() if k in LOOP_KEYS}, "train")
     )
     own = make_settings(family, {k: v for k, v in values.items() if k not in LOOP_KEYS})
+    if loop.gpus > 1 and not family_spec(family).data_parallel:
+        able = sorted(name for name, spec in FAMILY_SPECS.items() if spec.data_parallel)
+        raise ValueError(
+            f"family {family!r} does not train data-parallel (gpus {loop.gpus}); families that do: {able}"
+        )
     return loop, own
