@@ -252,7 +252,8 @@ def _train_locked(
             return False
         spent = elapsed_before + (time.perf_counter() - start)
         left = loop.max_minutes is None or spent < 60.0 * loop.max_minutes
-        return distributed.all_agree(left, device) if world.size > 1 else left
+        # wall time differs between ranks: rank 0 decides for all
+        return distributed.all_agree(left, device) if world.size > 1 and loop.max_minutes else left
 
     def on_step(figures: dict[str, float]) -> None:
         nonlocal last_saved
