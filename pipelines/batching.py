@@ -195,3 +195,11 @@ def collate_clouds(
     mask = torch.arange(n_max)[None, :] >= lengths[:, None]
     cond = torch.stack([c for _, c in items]).to(torch.float32)
     return x, mask, cond
+
+
+def shard_rows(n: int, rank: int, world_size: int) -> slice:
+    """Rows of a batch of ``n`` that rank ``rank`` of ``world_size`` works on: every world_size-th row from
+    ``rank`` (bucketed batches are sorted by length, so the ranks get clouds of similar sizes)."""
+    if not 0 <= rank < world_size:
+        raise ValueError(f"shard_rows: rank {rank} outside a world of {world_size}")
+    return slice(rank, n, world_size)

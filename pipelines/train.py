@@ -7,6 +7,10 @@ Outputs: the model file (family, config and exported weights: the best validated
 see ``select``), the training curve (CSV: losses, learning rates and validation figures) and a
 summary JSON. Checkpoints in ``--checkpoint-dir`` make the run resumable after preemption; the
 process holds an OS lock on that directory, so a second trainer on it stops at once.
+
+Data-parallel training (setting ``gpus`` > 1): started as that many processes by torchrun or srun
+(:mod:`pipelines.training.distributed`); each works on its share of every global batch. Rank 0 holds
+the lock, chooses the checkpoint that every rank resumes from, validates and writes every file.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import dataclasses
 import json
 import logging
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +37,16 @@ from pipelines.io.hashing import file_sha256
 from pipelines.models.family import TrainingData, count_parameters, get_family
 from pipelines.models.store import save_model
 from pipelines.settings import settings_dict
+from pipelines.training import distributed
 from pipelines.training.checkpoint import (
     checkpoint_lock,
     latest_checkpoint,
+    read_checkpoint,
     resume_mismatch,
     set_aside_checkpoints,
     write_checkpoint,
 )
+from pipelines.training.distributed import World
 from pipelines.training.loop import Run, run_steps, seed_everything
 from pipelines.training.settings import RESUMABLE_CHANGES, LoopSettings, split_settings
 from pipelines.transforms import load_transform
@@ -82,6 +90,30 @@ def load_training_data(
     return TrainingData(
         kind, clouds, transform, train, clouds.split_indices(VALIDATION), mean_n, seed, geometry
     )
+
+
+def _resume_point(
+    ckpt_dir: Path, run_info: dict[str, Any], restart_on_mismatch: bool
+) -> tuple[Path, dict[str, Any]] | None:
+    """The checkpoint to resume from (None: start afresh); stale ones are set aside or an error."""
+    found = latest_checkpoint(ckpt_dir)
+    if found is None:
+        return None
+    path, state = found
+    what = resume_mismatch(state, run_info, RESUMABLE_CHANGES)
+    if what and restart_on_mismatch:
+        aside = set_aside_checkpoints(ckpt_dir, f"{path.name} was written with different {what}")
+        log.warning(
+            "checkpoints in %s were written with different %s: moved them to %s (delete that folder "
+            "when they are no longer needed) and starting afresh", ckpt_dir, what, aside,
+        )  # fmt: skip
+        return None
+    if what:
+        raise ValueError(
+            f"checkpoint {path} was written with different {what}; use a fresh --checkpoint-dir, "
+            "restore the original settings or pass --restart-on-mismatch"
+        )
+    return found
 
 
 def write_curve(path: str, history: list[dict[str, float]]) -> None:
@@ -133,11 +165,27 @@ def train(
     ``checkpoint_dir`` throughout: a second trainer on it fails at once (BusyError naming the PID).
     """
     loop, family_settings = split_settings(family_name, settings)
-    with checkpoint_lock(Path(checkpoint_dir)):
-        return _train_locked(
-            clouds_path, transforms_path, kind, family_name, loop, family_settings, Path(checkpoint_dir),
-            out_model, out_curve, out_summary, device_name, code_version, restart_on_mismatch, dataset,
-        )  # fmt: skip
+    world = distributed.detect_world()
+    check_world(loop, world)
+    device = distributed.local_device(resolve_device(device_name), world)
+    distributed.init(world, device)
+    try:
+        with checkpoint_lock(Path(checkpoint_dir)) if world.is_main else nullcontext():
+            return _train_locked(
+                clouds_path, transforms_path, kind, family_name, loop, family_settings, Path(checkpoint_dir),
+                out_model, out_curve, out_summary, device, code_version, restart_on_mismatch, dataset, world,
+            )  # fmt: skip
+    finally:
+        distributed.teardown(world)
+
+
+def check_world(loop: LoopSettings, world: World) -> None:
+    """ValueError unless the launch matches the setting ``gpus`` (split_settings checks the family)."""
+    if world.size != loop.gpus:
+        raise ValueError(
+            f"train setting gpus={loop.gpus}, but {world.size} training process(es) were started: launch "
+            f"`torchrun --standalone --nproc-per-node {loop.gpus} -m pipelines train ...` (the workflow does)"
+        )
 
 
 def _train_locked(
@@ -151,18 +199,18 @@ def _train_locked(
     out_model: str,
     out_curve: str,
     out_summary: str,
-    device_name: str,
+    device: torch.device,
     code_version: str,
     restart_on_mismatch: bool,
     dataset: str | None,
+    world: World,
 ) -> dict[str, Any]:
-    """:func:`train` once the checkpoint directory is locked."""
+    """:func:`train` once the checkpoint directory is locked (by rank 0)."""
     set_threads(loop.num_threads)
-    device = resolve_device(device_name)
     data = load_training_data(clouds_path, transforms_path, kind, loop.seed, dataset)
     seed_everything(loop.seed)
     family = get_family(family_name)(family_settings, data, device)
-    run = Run(family, loop, device)
+    run = Run(family, loop, device, world)
     all_settings = {**dataclasses.asdict(loop), **dataclasses.asdict(family_settings)}
     run_info = {
         "family": family_name,
@@ -179,25 +227,17 @@ def _train_locked(
         },
     }
 
-    found = latest_checkpoint(ckpt_dir)
+    found = _resume_point(ckpt_dir, run_info, restart_on_mismatch) if world.is_main else None
+    if world.size > 1:  # every rank resumes from rank 0's choice
+        step = distributed.broadcast_int(-1 if found is None else int(found[1]["step"]), device)
+        if not world.is_main and step >= 0:
+            path = ckpt_dir / f"ckpt-{step:09d}.pt"
+            found = (path, read_checkpoint(path))
     if found is not None:
-        path, state = found
-        what = resume_mismatch(state, run_info, RESUMABLE_CHANGES)
-        if what and restart_on_mismatch:
-            aside = set_aside_checkpoints(ckpt_dir, f"{path.name} was written with different {what}")
-            log.warning(
-                "checkpoints in %s were written with different %s: moved them to %s (delete that folder "
-                "when they are no longer needed) and starting afresh", ckpt_dir, what, aside,
-            )  # fmt: skip
-            found = None
-        elif what:
-            raise ValueError(
-                f"checkpoint {path} was written with different {what}; use a fresh --checkpoint-dir, "
-                "restore the original settings or pass --restart-on-mismatch"
-            )
-        else:
-            run.load_state(state)
-            log.info("resuming from %s (step %d)", path, run.step)
+        run.load_state(found[1])
+        log.info("resuming from %s (step %d)", found[0], run.step)
+    if world.size > 1:
+        distributed.broadcast_modules(run.modules)
     resumed_from = run.step
     n_params = count_parameters(run.modules)
     log.info("training %s %s on %s (amp %s): %d parameters, %d training clouds",
@@ -211,7 +251,9 @@ def _train_locked(
         if loop.max_steps is not None and run.step >= loop.max_steps:
             return False
         spent = elapsed_before + (time.perf_counter() - start)
-        return loop.max_minutes is None or spent < 60.0 * loop.max_minutes
+        left = loop.max_minutes is None or spent < 60.0 * loop.max_minutes
+        # wall time differs between ranks: rank 0 decides for all
+        return distributed.all_agree(left, device) if world.size > 1 and loop.max_minutes else left
 
     def on_step(figures: dict[str, float]) -> None:
         nonlocal last_saved
@@ -219,17 +261,19 @@ def _train_locked(
         validate = loop.validate_every > 0 and run.step % loop.validate_every == 0
         if run.step % loop.log_every == 0 or validate:
             row = {"step": run.step, **run.lrs(), **figures}
-            if validate:
+            if validate and world.is_main:
                 row.update(run.validate())
             row["elapsed_s"] = run.elapsed_s
             run.history.append(row)
-        if run.step % loop.checkpoint_every == 0:
+        if run.step % loop.checkpoint_every == 0 and world.is_main:
             write_checkpoint(ckpt_dir, run.state(run_info), loop.keep_checkpoints)
             last_saved = run.step
 
     figures = run_steps(run, budget_left, on_step, loop.progress, loop.max_steps)
     run_s = time.perf_counter() - start
     run.elapsed_s = elapsed_before + run_s
+    if not world.is_main:
+        return {"family": family_name, "rank": world.rank, "steps": run.step, "world_size": world.size}
     if run.step != last_saved or found is None:
         write_checkpoint(ckpt_dir, run.state(run_info), loop.keep_checkpoints)
     if loop.validate_every > 0 and run.step % loop.validate_every != 0:
@@ -269,6 +313,7 @@ def _train_locked(
         "steps_per_s": (run.step - resumed_from) / run_s if run_s > 0 else None,
         "parameters": n_params,
         "device": str(device),
+        "world_size": world.size,
         "amp": str(run.amp_dtype).replace("torch.", "") if run.amp_dtype else "off",
         "threads": torch.get_num_threads(),
         "n_train_clouds": len(data.train_idx),
@@ -307,6 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = train(args.clouds, args.transforms, args.kind, args.family, settings, args.checkpoint_dir,
                     args.out_model, args.out_curve, args.out_summary, args.device, args.code_version,
                     args.restart_on_mismatch, args.dataset)  # fmt: skip
-    log.info("trained %d steps (%.1f s this run, exported step %d)",
-             summary["steps"], summary["wall_time_s"], summary["exported_step"])  # fmt: skip
+    if "exported_step" in summary:  # rank 0 (the other ranks of a data-parallel run write nothing)
+        log.info("trained %d steps (%.1f s this run, exported step %d)",
+                 summary["steps"], summary["wall_time_s"], summary["exported_step"])  # fmt: skip
     return 0

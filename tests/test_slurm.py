@@ -15,6 +15,7 @@ import csv
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -302,3 +303,41 @@ def test_killed_training_resumes_from_its_checkpoint(runs, slurm_cluster: SlurmC
     # the curve of the killed attempt continues, not restarted: a row per log (every 2 steps) or
     # validation (every 3, and at the end) step
     assert steps == [2, 3, 4, 6, 8, 9, 10]
+
+
+def test_two_task_job_trains_data_parallel_like_one_process(slurm_cluster: SlurmCluster, tmp_path: Path):  # noqa: F811
+    """One sbatch job with 2 tasks: srun starts the training stage twice (gloo on CPU, the launch read
+    from SLURM's variables); rank 0 writes the outputs, equal within float tolerance to one process."""
+    from test_distributed import FLOW, assert_close, weights
+    from test_train import _argv, _jet_clouds
+
+    from pipelines import train as T
+    from pipelines.io.clouds import write_clouds
+    from pipelines.transforms import jet_transform, save_transform
+
+    clouds = _jet_clouds()
+    write_clouds(tmp_path / "clouds.h5", clouds)
+    save_transform(tmp_path / "transforms.json", jet_transform().fit(clouds.points.astype(np.float64)))
+    files = {"clouds": tmp_path / "clouds.h5", "transforms": tmp_path / "transforms.json"}
+    assert T.main(_argv(files, tmp_path / "one", FLOW, family="flow-matching")) == 0
+    argv = _argv(files, tmp_path / "two", {**FLOW, "gpus": 2}, family="flow-matching")
+    script = tmp_path / "train.sh"
+    script.write_text(
+        "#!/bin/bash\n"
+        "export MASTER_ADDR=127.0.0.1  # this test node's name does not resolve\n"
+        f"srun {sys.executable} -m pipelines train {shlex.join(argv)}\n"
+    )
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**slurm_env(slurm_cluster), "PYTHONPATH": root}
+    done = subprocess.run(
+        ["sbatch", "--parsable", "--wait", "--ntasks", "2", "--cpus-per-task", "1", "--mem", "4000",
+         "--partition", "cpu", "--output", str(tmp_path / "job.log"), "--chdir", root, str(script)],
+        env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    log = (tmp_path / "job.log").read_text() if (tmp_path / "job.log").exists() else ""
+    assert done.returncode == 0, done.stderr + log[-4000:]
+    info = slurm_cluster.show_job(done.stdout.strip().split(";")[0])
+    assert info["JobState"] == "COMPLETED" and info["NumTasks"] == "2", info
+    summary = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert (summary["world_size"], summary["steps"]) == (2, FLOW["max_steps"])
+    assert_close(weights(tmp_path / "one"), weights(tmp_path / "two"), atol=3e-5)

@@ -72,6 +72,10 @@ def test_default_config_dry_run_plans_every_stage(tmp_path):
             "family 'factorised' models the regular grids of datasets 2 and 3, not the per-layer binning of "
             "dataset 1-photons",
         ),
+        (
+            lambda c: c["models"]["flow"].update(family="mdma-gan", training={"gpus": 2}),
+            "model 'flow': family 'mdma-gan' does not train data-parallel (gpus 2)",
+        ),
     ],
 )
 def test_bad_config_is_a_clear_error(tmp_path, edit, message):
@@ -200,6 +204,19 @@ def test_dataset1_config_plans_embedded_photons_with_flow_matching(tmp_path):
     assert "generate-showers --dataset 1-photons" in res.stdout
     assert "--family flow-matching --dataset 1-photons" in res.stdout
     assert "calo-ds2" not in res.stdout and "--real-data" not in res.stdout
+
+
+def test_ddp_config_asks_for_two_gpus_and_starts_two_processes(tmp_path):
+    """config/ddp.yaml: the train job requests gpu=2 and runs the stage under torchrun with 2 processes."""
+    work = copy_repository(tmp_path)
+    shutil.copytree(REPO / "config", work / "config")
+    res = _snakemake(work, "-n", "-p", "--cores", "2", "--configfile", "config/ddp.yaml")
+    assert res.returncode == 0, res.stdout + res.stderr
+    train = res.stdout[res.stdout.index("rule train:") :].split("\n\n")[0]
+    assert "gpu=2" in train, train
+    launch = "python -m torch.distributed.run --standalone --nproc-per-node 2 -m pipelines train --clouds"
+    assert launch in res.stdout
+    assert "results/jets-top30/flow-ddp/model.pt" in train
 
 
 @pytest.mark.slow

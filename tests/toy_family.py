@@ -10,7 +10,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipelines.models.family import Family, ParamGroup, PointSampler, TrainingData, register_family
+from pipelines.models.family import (
+    Family,
+    ParamGroup,
+    PointSampler,
+    TrainingData,
+    global_mean,
+    register_family,
+    rows_of,
+)
 
 
 class GaussianSampler(PointSampler):
@@ -28,6 +36,7 @@ class GaussianSampler(PointSampler):
 class ToyGaussian(Family):
     name = "toy-gaussian"
     kinds = ("jets",)
+    data_parallel = True
 
     @dataclasses.dataclass(frozen=True)
     class Settings:
@@ -53,9 +62,11 @@ class ToyGaussian(Family):
         idx = torch.randint(0, len(self.points), (self.settings.batch,))
         self.draws += 1
         x = self.points[idx]
+        rows = rows_of(ctx, len(x))  # this rank's share of the batch (None: one process)
+        x = x if rows is None else x[rows]
         with ctx.autocast():
             z = (x - self.model.mu) / self.model.log_sigma.exp()
-            loss = (0.5 * z**2 + self.model.log_sigma).sum(dim=1).mean()
+            loss = global_mean(ctx, (0.5 * z**2 + self.model.log_sigma).sum(dim=1).mean(), len(x), len(idx))
         ctx.optimise("gauss", loss)
         return {"loss": loss.item()}
 

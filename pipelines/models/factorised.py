@@ -45,7 +45,9 @@ from pipelines.models.family import (
     ParamGroup,
     StepContext,
     TrainingData,
+    global_mean,
     register_family,
+    rows_of,
 )
 from pipelines.models.point_model import PointModel, pair_features, sample_points, shower_summary
 from pipelines.models.settings import FactorisedSettings
@@ -144,6 +146,7 @@ class FactorisedFamily(Family):
     kinds = ("showers",)
     Settings = FactorisedSettings
     per_layer_geometries = False
+    data_parallel = True
 
     def __init__(self, settings: FactorisedSettings, data: TrainingData, device: torch.device) -> None:
         super().__init__(settings, data, device)
@@ -193,6 +196,7 @@ class FactorisedFamily(Family):
         for m in self._modules.values():
             m.to(device)
         self._gen = torch.Generator().manual_seed(int(data.seed))
+        self._batch_points = 0  # points of the last point-level minibatch (all ranks' shares)
         self._val_cache: tuple[int, np.ndarray, np.ndarray] | None = None
 
     # ------------------------------------------------------------------ training contract
@@ -206,25 +210,32 @@ class FactorisedFamily(Family):
             ParamGroup("points", ("point_model",), lr=s.point_lr, weight_decay=s.weight_decay, ema=True),
         ]
 
-    def shower_batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(x1, cond, x0, t) of one shower-level minibatch, on the family's device."""
+    def shower_batch(
+        self, rows: slice | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(x1, cond, x0, t) of one shower-level minibatch, on the family's device (``rows``: only these
+        rows of it, drawn as part of the whole batch)."""
         s, g = self.settings, self._gen
         idx = torch.randint(len(self._e_inc), (s.shower_batch,), generator=g)
         u = torch.rand(s.shower_batch, self.grid[0], generator=g, dtype=torch.float64)
         fill = torch.randn(s.shower_batch, self.grid[0], generator=g, dtype=torch.float64)
-        x1 = self.transform.forward(self._e_inc[idx], self._counts[idx], self._layer_e[idx], u, fill)
         x0 = torch.randn(s.shower_batch, self.transform.dim, generator=g)
         t = torch.rand(s.shower_batch, generator=g)
+        if rows is not None:
+            idx, u, fill, x0, t = idx[rows], u[rows], fill[rows], x0[rows], t[rows]
+        x1 = self.transform.forward(self._e_inc[idx], self._counts[idx], self._layer_e[idx], u, fill)
         d = self.device
         return x1.float().to(d), self._cond[idx].to(d), x0.to(d), t.to(d)
 
-    def point_batch(self) -> tuple[torch.Tensor, ...]:
+    def point_batch(self, rows: slice | None = None) -> tuple[torch.Tensor, ...]:
         """(pair features, pair layer, r, alpha, y, point owner) of one point-level minibatch (on device).
 
         ``point_batch`` random (shower, layer) pairs of the training split with all their points (so
-        every training point has the same weight in the likelihood).
+        every training point has the same weight in the likelihood); ``rows``: only these pairs of it.
         """
         idx = torch.randint(len(self._pair_size), (self.settings.point_batch,), generator=self._gen)
+        self._batch_points = int(self._pair_size[idx].sum())
+        idx = idx if rows is None else idx[rows]
         shower, layer, size = self._pair_shower[idx], self._pair_layer[idx], self._pair_size[idx]
         owner = torch.repeat_interleave(torch.arange(len(idx)), size)
         first = torch.cumsum(size, 0) - size
@@ -238,14 +249,20 @@ class FactorisedFamily(Family):
         )  # fmt: skip
 
     def train_step(self, ctx: StepContext) -> dict[str, float]:
-        flow, points = self._modules["shower_flow"], self._modules["point_model"]
-        x1, cond, x0, t = self.shower_batch()
+        flow, points, s = self._modules["shower_flow"], self._modules["point_model"], self.settings
+        if min(s.shower_batch, s.point_batch) < getattr(ctx, "world_size", 1):
+            raise ValueError(
+                f"factorised: shower_batch and point_batch must be >= the {ctx.world_size} "
+                f"data-parallel processes, got {s.shower_batch} and {s.point_batch}"
+            )
+        x1, cond, x0, t = self.shower_batch(rows_of(ctx, s.shower_batch))
         with ctx.autocast():
-            loss_shower = flow.loss(x1, cond, x0, t, self.settings.sigma_min)
+            loss_shower = global_mean(ctx, flow.loss(x1, cond, x0, t, s.sigma_min), len(x1), s.shower_batch)
         ctx.optimise("shower", loss_shower)
-        feats, layer, r, alpha, y, owner = self.point_batch()
+        feats, layer, r, alpha, y, owner = self.point_batch(rows_of(ctx, s.point_batch))
         with ctx.autocast():
             terms = points.nll(feats, layer, r, alpha, y, owner)
+            terms = {k: global_mean(ctx, v, len(r), self._batch_points) for k, v in terms.items()}
             loss_points = terms["r"] + terms["alpha"] + terms["energy"]
         ctx.optimise("points", loss_points)
         return {

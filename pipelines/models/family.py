@@ -16,6 +16,10 @@ Training contract:
   modules, optimisers and RNG states are checkpointed by the loop).
 - :meth:`Family.validate` generates a small sample for the validation split and returns figures,
   lower is better for ``"figure"`` (the loop keeps the best model by it).
+- Data-parallel training (``data_parallel = True``): every rank draws the same global batch, works on
+  its rows (:func:`rows_of`) and scales its mean loss by its share (:func:`global_mean`), so that the
+  gradients summed over the ranks are those of the global batch; the loop does the all-reduce. The
+  figures it returns are its shares too: the loop sums them over the ranks.
 - :meth:`Family.export_config` is a JSON-able dict from which :meth:`Family.build_sampler`
   rebuilds the modules for sampling (no pickled objects).
 
@@ -38,7 +42,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from pipelines.batching import shard_rows
 from pipelines.models.settings import FAMILY_SPECS, FamilySpec, make_settings
+from pipelines.training.distributed import shard_weight
 
 FAMILIES: dict[str, type[Family]] = {}
 
@@ -80,6 +86,8 @@ class StepContext(Protocol):
 
     device: torch.device
     step: int
+    rank: int  # data-parallel rank (0 when training in one process)
+    world_size: int  # data-parallel processes (1: one process)
 
     def autocast(self) -> Any:
         """Context manager for the forward pass (mixed precision on CUDA, no-op on CPU)."""
@@ -115,6 +123,7 @@ class Family(abc.ABC):
     Settings: ClassVar[type]  # frozen dataclass of the family's hyperparameters
     #: whether the family models the per-layer binnings of dataset 1 (False: regular grids only)
     per_layer_geometries: ClassVar[bool] = True
+    data_parallel: ClassVar[bool] = False  # trains with world size > 1 (uses rows_of / global_mean)
 
     def __init__(self, settings: Any, data: TrainingData, device: torch.device) -> None:
         if data.kind not in self.kinds:
@@ -172,6 +181,19 @@ class Family(abc.ABC):
         return True
 
 
+def rows_of(ctx: Any, n: int) -> slice | None:
+    """The rows of a global batch of ``n`` that this rank works on (None: all, one process)."""
+    size = int(getattr(ctx, "world_size", 1))
+    return None if size == 1 else shard_rows(n, int(ctx.rank), size)
+
+
+def global_mean(ctx: Any, loss: torch.Tensor, local: float, total: float) -> torch.Tensor:
+    """A rank's mean loss over ``local`` of the global batch's ``total`` items, scaled so that the sum over
+    the ranks is the global mean (unchanged in one process)."""
+    weight = shard_weight(local, total, int(getattr(ctx, "world_size", 1)))
+    return loss if weight is None else loss * weight
+
+
 def register_family(cls: type[Family]) -> type[Family]:
     """Class decorator: make ``cls`` available under ``cls.name``.
 
@@ -179,7 +201,12 @@ def register_family(cls: type[Family]) -> type[Family]:
     (a user's or a test's family) gets a spec from the class.
     """
     spec = FamilySpec(
-        cls.name, tuple(cls.kinds), cls.Settings, cls.needs_multiplicity(), cls.per_layer_geometries
+        cls.name,
+        tuple(cls.kinds),
+        cls.Settings,
+        cls.needs_multiplicity(),
+        per_layer_geometries=cls.per_layer_geometries,
+        data_parallel=cls.data_parallel,
     )
     known = FAMILY_SPECS.setdefault(cls.name, spec)
     if known != spec:

@@ -38,6 +38,7 @@ from pipelines.models.family import (
     StepContext,
     TrainingData,
     register_family,
+    rows_of,
 )
 from pipelines.models.flow_matching import midpoint_solve, ot_path, time_features
 from pipelines.models.mdma import check_cond_dim, condition_dim, make_condition
@@ -153,6 +154,7 @@ class FlowMatchingFamily(Family):
     name = "flow-matching"
     kinds = ("showers", "jets")
     Settings = FlowMatchingSettings
+    data_parallel = True
 
     def __init__(self, settings: FlowMatchingSettings, data: TrainingData, device: torch.device) -> None:
         super().__init__(settings, data, device)
@@ -229,26 +231,34 @@ class FlowMatchingFamily(Family):
         ctx: Any = None,
         generator: torch.Generator | None = None,
         reduce: bool = True,
+        rows: slice | None = None,
     ) -> torch.Tensor:
         """Flow-matching loss of one padded batch: MSE of the velocity over the real points.
 
         t and x_0 come from ``generator`` (default: torch's global RNG); ``reduce=False`` returns the
-        sum of squared errors instead of the mean.
+        sum of squared errors instead of the mean. ``rows``: only these rows of the batch are evaluated
+        (a data-parallel rank's share; t and x_0 are drawn for the whole batch and the mean is over all
+        its points, so the ranks' losses add up to the batch's).
         """
         b = x1.shape[0]
         t = torch.rand(b, device=x1.device, generator=generator)
         x0 = zero_padding(torch.randn(x1.shape, device=x1.device, generator=generator), mask)
-        xt, target = ot_path(x0, x1, t.view(b, 1, 1), self.settings.sigma_min)
+        valid = (~mask).unsqueeze(-1).to(torch.float32)
+        norm = (valid.sum() * x1.shape[-1]).clamp_min(1.0)
+        if rows is not None:
+            x1, mask, cond, t, x0, valid = (v[rows] for v in (x1, mask, cond, t, x0, valid))
+            if x1.shape[0] == 0:  # a batch with fewer clouds than ranks: no gradient from this one
+                return torch.zeros((), device=x1.device, requires_grad=True)
+        xt, target = ot_path(x0, x1, t.view(-1, 1, 1), self.settings.sigma_min)
         with ctx.autocast() if ctx is not None else nullcontext():
             v = self.velocity(xt, t, cond, mask)
-        valid = (~mask).unsqueeze(-1).to(torch.float32)
         err = ((v.float() - target) ** 2 * valid).sum()
-        return err / (valid.sum() * x1.shape[-1]).clamp_min(1.0) if reduce else err
+        return err / norm if reduce else err
 
     def train_step(self, ctx: StepContext) -> dict[str, float]:
         x, mask, cond = self.next_batch()
         x, mask, cond = x.to(ctx.device), mask.to(ctx.device), cond.to(ctx.device)
-        loss = self.loss(x, mask, cond, ctx)
+        loss = self.loss(x, mask, cond, ctx, rows=rows_of(ctx, x.shape[0]))
         ctx.optimise("velocity", loss)
         return {"loss": float(loss.detach())}
 

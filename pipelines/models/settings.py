@@ -310,6 +310,7 @@ class FamilySpec:
     needs_multiplicity: bool
     #: models the per-layer binnings of dataset 1 (False: the regular grids of datasets 2 and 3 only)
     per_layer_geometries: bool = True
+    data_parallel: bool = False  # trains in several processes (training setting gpus > 1)
 
 
 FAMILY_SPECS: dict[str, FamilySpec] = {
@@ -321,8 +322,15 @@ FAMILY_SPECS: dict[str, FamilySpec] = {
             FactorisedSettings,
             needs_multiplicity=False,
             per_layer_geometries=False,
+            data_parallel=True,
         ),
-        FamilySpec("flow-matching", ("showers", "jets"), FlowMatchingSettings, needs_multiplicity=True),
+        FamilySpec(
+            "flow-matching",
+            ("showers", "jets"),
+            FlowMatchingSettings,
+            needs_multiplicity=True,
+            data_parallel=True,
+        ),
         FamilySpec("mdma-gan", ("showers", "jets"), GANSettings, needs_multiplicity=True),
         FamilySpec("mpgan", ("jets",), MPGANSettings, needs_multiplicity=True),
     )

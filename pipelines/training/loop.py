@@ -10,6 +10,9 @@ Every ``checkpoint_every`` steps the whole state (modules, optimisers, scheduler
 best model so far, step, the family's data-stream position, curve and all RNG states) is written
 atomically. A run started again with the same arguments resumes from the newest checkpoint; on CPU
 with a fixed seed a resumed run ends with bit-identical weights to an uninterrupted one.
+
+Data-parallel runs (world size > 1, :mod:`pipelines.training.distributed`) sum the gradients of every
+update over the ranks before clipping, and the step's figures (each rank's share) over the ranks.
 """
 
 from __future__ import annotations
@@ -30,7 +33,9 @@ from torch import nn
 from pipelines.device import autocast_dtype
 from pipelines.models.family import Family, ParamGroup
 from pipelines.progress import progress as progress_bar
+from pipelines.training import distributed
 from pipelines.training.checkpoint import CHECKPOINT_FORMAT, rng_state, set_rng_state
+from pipelines.training.distributed import World
 from pipelines.training.settings import LoopSettings
 
 log = logging.getLogger(__name__)
@@ -78,8 +83,12 @@ class EMA:
 class Run:
     """A family with its optimisers, schedules, EMA and counters: the state of one training run."""
 
-    def __init__(self, family: Family, loop: LoopSettings, device: torch.device) -> None:
+    def __init__(
+        self, family: Family, loop: LoopSettings, device: torch.device, world: World | None = None
+    ) -> None:
         self.family, self.loop, self.device = family, loop, device
+        self.world = world or World()
+        self.rank, self.world_size = self.world.rank, self.world.size
         self.modules = family.modules()
         self.groups: dict[str, ParamGroup] = {g.name: g for g in family.param_groups()}
         self._check_groups()
@@ -123,6 +132,9 @@ class Run:
         opt, scaler = self.optimisers[group], self.scalers[group]
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
+        if self.world_size > 1:
+            params = [p for pg in opt.param_groups for p in pg["params"]]
+            distributed.all_reduce_grads(params, self.device)
         if self.loop.grad_clip is not None:
             scaler.unscale_(opt)
             params = [p for pg in opt.param_groups for p in pg["params"]]
@@ -136,6 +148,8 @@ class Run:
         for m in self.modules.values():
             m.train()
         figures = self.family.train_step(self)
+        if self.world_size > 1:
+            figures = distributed.sum_figures(figures, self.device)
         with warnings.catch_warnings():
             # the schedule follows the loop's step, also for a group that has not stepped yet (a GAN's
             # generator during the critic warm-up), which torch would warn about

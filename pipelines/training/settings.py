@@ -12,7 +12,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
-from pipelines.models.settings import family_spec, make_settings
+from pipelines.models.settings import FAMILY_SPECS, family_spec, make_settings
 from pipelines.settings import checked_fields, checked_value
 
 #: mixed-precision modes (:func:`pipelines.device.autocast_dtype`)
@@ -36,6 +36,8 @@ class LoopSettings:
     seed: seed of the initialisation, minibatches and validation draws. checkpoint_every,
     keep_checkpoints: steps between resumable checkpoints and how many are kept. log_every: steps
     between rows of the training curve. progress: a progress bar on stderr.
+    gpus: data-parallel training processes (one per GPU; gloo processes on CPU): the workflow launches
+    that many with torchrun and asks the job for that many GPUs; each works on 1/gpus of every batch.
     """
 
     seed: int = 0
@@ -55,13 +57,14 @@ class LoopSettings:
     amp: str = "auto"
     num_threads: int | None = None
     progress: bool = True
+    gpus: int = 1
 
     def __post_init__(self) -> None:
         hints = typing.get_type_hints(type(self))
         for f in dataclasses.fields(self):
             checked_value(f"train setting {f.name}", getattr(self, f.name), hints[f.name])
         for name in ("max_steps", "schedule_steps", "checkpoint_every", "keep_checkpoints", "log_every",
-                     "num_threads", "validate_n"):  # fmt: skip
+                     "num_threads", "validate_n", "gpus"):  # fmt: skip
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"settings: {name} must be >= 1, got {value}")
@@ -100,6 +103,7 @@ RESUMABLE_CHANGES = frozenset(
         "log_every",
         "num_threads",
         "progress",
+        "gpus",  # the global batch does not depend on it
     }
 )
 LOOP_KEYS = frozenset(f.name for f in dataclasses.fields(LoopSettings))
@@ -122,4 +126,9 @@ def split_settings(family: str, values: dict[str, Any]) -> tuple[LoopSettings, A
         **checked_fields(LoopSettings, {k: v for k, v in values.items() if k in LOOP_KEYS}, "train")
     )
     own = make_settings(family, {k: v for k, v in values.items() if k not in LOOP_KEYS})
+    if loop.gpus > 1 and not family_spec(family).data_parallel:
+        able = sorted(name for name, spec in FAMILY_SPECS.items() if spec.data_parallel)
+        raise ValueError(
+            f"family {family!r} does not train data-parallel (gpus {loop.gpus}); families that do: {able}"
+        )
     return loop, own

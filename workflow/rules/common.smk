@@ -117,6 +117,19 @@ def model_settings(name):
     return {"seed": config["seed"], **m.get("architecture", {}), **m.get("training", {})}
 
 
+def train_gpus(name):
+    """GPUs (data-parallel processes) of model ``name``'s training: its training setting gpus (default 1)."""
+    return int(MODELS[name].get("training", {}).get("gpus", 1))
+
+
+def train_launcher(name):
+    """The command that starts ``pipelines`` for training: one process, or torchrun with one per GPU."""
+    n = train_gpus(name)
+    if n == 1:
+        return "python -m pipelines"
+    return f"python -m torch.distributed.run --standalone --nproc-per-node {n} -m pipelines"
+
+
 for _name, _model in MODELS.items():
     try:
         split_settings(_model["family"], model_settings(_name))

@@ -1,4 +1,6 @@
 # Training: the multiplicity model p(n | E) and the generative model of a family (GPU rule on clusters).
+# A model's training setting gpus: N > 1 asks for N GPUs (cpus_per_gpu threads each) and starts N
+# data-parallel processes with torchrun on the job's node (gloo processes on a CPU-only machine).
 # Checkpoints live in checkpoints/, which is no declared output: a retried or requeued job resumes.
 
 
@@ -37,9 +39,10 @@ rule train:
         settings=lambda wc: as_json(model_settings(wc.model)),
         checkpoints="checkpoints/{dataset}/{model}",
         code=code_hash("pipelines.train", "pipelines.models.families"),
+        launch=lambda wc: train_launcher(wc.model),
     threads: 1
     resources:
-        gpu=1,
+        gpu=lambda wc: train_gpus(wc.model),
         cpus_per_gpu=lambda wc, threads: threads,
         mem_mb=lambda wc, attempt: 8000 * attempt,
         runtime=lambda wc, attempt: 60 * attempt,
@@ -48,7 +51,7 @@ rule train:
     log:
         "logs/{dataset}/{model}/train.log",
     shell:
-        "PIPELINES_NUM_THREADS={threads} python -m pipelines train --clouds {input.clouds:q} --transforms {input.transforms:q}"
+        "PIPELINES_NUM_THREADS={threads} {params.launch} train --clouds {input.clouds:q} --transforms {input.transforms:q}"
         " --kind {params.kind:q} --family {params.family:q} --dataset {params.geometry:q}"
         " --settings {params.settings:q} --checkpoint-dir {params.checkpoints:q}"
         " --code-version {params.code:q} --restart-on-mismatch"
