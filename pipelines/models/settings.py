@@ -227,8 +227,10 @@ class VoxelGridSettings:
     embedding that scales and shifts every block; time_dim: its sinusoidal time features.
     objective: "flow-matching" (conditional flow matching on the transformed grid, ode_steps midpoint
     steps at sampling, sigma_min the width of the OT path at t = 1) or "vae" (a conditional VAE with
-    latent_channels at the coarsest resolution, kl_weight on the KL term). lr, weight_decay: AdamW;
-    batch: showers per step; max_voxels: voxels per network call at sampling (batch x grid size).
+    latent_channels at the coarsest resolution, kl_weight on the KL term). empty_gap: empty voxels sit
+    at y = -empty_gap, below the threshold's log 2 on the scale y = log(1 + E / threshold).
+    lr, weight_decay: AdamW; batch: showers per step; max_voxels: voxels per network call at sampling
+    (batch x grid size).
     """
 
     base_channels: int = 8
@@ -240,6 +242,7 @@ class VoxelGridSettings:
     sigma_min: float = 1e-4
     latent_channels: int = 4
     kl_weight: float = 1e-3
+    empty_gap: float = 3.0
     lr: float = 2e-3
     weight_decay: float = 0.0
     batch: int = 32
@@ -263,7 +266,7 @@ class VoxelGridSettings:
             raise ValueError(f"voxel-grid setting lr must lie in (0, 1), got {self.lr}")
         if not (math.isfinite(self.sigma_min) and 0.0 <= self.sigma_min < 0.5):
             raise ValueError(f"voxel-grid setting sigma_min must lie in [0, 0.5), got {self.sigma_min}")
-        for key in ("weight_decay", "kl_weight"):
+        for key in ("weight_decay", "kl_weight", "empty_gap"):
             value = getattr(self, key)
             if not (math.isfinite(value) and value >= 0.0):
                 raise ValueError(f"voxel-grid setting {key} must be >= 0, got {value}")

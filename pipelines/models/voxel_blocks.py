@@ -111,10 +111,9 @@ class GridUNet(nn.Module):
     The grid is first cut into 2 x 2 x 2 patches (:func:`to_patches`: a 3-D convolution with few
     channels on the full 6,480-voxel grid costs more than all the rest on a CPU), then ``levels``
     resolutions, each after the first made by a stride-2 step, with ``2^k base`` channels at level k.
-    The patch level has the input convolution, the skip connection and the output convolution; every
-    coarser level has one residual block on the way down and one on the way up, skips added. The
-    output starts at zero. A cyclic shift of alpha by a multiple of 2^levels bins shifts the output
-    alike.
+    Every level has one residual block on the way up, every coarser level one on the way down too,
+    skips added; the output convolution starts at zero. A cyclic shift of alpha by a multiple of
+    2^levels bins shifts the output alike.
     """
 
     def __init__(self, c_in: int, c_out: int, base: int, levels: int, emb_dim: int) -> None:
@@ -126,7 +125,7 @@ class GridUNet(nn.Module):
         self.downs = nn.ModuleList([Down(ch[k], ch[k + 1]) for k in range(levels - 1)])
         self.down_blocks = nn.ModuleList([ResBlock(c, emb_dim) for c in ch[1:]])
         self.ups = nn.ModuleList([Up(ch[k + 1], ch[k]) for k in range(levels - 1)])
-        self.up_blocks = nn.ModuleList([ResBlock(c, emb_dim) for c in ch[1:-1]])
+        self.up_blocks = nn.ModuleList([ResBlock(c, emb_dim) for c in ch[:-1]])
         self.out_norm = nn.GroupNorm(_groups(ch[0]), ch[0])
         self.out = PeriodicConv3d(ch[0], 8 * c_out)
         nn.init.zeros_(self.out.conv.weight)
@@ -141,7 +140,5 @@ class GridUNet(nn.Module):
             h = block(down(h), emb)
         for k in reversed(range(len(self.ups))):
             skip = skips[k]
-            h = skip + self.ups[k](h, tuple(skip.shape[2:]))
-            if k > 0:
-                h = self.up_blocks[k - 1](h, emb)
+            h = self.up_blocks[k](skip + self.ups[k](h, tuple(skip.shape[2:])), emb)
         return from_patches(self.out(F.silu(self.out_norm(h))), shape)

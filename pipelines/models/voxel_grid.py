@@ -2,9 +2,10 @@
 
 Every shower is a dense grid (n_layers, n_alpha, n_r) (dataset 2: 45 x 16 x 9) rebuilt from its points
 (voxel order (layer, alpha, r), r fastest, as in the shower rows). Voxel energies are mapped to
-``y = log(1 + E / threshold)`` (an empty voxel is 0, a voxel at the 15.15 keV readout threshold is
-log 2, 1 TeV about 18) and standardised with the training split's mean and standard deviation over all
-voxels. The network is a 3-D U-Net periodic in alpha (:mod:`pipelines.models.voxel_blocks`),
+``y = log(1 + E / threshold)`` (a voxel at the 15.15 keV readout threshold is log 2, 1 TeV about 18),
+an empty voxel to ``y = -empty_gap`` (a gap below the threshold, so that a slightly noisy sample of an
+empty voxel stays below it), and standardised with the training split's mean and standard deviation
+over all voxels. The network is a 3-D U-Net periodic in alpha (:mod:`pipelines.models.voxel_blocks`),
 conditioned on standardised log E_inc. Two objectives (``objective``):
 
 - ``flow-matching``: conditional flow matching on the OT path from Gaussian noise to the grid; sampling
@@ -68,27 +69,32 @@ def coarse_shape(shape: tuple[int, int, int], levels: int) -> tuple[int, int, in
 
 @dataclasses.dataclass(frozen=True)
 class GridTransform:
-    """y = log(1 + E / threshold), standardised: x = (y - shift) / scale; condition (log E_inc - mu) / sd."""
+    """y = log(1 + E / threshold) (E > 0) or -empty (E = 0), standardised: x = (y - shift) / scale;
+    condition (log E_inc - cond_mean) / cond_std."""
 
     threshold: float
+    empty: float
     shift: float
     scale: float
     cond_mean: float
     cond_std: float
 
     @classmethod
-    def fit(cls, energies: np.ndarray, n_voxels_total: int, e_inc: np.ndarray) -> GridTransform:
-        """From the hit energies (MeV) of all training showers, their voxel count and E_inc (MeV)."""
+    def fit(cls, energies: np.ndarray, n_voxels_total: int, e_inc: np.ndarray, empty: float) -> GridTransform:
+        """From the hit energies (MeV, all > 0) of all training showers, their voxel count, E_inc (MeV)
+        and the level -empty of empty voxels."""
         y = np.log1p(np.asarray(energies, dtype=np.float64) / THRESHOLD_MEV)
-        mean = float(y.sum() / n_voxels_total)
-        var = float((y**2).sum() / n_voxels_total - mean**2)
+        n_empty = n_voxels_total - len(y)
+        mean = float((y.sum() - empty * n_empty) / n_voxels_total)
+        var = float(((y**2).sum() + empty**2 * n_empty) / n_voxels_total - mean**2)
         log_e = np.log(np.asarray(e_inc, dtype=np.float64))
-        return cls(THRESHOLD_MEV, mean, math.sqrt(max(var, 1e-12)), float(log_e.mean()),
+        return cls(THRESHOLD_MEV, float(empty), mean, math.sqrt(max(var, 1e-12)), float(log_e.mean()),
                    float(max(log_e.std(), 1e-6)))  # fmt: skip
 
     def forward(self, grid: torch.Tensor) -> torch.Tensor:
         """Energies (MeV) -> standardised transformed grid."""
-        return (torch.log1p(grid.clamp_min(0.0) / self.threshold) - self.shift) / self.scale
+        y = torch.where(grid > 0, torch.log1p(grid.clamp_min(0.0) / self.threshold), -self.empty)
+        return (y - self.shift) / self.scale
 
     def energies(self, x: torch.Tensor) -> torch.Tensor:
         """Standardised grid -> energies (MeV), negative ones clipped to 0 (threshold not yet applied)."""
@@ -274,7 +280,9 @@ class VoxelGridFamily(Family):
             raise ValueError("the training split holds no shower with energy")
         pts = clouds.points
         e_inc = clouds.conditions[:, 0]
-        self.transform = GridTransform.fit(pts[:, 0], len(clouds) * self.n_voxels, e_inc)
+        hit = pts[:, 0] > 0
+        n_total = len(clouds) * self.n_voxels
+        self.transform = GridTransform.fit(pts[hit, 0], n_total, e_inc, settings.empty_gap)
         voxel = (pts[:, 1].astype(np.int64) * n_alpha + pts[:, 2].astype(np.int64)) * n_r + pts[:, 3].astype(
             np.int64
         )
