@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 from contextlib import nullcontext
@@ -14,7 +15,6 @@ import pytest
 import torch
 import yaml
 
-from pipelines.config_check import check_config
 from pipelines.generate.gflash import generate_showers
 from pipelines.geometry import THRESHOLD_MEV
 from pipelines.io.clouds import Clouds
@@ -205,14 +205,15 @@ def test_settings_errors_name_the_key():
 
 
 def test_voxel_family_on_jets_is_a_config_error_and_config_voxel_plans_the_comparison(tmp_path):
-    config = yaml.safe_load((REPO / "config.yaml").read_text())
-    config["models"]["voxel"] = {"family": "voxel-grid"}
-    config["runs"].append({"dataset": "jets-top30", "model": "voxel"})
-    with pytest.raises(ValueError, match="config.yaml: .*'voxel-grid'.* does not model jets"):
-        check_config(config, REPO / "workflow" / "schemas" / "config.schema.yaml", files="config.yaml")
     work = copy_repository(tmp_path / "work")
-    command = [sys.executable, "-m", "snakemake", "-n", "-p", "--cores", "1"]
-    command += ["--configfile", "config/voxel.yaml"]
+    shutil.copy2(REPO / "config" / "voxel.yaml", work / "voxel.yaml")
+    command = [sys.executable, "-m", "snakemake", "-n", "-p", "--cores", "1", "--configfile", "voxel.yaml"]
+    bad = yaml.safe_load((REPO / "config" / "voxel.yaml").read_text())
+    bad["runs"].append({"dataset": "jets-top30", "model": "voxel"})
+    (work / "bad.yaml").write_text(yaml.safe_dump(bad))
+    res = subprocess.run([*command[:-1], "bad.yaml"], cwd=work, capture_output=True, text=True, timeout=300)
+    assert res.returncode != 0 and "family 'voxel-grid' does not model jets" in res.stdout + res.stderr
+    assert not (work / "results").exists()  # before any job ran
     res = subprocess.run(command, cwd=work, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
     calo = next(c for c in re.findall(r"^Shell command: (.* compare .*)$", res.stdout, re.MULTILINE)
