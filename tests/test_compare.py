@@ -82,10 +82,19 @@ def _fake_run(root: Path, model: str, seed: int, scale: float, fpd: float, famil
     reference, generated = _features(1, 50), _features(seed, 40, scale)
     write_table(shower_features_table(reference, np.arange(0, 100, 2), generated, np.arange(40)),
                 run / "evaluation" / "features.parquet")  # fmt: skip
-    summary = {"family": family, "steps": 100 * seed, "total_train_time_s": 60.0 * seed, "device": "cpu"}
+    summary = {"family": family, "steps": 100 * seed, "total_train_time_s": 60.0 * seed, "device": "cpu",
+               "parameters": 1000 * seed}  # fmt: skip
     (run / "training_summary.json").write_text(json.dumps(summary))
+    (run / "timing.json").write_text(json.dumps({"timing": _timing(seed)}))
     (run / "report.html").write_text("<html></html>")
     return {"model": model, "run": run, "fpd": fpd}
+
+
+def _timing(seed: int) -> list[dict]:
+    """timing.json entries at batch 1, 100 and 10,000 (timed at 1,000, as the CPU cap does)."""
+    return [{"requested_batch_size": b, "batch_size": min(b, 1000),
+             "ms_per_sample_with_conversion": seed * ms, "ms_per_sample_without_conversion": seed * ms / 2}
+            for b, ms in ((1, 10.0), (100, 2.0), (10_000, 0.5))]  # fmt: skip
 
 
 def _compare(root: Path, runs: list[dict]) -> Path:
@@ -95,6 +104,7 @@ def _compare(root: Path, runs: list[dict]) -> Path:
             "--metrics-tables", *[str(r["run"] / "evaluation" / "metrics.parquet") for r in runs],
             "--features", *[str(r["run"] / "evaluation" / "features.parquet") for r in runs],
             "--training-summaries", *[str(r["run"] / "training_summary.json") for r in runs],
+            "--timings", *[str(r["run"] / "timing.json") for r in runs],
             "--reports", *[str(r["run"] / "report.html") for r in runs]]  # fmt: skip
     assert compare.main(argv) == 0
     return out
@@ -122,13 +132,37 @@ def test_comparison_page_of_two_runs(tmp_path):
     assert '<tr class="floor">' in text and "real vs real" in text
 
 
+def test_comparison_page_shows_parameters_and_ms_per_shower_at_every_batch_size(tmp_path):
+    runs = [_fake_run(tmp_path, "flow", 1, 1.0, 0.9, "flow-matching"),
+            _fake_run(tmp_path, "fact", 2, 0.8, 0.2, "factorised")]  # fmt: skip
+    text = _compare(tmp_path, runs).read_text(encoding="utf-8")
+    assert re.findall(r'data-speed="(\d+)">ms per shower at batch ([\d,]+)<', text) == [
+        ("1", "1"), ("100", "100"), ("10000", "10,000")]  # fmt: skip
+    # per run: 10, 2 and 0.5 ms x seed; the 10,000 request was timed at 1,000 and says so
+    speed = re.findall(r'<td class="num speed" data-sort="([^"]*)">([^<]*)</td>', text)
+    assert speed == [("10", "10"), ("2", "2"), ("0.5", "0.5 (1,000)"),
+                     ("20", "20"), ("4", "4"), ("1", "1 (1,000)")]  # fmt: skip
+    assert re.findall(r'<td class="num" data-sort="(\d+)">([\d,]+)</td>\s*<td class="num speed"', text) == [
+        ("1000", "1,000"), ("2000", "2,000")]  # fmt: skip
+    assert "the batch size actually timed" in text
+    # the metric columns sit after the three speed columns and the four verdict columns
+    assert re.search(r'<th data-col="13" data-metric="', text)
+    timing = runs[0]["run"] / "timing.json"
+    timing.write_text(json.dumps({"generation": {}}))
+    with pytest.raises(DataError, match=f"{timing}: timing JSON has no 'timing' list"):
+        _compare(tmp_path, runs)
+    timing.write_text(json.dumps({"timing": [{"requested_batch_size": 1, "batch_size": 0}]}))
+    with pytest.raises(DataError, match="needs positive integers requested_batch_size"):
+        _compare(tmp_path, runs)
+
+
 def test_comparison_page_of_one_run_and_bad_inputs(tmp_path):
     run = _fake_run(tmp_path, "only", 1, 1.0, 0.5, "factorised")
     page = _Page()
     page.feed(_compare(tmp_path, [run]).read_text(encoding="utf-8"))
     assert page.models == ["only"] and len(page.images) == 3
     with pytest.raises(ValueError, match="one --metrics-tables"):
-        compare.load_runs(["a", "b"], [run["run"] / "evaluation" / "metrics.parquet"], [], [], [])
+        compare.load_runs(["a", "b"], [run["run"] / "evaluation" / "metrics.parquet"], [], [], [], [])
     features = run["run"] / "evaluation" / "features.parquet"
     write_table(shower_features_table(_features(1, 5), np.arange(5), _features(2, 0), np.arange(0)), features)
     with pytest.raises(DataError, match=f"{features}: features table needs 'reference' and 'generated'"):
@@ -210,6 +244,7 @@ def test_jet_comparison_says_when_the_multiplicity_is_fixed(tmp_path):
         table = jet_features_table(make_sample(_full_jets(0, 30)), make_sample(_full_jets(index + 1, 20)))
         write_table(table, run / "evaluation" / "features.parquet")
         (run / "training_summary.json").write_text(json.dumps({"family": "flow-matching"}))
+        (run / "timing.json").write_text(json.dumps({"timing": []}))
         runs.append({"model": model, "run": run})
     text = _compare(tmp_path, runs).read_text(encoding="utf-8")
     page = _Page()

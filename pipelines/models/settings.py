@@ -22,6 +22,8 @@ from pipelines.settings import check_settings_types, checked_fields
 PLACEMENTS = ("pareto", "independent")
 #: critic weight normalisations of the MDMA GAN (:mod:`pipelines.models.blocks`)
 NORMS = ("none", "weight", "spectral", "unit")
+#: training objectives of the voxel-grid family (:mod:`pipelines.models.voxel_grid`)
+VOXEL_OBJECTIVES = ("flow-matching", "vae")
 
 
 @dataclass(frozen=True)
@@ -301,6 +303,60 @@ class MPGANSettings:
 
 
 @dataclass(frozen=True)
+class VoxelGridSettings:
+    """Hyperparameters of the voxel-grid family (defaults: a CPU model, ~0.1 s per step on one thread).
+
+    The network is a 3-D U-Net on the (layer, alpha, r) grid, periodic in alpha: base_channels at full
+    resolution, doubled at each of ``levels`` resolutions; emb_dim: width of the (time, E_inc)
+    embedding that scales and shifts every block; time_dim: its sinusoidal time features.
+    objective: "flow-matching" (conditional flow matching on the transformed grid, ode_steps midpoint
+    steps at sampling, sigma_min the width of the OT path at t = 1) or "vae" (a conditional VAE with
+    latent_channels at the coarsest resolution, kl_weight on the KL term). empty_gap: empty voxels sit
+    at y = -empty_gap, below the threshold's log 2 on the scale y = log(1 + E / threshold).
+    lr, weight_decay: AdamW; batch: showers per step; max_voxels: voxels per network call at sampling
+    (batch x grid size).
+    """
+
+    base_channels: int = 8
+    levels: int = 3
+    emb_dim: int = 64
+    time_dim: int = 32
+    objective: str = "flow-matching"
+    ode_steps: int = 8
+    sigma_min: float = 1e-4
+    latent_channels: int = 4
+    kl_weight: float = 1e-3
+    empty_gap: float = 3.0
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+    batch: int = 32
+    max_voxels: int = 2_000_000
+
+    def __post_init__(self) -> None:
+        check_settings_types(self)
+        for key in ("base_channels", "levels", "emb_dim", "time_dim", "ode_steps", "latent_channels",
+                    "batch", "max_voxels"):  # fmt: skip
+            if getattr(self, key) < 1:
+                raise ValueError(
+                    f"voxel-grid setting {key} must be a positive integer, got {getattr(self, key)}"
+                )
+        if self.time_dim % 2:
+            raise ValueError(f"voxel-grid setting time_dim must be even, got {self.time_dim}")
+        if self.objective not in VOXEL_OBJECTIVES:
+            raise ValueError(
+                f"voxel-grid setting objective must be one of {VOXEL_OBJECTIVES}, got {self.objective!r}"
+            )
+        if not (math.isfinite(self.lr) and 0.0 < self.lr < 1.0):
+            raise ValueError(f"voxel-grid setting lr must lie in (0, 1), got {self.lr}")
+        if not (math.isfinite(self.sigma_min) and 0.0 <= self.sigma_min < 0.5):
+            raise ValueError(f"voxel-grid setting sigma_min must lie in [0, 0.5), got {self.sigma_min}")
+        for key in ("weight_decay", "kl_weight", "empty_gap"):
+            value = getattr(self, key)
+            if not (math.isfinite(value) and value >= 0.0):
+                raise ValueError(f"voxel-grid setting {key} must be >= 0, got {value}")
+
+
+@dataclass(frozen=True)
 class FamilySpec:
     """What the workflow needs to know of a family before training: name, data kinds, settings."""
 
@@ -333,6 +389,13 @@ FAMILY_SPECS: dict[str, FamilySpec] = {
         ),
         FamilySpec("mdma-gan", ("showers", "jets"), GANSettings, needs_multiplicity=True),
         FamilySpec("mpgan", ("jets",), MPGANSettings, needs_multiplicity=True),
+        FamilySpec(
+            "voxel-grid",
+            ("showers",),
+            VoxelGridSettings,
+            needs_multiplicity=False,
+            per_layer_geometries=False,
+        ),
     )
 }
 

@@ -2,10 +2,11 @@
 it side by side, so a model can be picked on one screen.
 
 Inputs per run: ``metrics.parquet`` (:mod:`pipelines.report.metrics_table`), ``features.parquet``
-(:mod:`pipelines.metrics.feature_tables`), ``training_summary.json`` and the run's report page (linked).
-The page holds one table, sortable by a click on a column header (plain JavaScript in the page, no
-external resource): a row per run with its family, training budget, verdict counts and the headline
-metrics (colour: the metric's class against the floor), under a pinned real-vs-real row; and
+(:mod:`pipelines.metrics.feature_tables`), ``training_summary.json``, ``timing.json`` (the sample stage)
+and the run's report page (linked). The page holds one table, sortable by a click on a column header
+(plain JavaScript in the page, no external resource): a row per run with its family, training budget,
+parameters, ms per generated sample at every timed batch size (conversion included), verdict counts
+and the headline metrics (colour: the metric's class against the floor), under a pinned real-vs-real row; and
 overlaid key distributions from the features tables (reference filled, each run a line): E_tot/E_inc,
 the mean layer profile and the hit count for showers, the relative jet mass, the relative jet pT and
 the multiplicity for jets. The real-vs-real row shows the first run's floor; a cell marked * differs
@@ -15,6 +16,7 @@ between runs (each report shows its own).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import math
 import os
@@ -33,6 +35,7 @@ from pipelines.report.html import (
     MISSING,
     PROJECT,
     TrainingBudget,
+    _read_json_object,
     data_uri,
     format_value_error,
     load_training_budget,
@@ -66,6 +69,28 @@ class Run:
     features: pa.Table
     budget: TrainingBudget
     report: Path
+    speed: dict[int, tuple[float, int]] = dataclasses.field(default_factory=dict)
+
+
+def load_speed(path: str | Path) -> dict[int, tuple[float, int]]:
+    """From a run's timing.json: {requested batch size: (ms per sample with conversion, batch timed)}
+    (the sample stage caps CPU timings at ``timing_max_batch_cpu``); empty when timing was off."""
+    path = Path(path)
+    entries = _read_json_object(path, "timing").get("timing")
+    if not isinstance(entries, list):
+        raise DataError(f"{path}: timing JSON has no 'timing' list (written by the sample stage)")
+    speed = {}
+    for entry in entries:
+        keys = ("requested_batch_size", "batch_size", "ms_per_sample_with_conversion")
+        values = [entry.get(k) if isinstance(entry, dict) else None for k in keys]
+        if not (all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values[:2])
+                and isinstance(values[2], int | float) and math.isfinite(values[2])):  # fmt: skip
+            raise DataError(
+                f"{path}: timing entry {entry!r} needs positive integers requested_batch_size and "
+                "batch_size and a finite ms_per_sample_with_conversion"
+            )
+        speed[values[0]] = (float(values[2]), values[1])
+    return speed
 
 
 def _features(path: Path, kind: str) -> pa.Table:
@@ -84,20 +109,22 @@ def load_runs(
     features: Sequence[str | Path],
     summaries: Sequence[str | Path],
     reports: Sequence[str | Path],
+    timings: Sequence[str | Path],
 ) -> list[Run]:
     """The runs, validated: one entry per model in every list, distinct models, one kind of data."""
-    lengths = {len(models), len(metrics_tables), len(features), len(summaries), len(reports)}
+    lengths = {len(models), len(metrics_tables), len(features), len(summaries), len(reports), len(timings)}
     if len(lengths) != 1 or not models:
         raise ValueError(
-            f"compare needs one --metrics-tables, --features, --training-summaries and --reports entry per "
-            f"--models name; got {len(models)} models, {len(metrics_tables)} metrics tables, "
-            f"{len(features)} features tables, {len(summaries)} summaries, {len(reports)} reports"
+            f"compare needs one --metrics-tables, --features, --training-summaries, --timings and --reports "
+            f"entry per --models name; got {len(models)} models, {len(metrics_tables)} metrics tables, "
+            f"{len(features)} features tables, {len(summaries)} summaries, {len(timings)} timings, "
+            f"{len(reports)} reports"
         )
     if len(set(models)) != len(models):
         raise ValueError(f"compare --models must be distinct, got {list(models)}")
     runs = []
-    for model, mpath, fpath, spath, rpath in zip(
-        models, metrics_tables, features, summaries, reports, strict=True
+    for model, mpath, fpath, spath, rpath, tpath in zip(
+        models, metrics_tables, features, summaries, reports, timings, strict=True
     ):
         table = read_table(mpath, REQUIRED_COLUMNS)
         kind = table_info(table).get("kind")
@@ -109,7 +136,8 @@ def load_runs(
             raise DataError(
                 f"{mpath}: {kind} metrics, but the first run holds {table_info(runs[0].metrics)['kind']}"
             )
-        runs.append(Run(model, table, _features(Path(fpath), kind), load_training_budget(spath), Path(rpath)))
+        runs.append(Run(model, table, _features(Path(fpath), kind), load_training_budget(spath), Path(rpath),
+                        load_speed(tpath)))  # fmt: skip
     return runs
 
 
@@ -163,7 +191,22 @@ def floor_row(runs: Sequence[Run], metrics: Sequence[dict]) -> list[dict]:
     return cells
 
 
-def run_row(run: Run, metrics: Sequence[dict], out_dir: Path) -> dict:
+def speed_columns(runs: Sequence[Run]) -> list[int]:
+    """The timed batch sizes of any run, ascending (one ms-per-sample column each)."""
+    return sorted({size for run in runs for size in run.speed})
+
+
+def speed_cell(run: Run, size: int) -> dict:
+    """ms per sample at a requested batch size: text (the batch timed in brackets where it was capped)
+    and the number it sorts by."""
+    if size not in run.speed:
+        return {"text": MISSING, "sort": ""}
+    ms, timed = run.speed[size]
+    text = f"{ms:.3g}" if ms >= 0.01 else f"{ms:.2g}"
+    return {"text": text if timed == size else f"{text} ({timed:,})", "sort": f"{ms:.6g}"}
+
+
+def run_row(run: Run, metrics: Sequence[dict], out_dir: Path, speeds: Sequence[int] = ()) -> dict:
     """One run's table row: name, link to its report, family, budget, verdict counts and metric cells."""
     rows = _rows(run.metrics)
     counted = [row["verdict"] for row in rows.values() if row["headline"] and row["verdict"]]
@@ -178,6 +221,7 @@ def run_row(run: Run, metrics: Sequence[dict], out_dir: Path) -> dict:
         "minutes": None if budget.minutes is None else f"{budget.minutes:.3g}",
         "device": budget.device or MISSING,
         "parameters": budget.parameters,
+        "speed": [speed_cell(run, size) for size in speeds],
         "counts": counts,
         "worst": worst,
         "cells": [_cell(rows.get(metric["key"]), "value", "error") for metric in metrics],
@@ -290,6 +334,7 @@ def page_title(dataset: str, runs: Sequence[Run]) -> str:
 def build_context(dataset: str, runs: Sequence[Run], out: Path, settings: ReportSettings) -> dict:
     """The template context of the comparison page."""
     metrics = headline_metrics(runs)
+    speeds = speed_columns(runs)
     plots, notes = overlay_plots(runs, settings)
     return {
         "title": page_title(dataset, runs),
@@ -297,7 +342,9 @@ def build_context(dataset: str, runs: Sequence[Run], out: Path, settings: Report
         "kind": table_info(runs[0].metrics)["kind"],
         "metrics": metrics,
         "floor": floor_row(runs, metrics),
-        "runs": [run_row(run, metrics, out.parent) for run in runs],
+        "runs": [run_row(run, metrics, out.parent, speeds) for run in runs],
+        "speeds": speeds,
+        "capped": any(timed != size for run in runs for size, (_, timed) in run.speed.items()),
         "classes": CLASSES,
         "severity": SEVERITY,
         "plots": plots,
@@ -308,7 +355,7 @@ def build_context(dataset: str, runs: Sequence[Run], out: Path, settings: Report
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m pipelines compare --dataset D --models a b --metrics-tables ... --features ...
-    --training-summaries ... --reports ... --out comparison.html [--settings JSON]``."""
+    --training-summaries ... --timings ... --reports ... --out comparison.html [--settings JSON]``."""
     parser = argparse.ArgumentParser(prog="pipelines compare", description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", required=True, help="name of the data set (page title)")
     parser.add_argument("--models", nargs="+", required=True, help="model name of every run")
@@ -319,6 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--training-summaries", nargs="+", required=True, help="training_summary.json per run (same order)"
     )
+    parser.add_argument("--timings", nargs="+", required=True, help="timing.json per run (same order)")
     parser.add_argument(
         "--reports", nargs="+", required=True, help="report.html per run (linked; same order)"
     )
@@ -326,7 +374,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="comparison HTML page to write")
     args = parser.parse_args(argv)
     settings = parse_settings(args.settings)
-    runs = load_runs(args.models, args.metrics_tables, args.features, args.training_summaries, args.reports)
+    runs = load_runs(
+        args.models, args.metrics_tables, args.features, args.training_summaries, args.reports, args.timings
+    )
     page = render_html(build_context(args.dataset, runs, args.out, settings), TEMPLATE_NAME)
     with atomic_path(args.out) as tmp:
         tmp.write_text(page, encoding="utf-8")

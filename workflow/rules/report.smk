@@ -65,6 +65,7 @@ rule compare:
         metrics=lambda wc: compare_runs(wc, "evaluation/metrics.parquet"),
         features=lambda wc: compare_runs(wc, "evaluation/features.parquet"),
         summaries=lambda wc: compare_runs(wc, "training_summary.json"),
+        timings=lambda wc: compare_runs(wc, "timing.json"),
     output:
         report(
             "results/{dataset}/comparison.html",
@@ -85,5 +86,5 @@ rule compare:
     shell:
         "python -m pipelines compare --dataset {wildcards.dataset:q} --models {params.models:q}"
         " --metrics-tables {input.metrics:q} --features {input.features:q}"
-        " --training-summaries {input.summaries:q} --reports {params.reports:q}"
+        " --training-summaries {input.summaries:q} --timings {input.timings:q} --reports {params.reports:q}"
         " --settings {params.settings:q} --out {output:q} 2> {log:q}"

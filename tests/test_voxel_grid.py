@@ -1,0 +1,223 @@
+"""The voxel-grid shower family: periodic convolutions, grid round trips, sampling, export and learning."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from contextlib import nullcontext
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from pipelines.generate.gflash import generate_showers
+from pipelines.geometry import THRESHOLD_MEV
+from pipelines.io.clouds import Clouds
+from pipelines.models.family import FAMILIES, ShowerSampler, TrainingData
+from pipelines.models.settings import VoxelGridSettings, make_settings
+from pipelines.models.voxel_blocks import GridUNet, PeriodicConv3d, from_patches, to_patches
+from pipelines.models.voxel_grid import (
+    GridTransform,
+    VoxelGridFamily,
+    grid_from_points,
+    rotate_voxels,
+)
+from pipelines.pointcloud import voxels_to_points
+from tests.workflow_runner import REPO, copy_repository
+
+TINY = {"base_channels": 4, "levels": 2, "emb_dim": 16, "time_dim": 8, "ode_steps": 3, "batch": 16}
+
+
+def _clouds(energies: np.ndarray, showers: np.ndarray, geometry, n_train: int) -> TrainingData:
+    points, lengths = voxels_to_points(showers, geometry)
+    split = (np.arange(len(energies)) >= n_train).astype(np.int8)
+    clouds = Clouds(points, np.concatenate([[0], np.cumsum(lengths)]), energies[:, None],
+                    ("energy", "layer", "alpha", "r"), ("incident_energy",), split)  # fmt: skip
+    return TrainingData("showers", clouds, None, np.arange(n_train), np.arange(n_train, len(energies)),
+                        float(lengths.mean()), 5, geometry)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def gflash(ds2) -> tuple[np.ndarray, np.ndarray, TrainingData]:
+    energies, showers = generate_showers(24, ds2, seed=4, progress=False)
+    return energies, showers, _clouds(energies, showers, ds2, 20)
+
+
+class Ctx:
+    """The loop's side of a step: one AdamW per parameter group."""
+
+    device = torch.device("cpu")
+    step = 0
+
+    def __init__(self, family: VoxelGridFamily, lr: float) -> None:
+        mods = family.modules()
+        self.opts = {g.name: torch.optim.AdamW([p for m in g.modules for p in mods[m].parameters()], lr=lr)
+                     for g in family.param_groups()}  # fmt: skip
+
+    def autocast(self):
+        return nullcontext()
+
+    def optimise(self, group: str, loss: torch.Tensor) -> None:
+        self.opts[group].zero_grad()
+        loss.backward()
+        self.opts[group].step()
+
+
+# ---------------------------------------------------------------------------------------------- blocks
+def test_periodic_convolution_wraps_alpha_and_pads_layer_and_r_with_zeros():
+    torch.manual_seed(0)
+    conv = PeriodicConv3d(1, 1)
+    with torch.no_grad():
+        conv.conv.weight.fill_(1.0)
+        conv.conv.bias.zero_()
+    x = torch.zeros(1, 1, 4, 6, 3)
+    x[0, 0, 0, 0, 1] = 1.0  # first layer, alpha bin 0, middle ring
+    y = conv(x)[0, 0]
+    hit = {tuple(int(i) for i in v) for v in torch.nonzero(y)}
+    # alpha neighbours of bin 0 are 5 (wrapped) and 1; layer 0 has no neighbour below (no wrap to 3)
+    assert hit == {(lay, a, r) for lay in (0, 1) for a in (5, 0, 1) for r in (0, 1, 2)}
+    # a shifted input gives the shifted output, for every shift (random weights and input)
+    conv = PeriodicConv3d(2, 3)
+    x = torch.randn(2, 2, 5, 8, 3)
+    for k in range(8):
+        torch.testing.assert_close(conv(torch.roll(x, k, dims=3)), torch.roll(conv(x), k, dims=3))
+
+
+def test_patches_round_trip_and_the_unet_commutes_with_alpha_shifts():
+    x = torch.randn(2, 3, 5, 8, 3)
+    patches = to_patches(x)
+    assert patches.shape == (2, 24, 3, 4, 2)
+    torch.testing.assert_close(from_patches(patches, (5, 8, 3)), x, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="even number of alpha bins"):
+        to_patches(torch.zeros(1, 1, 4, 5, 2))
+    torch.manual_seed(1)
+    net = GridUNet(1, 1, base=4, levels=2, emb_dim=8)
+    torch.nn.init.normal_(net.out.conv.weight)  # the output convolution starts at zero
+    emb = torch.randn(2, 8)
+    grid = torch.randn(2, 1, 5, 16, 3)
+    out = net(grid, emb)
+    assert out.shape == grid.shape and out.abs().max() > 0
+    for k in (4, 8, 12):  # multiples of 2^levels
+        torch.testing.assert_close(net(torch.roll(grid, k, dims=3), emb), torch.roll(out, k, dims=3))
+
+
+# ---------------------------------------------------------------------------------------------- grids
+def test_grid_from_shower_rows_round_trip_and_alpha_rotation(gflash, ds2):
+    _, showers, _ = gflash
+    points, lengths = voxels_to_points(showers, ds2)
+    voxel = torch.as_tensor(ds2.flat_index(points[:, 1], points[:, 2], points[:, 3]))
+    owner = torch.repeat_interleave(torch.arange(len(lengths)), torch.as_tensor(lengths))
+    grids = grid_from_points(torch.as_tensor(points[:, 0]), voxel, owner, len(lengths), ds2.n_voxels)
+    np.testing.assert_array_equal(grids.numpy(), showers)  # exact: one point per hit voxel
+    shift = torch.tensor([3, 15, 0] + [1] * (len(lengths) - 3))
+    rotated = grid_from_points(torch.as_tensor(points[:, 0]), rotate_voxels(voxel, shift[owner], 16, 9),
+                               owner, len(lengths), ds2.n_voxels).numpy().reshape(-1, 45, 16, 9)  # fmt: skip
+    for i in range(len(lengths)):
+        expected = np.roll(showers[i].reshape(45, 16, 9), int(shift[i]), axis=1)
+        np.testing.assert_array_equal(rotated[i], expected)
+
+
+def test_grid_transform_inverts_and_maps_the_threshold_to_log_2():
+    e = np.array([0.0, THRESHOLD_MEV, 1.0, 250.0, 3e4])
+    t = GridTransform.fit(e[1:], 10, np.array([1e3, 1e6]), empty=3.0)
+    y = np.concatenate([np.log1p(e[1:] / THRESHOLD_MEV), np.full(6, -3.0)])  # 10 voxels, 4 hit
+    assert t.shift == pytest.approx(y.mean()) and t.scale == pytest.approx(y.std())
+    assert t.cond_mean == pytest.approx(np.log(1e9) / 2) and t.cond_std == pytest.approx(np.log(1e3) / 2)
+    x = t.forward(torch.as_tensor(e))
+    assert float(x[1] * t.scale + t.shift) == pytest.approx(np.log(2.0))
+    np.testing.assert_allclose(t.energies(x).numpy(), e, rtol=1e-12, atol=1e-15)
+    assert GridTransform.from_dict(json.loads(json.dumps(t.to_dict()))) == t
+
+
+# ---------------------------------------------------------------------------------------------- family
+@pytest.mark.parametrize("objective", ["flow-matching", "vae"])
+def test_sampler_output_and_export_round_trip(gflash, ds2, objective):
+    energies, _, data = gflash
+    torch.manual_seed(0)
+    family = VoxelGridFamily(VoxelGridSettings(**TINY, objective=objective), data, torch.device("cpu"))
+    ctx = Ctx(family, 1e-3)
+    family.train_step(ctx)  # non-zero output convolutions
+    e_inc = energies[:5]
+    showers, counts = family.sampler().sample_showers(e_inc, torch.Generator().manual_seed(3))
+    assert isinstance(family.sampler(), ShowerSampler)
+    assert showers.shape == (5, ds2.n_voxels) and showers.dtype == np.float32
+    assert np.all(showers >= 0) and not np.any((showers > 0) & (showers < THRESHOLD_MEV))
+    assert counts["n_points"] == np.count_nonzero(showers) and counts["n_collided"] == 0
+    config = json.loads(json.dumps(family.export_config()))
+    state = {name: {k: v.clone() for k, v in m.state_dict().items()} for name, m in family.modules().items()}
+    sampler = FAMILIES["voxel-grid"].build_sampler(config, state, None, ds2, torch.device("cpu"))
+    again, _ = sampler.sample_showers(e_inc, torch.Generator().manual_seed(3))
+    np.testing.assert_array_equal(again, showers)
+    with pytest.raises(ValueError, match=r"model trained for grid \(45, 16, 9\)"):
+        ds3 = SimpleNamespace(name="3", grid_shape=(45, 50, 18))
+        FAMILIES["voxel-grid"].build_sampler(config, state, None, ds3, torch.device("cpu"))
+
+
+def _toy(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Showers on a 4 x 4 x 2 grid, symmetric in alpha: f E_inc / 4 in every alpha bin of ring 0 of
+    layer 1 and f E_inc / 8 in layer 2, with f = 0.6 x lognormal(0, 0.05); E_inc log-uniform 1-100 GeV."""
+    rng = np.random.default_rng(seed)
+    e_inc = np.exp(rng.uniform(np.log(1e3), np.log(1e5), n))
+    f = 0.6 * np.exp(rng.normal(0.0, 0.05, n)) * e_inc
+    grids = np.zeros((n, 4, 4, 2), dtype=np.float32)
+    grids[:, 1, :, 0] = (f / 4)[:, None]
+    grids[:, 2, :, 0] = (f / 8)[:, None]
+    return e_inc, grids.reshape(n, -1)
+
+
+def test_toy_grids_are_learned(tmp_path):
+    geometry = SimpleNamespace(name="toy", n_layers=4, n_alpha=4, n_r=2, grid_shape=(4, 4, 2))
+    e_inc, grids = _toy(300, 0)
+    nz = np.nonzero(grids)
+    points = np.stack([grids[nz], nz[1] // 8, (nz[1] // 2) % 4, nz[1] % 2], axis=1).astype(np.float32)
+    lengths = np.count_nonzero(grids, axis=1)
+    clouds = Clouds(points, np.concatenate([[0], np.cumsum(lengths)]), e_inc[:, None], ("energy", "layer",
+                    "alpha", "r"), ("incident_energy",), np.zeros(300, dtype=np.int8))  # fmt: skip
+    data = TrainingData("showers", clouds, None, np.arange(300), np.arange(0), 2.0, 1, geometry)
+    torch.manual_seed(0)
+    settings = VoxelGridSettings(base_channels=8, levels=2, emb_dim=32, time_dim=8, ode_steps=10, batch=64)
+    family = VoxelGridFamily(settings, data, torch.device("cpu"))
+    ctx = Ctx(family, 3e-3)
+    test_e, truth = _toy(200, 1)
+    losses = [family.train_step(ctx)["loss"] for _ in range(400)]
+    assert np.mean(losses[-30:]) < 0.6 * np.mean(losses[:10])  # flow matching keeps a floor (noise)
+    showers, _ = family.sampler().sample_showers(test_e, torch.Generator().manual_seed(0))
+    hit = truth[0] > 0  # the 8 voxels every toy shower hits
+    assert (showers[:, hit] > 0).mean() > 0.95  # the hit pattern (sparsity) is learned ...
+    n_hits = np.count_nonzero(showers, axis=1).mean()
+    assert n_hits < 2 * hit.sum()  # ... (an untrained model hits about half of the 32 voxels)
+    # (the energy scale of the hit voxels is not learned at this budget, see README "Model families")
+
+
+# ---------------------------------------------------------------------------------------------- config
+def test_settings_errors_name_the_key():
+    with pytest.raises(ValueError, match="voxel-grid setting objective must be one of"):
+        VoxelGridSettings(objective="gan")
+    with pytest.raises(ValueError, match="voxel-grid setting levels must be a positive integer, got 0"):
+        make_settings("voxel-grid", {"levels": 0})
+    with pytest.raises(ValueError, match="takes no settings \\['hidden'\\]"):
+        make_settings("voxel-grid", {"hidden": 3})
+
+
+def test_voxel_family_on_jets_is_a_config_error_and_config_voxel_plans_the_comparison(tmp_path):
+    work = copy_repository(tmp_path / "work")
+    shutil.copy2(REPO / "config" / "voxel.yaml", work / "voxel.yaml")
+    command = [sys.executable, "-m", "snakemake", "-n", "-p", "--cores", "1", "--configfile", "voxel.yaml"]
+    bad = yaml.safe_load((REPO / "config" / "voxel.yaml").read_text())
+    bad["runs"].append({"dataset": "jets-top30", "model": "voxel"})
+    (work / "bad.yaml").write_text(yaml.safe_dump(bad))
+    res = subprocess.run([*command[:-1], "bad.yaml"], cwd=work, capture_output=True, text=True, timeout=300)
+    assert res.returncode != 0 and "family 'voxel-grid' does not model jets" in res.stdout + res.stderr
+    assert not (work / "results").exists()  # before any job ran
+    res = subprocess.run(command, cwd=work, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    calo = next(c for c in re.findall(r"^Shell command: (.* compare .*)$", res.stdout, re.MULTILINE)
+                if "--dataset calo-ds2 " in c)  # fmt: skip
+    assert "--models factorised voxel " in calo
+    assert "results/calo-ds2/factorised/timing.json results/calo-ds2/voxel/timing.json" in calo
+    assert "--family voxel-grid" in res.stdout and "results/jets-top30/comparison.html" in res.stdout
