@@ -118,6 +118,19 @@ def test_settings_are_checked_and_showers_are_refused() -> None:
         MPGAN(MPGANSettings(), showers, CPU)
 
 
+def test_a_data_set_of_several_jet_types_is_refused() -> None:
+    """The MPGAN condition is n / mean_n alone: one-hot jet types would be dropped silently."""
+    assert not FAMILY_SPECS["mpgan"].jet_type_condition
+    data = jet_data()
+    c = data.clouds
+    typed = Clouds(c.points, c.offsets, np.column_stack([c.conditions, np.eye(2)[np.arange(len(c)) % 2]]),
+                   c.point_names, (*c.condition_names, "type_q", "type_t"), c.split)  # fmt: skip
+    several = TrainingData("jets", typed, data.transform, data.train_idx, data.val_idx, data.mean_n, 0)
+    with pytest.raises(ValueError, match="models one jet type at a time"):
+        MPGAN(MPGANSettings(), several, CPU)
+    MPGAN(MPGANSettings(), data, CPU)  # one type: accepted
+
+
 def test_jet_features_hand_computed() -> None:
     """Two massless particles of pt 0.5 at (eta, phi) = (+-a, 0): m^2 = 2 pt1 pt2 (cosh(2a) - 1)."""
     from pipelines.models.mpgan import JetFeatures, _Identity

@@ -171,7 +171,9 @@ def _toy(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_toy_grids_are_learned(tmp_path):
-    geometry = SimpleNamespace(name="toy", n_layers=4, n_alpha=4, n_r=2, grid_shape=(4, 4, 2), is_regular=True)
+    geometry = SimpleNamespace(
+        name="toy", n_layers=4, n_alpha=4, n_r=2, grid_shape=(4, 4, 2), is_regular=True
+    )
     e_inc, grids = _toy(300, 0)
     nz = np.nonzero(grids)
     points = np.stack([grids[nz], nz[1] // 8, (nz[1] // 2) % 4, nz[1] % 2], axis=1).astype(np.float32)

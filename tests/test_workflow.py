@@ -76,6 +76,13 @@ def test_default_config_dry_run_plans_every_stage(tmp_path):
             lambda c: c["models"]["flow"].update(family="mdma-gan", training={"gpus": 2}),
             "model 'flow': family 'mdma-gan' does not train data-parallel (gpus 2)",
         ),
+        (
+            lambda c: (
+                c["datasets"]["jets-top30"].update(jet_type=["q", "t"]),
+                c["models"]["flow"].update(family="mpgan", architecture={}, training={"max_steps": 10}),
+            ),
+            "family 'mpgan' models one jet type at a time, not the jet types ['q', 't']",
+        ),
     ],
 )
 def test_bad_config_is_a_clear_error(tmp_path, edit, message):

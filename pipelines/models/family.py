@@ -43,6 +43,7 @@ import torch
 from torch import nn
 
 from pipelines.batching import shard_rows
+from pipelines.jet_types import TYPE_PREFIX
 from pipelines.models.settings import FAMILY_SPECS, FamilySpec, make_settings
 from pipelines.training.distributed import shard_weight
 
@@ -124,6 +125,8 @@ class Family(abc.ABC):
     #: whether the family models the per-layer binnings of dataset 1 (False: regular grids only)
     per_layer_geometries: ClassVar[bool] = True
     data_parallel: ClassVar[bool] = False  # trains with world size > 1 (uses rows_of / global_mean)
+    #: takes the one-hot jet type of a data set of several jet types as a condition
+    jet_type_condition: ClassVar[bool] = True
 
     def __init__(self, settings: Any, data: TrainingData, device: torch.device) -> None:
         if data.kind not in self.kinds:
@@ -133,6 +136,13 @@ class Family(abc.ABC):
             raise ValueError(
                 f"family {self.name!r} models the regular grids of datasets 2 and 3, not the per-layer "
                 f"binning of dataset {geometry.name}"
+            )
+        if not self.jet_type_condition and any(
+            name.startswith(TYPE_PREFIX) for name in getattr(data.clouds, "condition_names", ())
+        ):
+            raise ValueError(
+                f"family {self.name!r} models one jet type at a time, not a data set of several types; "
+                "train one model per type or use flow-matching"
             )
         self.settings, self.data, self.device = settings, data, device
 
@@ -207,6 +217,7 @@ def register_family(cls: type[Family]) -> type[Family]:
         cls.needs_multiplicity(),
         per_layer_geometries=cls.per_layer_geometries,
         data_parallel=cls.data_parallel,
+        jet_type_condition=cls.jet_type_condition,
     )
     known = FAMILY_SPECS.setdefault(cls.name, spec)
     if known != spec:

@@ -303,6 +303,7 @@ class MPGAN(Family):
 
     name = "mpgan"
     kinds = ("jets",)
+    jet_type_condition = False  # the condition is n / mean_n alone
     Settings = MPGANSettings
 
     def __init__(self, settings: MPGANSettings, data: TrainingData, device: torch.device) -> None:

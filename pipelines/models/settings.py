@@ -367,6 +367,8 @@ class FamilySpec:
     #: models the per-layer binnings of dataset 1 (False: the regular grids of datasets 2 and 3 only)
     per_layer_geometries: bool = True
     data_parallel: bool = False  # trains in several processes (training setting gpus > 1)
+    #: takes the jet type as a condition (a data set of several jet types); False: one type only
+    jet_type_condition: bool = True
 
 
 FAMILY_SPECS: dict[str, FamilySpec] = {
@@ -388,7 +390,7 @@ FAMILY_SPECS: dict[str, FamilySpec] = {
             data_parallel=True,
         ),
         FamilySpec("mdma-gan", ("showers", "jets"), GANSettings, needs_multiplicity=True),
-        FamilySpec("mpgan", ("jets",), MPGANSettings, needs_multiplicity=True),
+        FamilySpec("mpgan", ("jets",), MPGANSettings, needs_multiplicity=True, jet_type_condition=False),
         FamilySpec(
             "voxel-grid",
             ("showers",),

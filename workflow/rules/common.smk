@@ -7,6 +7,7 @@ from pathlib import Path
 sys.path.insert(0, workflow.basedir)
 from pipelines import codehash  # noqa: E402
 from pipelines.config_check import PER_LAYER_GEOMETRIES  # noqa: E402
+from pipelines.jet_types import parse_jet_types  # noqa: E402
 from pipelines.export_settings import EXPORTABLE  # noqa: E402
 from pipelines.models.settings import family_spec  # noqa: E402 (no torch: a fast start)
 from pipelines.training.settings import split_settings  # noqa: E402
@@ -146,6 +147,12 @@ for _name, _model in MODELS.items():
             raise ValueError(
                 f"config.yaml: run {_run}: family {_model['family']!r} models the regular grids of datasets "
                 f"2 and 3, not the per-layer binning of dataset {_geometry}; use flow-matching or mdma-gan"
+            )
+        _types = parse_jet_types(DATASETS[_run["dataset"]]["jet_type"]) if _kind == "jets" else ()
+        if len(_types) > 1 and not family_spec(_model["family"]).jet_type_condition:
+            raise ValueError(
+                f"config.yaml: run {_run}: family {_model['family']!r} models one jet type at a time, not "
+                f"the jet types {list(_types)}; train one model per type or use flow-matching"
             )
 if abs(sum(config["preprocessing"]["split"]) - 1.0) > 1e-9:
     raise ValueError(f"config.yaml: preprocessing.split {config['preprocessing']['split']} must sum to 1")
