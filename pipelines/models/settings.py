@@ -304,17 +304,21 @@ class MPGANSettings:
 
 @dataclass(frozen=True)
 class VoxelGridSettings:
-    """Hyperparameters of the voxel-grid family (defaults: a CPU model, ~0.1 s per step on one thread).
+    """Hyperparameters of the voxel-grid family (defaults: a CPU model, ~0.2 s per step on one thread).
 
-    The network is a 3-D U-Net on the (layer, alpha, r) grid, periodic in alpha: base_channels at full
-    resolution, doubled at each of ``levels`` resolutions; emb_dim: width of the (time, E_inc)
-    embedding that scales and shifts every block; time_dim: its sinusoidal time features.
+    Shower level (as the factorised family's): shower_hidden, shower_blocks: width and hidden layers of
+    the velocity MLP of E_tot / E_inc, layer energies and hit counts; shower_lr, shower_batch: its AdamW
+    learning rate and showers per minibatch. Grid level: a 3-D U-Net on the (layer, alpha, r) grid of
+    normalised shapes (shares of the layer energies), periodic in alpha: base_channels at full resolution,
+    doubled at each of ``levels`` resolutions; emb_dim: width of the (time, E_inc) embedding that scales
+    and shifts every block; time_dim: sinusoidal time features (both levels).
     objective: "flow-matching" (conditional flow matching on the transformed grid, ode_steps midpoint
-    steps at sampling, sigma_min the width of the OT path at t = 1) or "vae" (a conditional VAE with
-    latent_channels at the coarsest resolution, kl_weight on the KL term). empty_gap: empty voxels sit
-    at y = -empty_gap, below the threshold's log 2 on the scale y = log(1 + E / threshold).
-    lr, weight_decay: AdamW; batch: showers per step; max_voxels: voxels per network call at sampling
-    (batch x grid size).
+    steps at sampling for both levels, sigma_min the width of the OT path at t = 1) or "vae" (a
+    conditional VAE with latent_channels at the coarsest resolution, kl_weight on the KL term).
+    empty_gap: empty voxels sit empty_gap standard deviations of the hits' transformed shares below the
+    smallest.
+    lr, weight_decay: AdamW of the grid model; batch: showers per grid step; max_voxels: voxels per
+    network call at sampling (batch x grid size).
     """
 
     base_channels: int = 8
@@ -331,11 +335,15 @@ class VoxelGridSettings:
     weight_decay: float = 0.0
     batch: int = 32
     max_voxels: int = 2_000_000
+    shower_hidden: int = 256
+    shower_blocks: int = 3
+    shower_lr: float = 2e-3
+    shower_batch: int = 256
 
     def __post_init__(self) -> None:
         check_settings_types(self)
         for key in ("base_channels", "levels", "emb_dim", "time_dim", "ode_steps", "latent_channels",
-                    "batch", "max_voxels"):  # fmt: skip
+                    "batch", "max_voxels", "shower_hidden", "shower_blocks", "shower_batch"):  # fmt: skip
             if getattr(self, key) < 1:
                 raise ValueError(
                     f"voxel-grid setting {key} must be a positive integer, got {getattr(self, key)}"
@@ -346,8 +354,9 @@ class VoxelGridSettings:
             raise ValueError(
                 f"voxel-grid setting objective must be one of {VOXEL_OBJECTIVES}, got {self.objective!r}"
             )
-        if not (math.isfinite(self.lr) and 0.0 < self.lr < 1.0):
-            raise ValueError(f"voxel-grid setting lr must lie in (0, 1), got {self.lr}")
+        for key in ("lr", "shower_lr"):
+            if not (math.isfinite(getattr(self, key)) and 0.0 < getattr(self, key) < 1.0):
+                raise ValueError(f"voxel-grid setting {key} must lie in (0, 1), got {getattr(self, key)}")
         if not (math.isfinite(self.sigma_min) and 0.0 <= self.sigma_min < 0.5):
             raise ValueError(f"voxel-grid setting sigma_min must lie in [0, 0.5), got {self.sigma_min}")
         for key in ("weight_decay", "kl_weight", "empty_gap"):

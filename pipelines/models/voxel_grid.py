@@ -1,22 +1,30 @@
-"""The voxel-grid shower family: a conditional generative model of the whole (layer, alpha, r) grid.
+"""The voxel-grid shower family: a shower-level flow and a conditional model of the whole voxel grid.
 
-Every shower is a dense grid (n_layers, n_alpha, n_r) (dataset 2: 45 x 16 x 9) rebuilt from its points
-(voxel order (layer, alpha, r), r fastest, as in the shower rows). Voxel energies are mapped to
-``y = log(1 + E / threshold)`` (a voxel at the 15.15 keV readout threshold is log 2, 1 TeV about 18),
-an empty voxel to ``y = -empty_gap`` (a gap below the threshold, so that a slightly noisy sample of an
-empty voxel stays below it), and standardised with the training split's mean and standard deviation
-over all voxels. The network is a 3-D U-Net periodic in alpha (:mod:`pipelines.models.voxel_blocks`),
-conditioned on standardised log E_inc. Two objectives (``objective``):
+As CaloFlow splits layer energies (flow I) from normalised shapes (flow II), the family has two parts,
+trained side by side (parameter groups "shower" and "grid"):
 
-- ``flow-matching``: conditional flow matching on the OT path from Gaussian noise to the grid; sampling
-  integrates the velocity with ``ode_steps`` midpoint steps.
-- ``vae``: a conditional VAE, latent at the coarsest resolution, decoder mean as the sample.
+1. Shower level: the factorised family's flow (:mod:`pipelines.models.shower_flow`, the same transform,
+   loss and sampler) draws E_tot / E_inc, the layer energies E_l and the layer hit counts n_l given
+   E_inc.
+2. Grid level: every shower is a dense grid (n_layers, n_alpha, n_r) (dataset 2: 45 x 16 x 9) rebuilt
+   from its points (voxel order (layer, alpha, r), r fastest, as in the shower rows). A hit voxel is
+   mapped to its share of the layer energy above the readout threshold T, (E - T) / (E_l - n_l T), to
+   the power 1 / SHARE_POWER (in [0, 1]); an empty voxel to a level below the smallest
+   (:class:`GridTransform`); all standardised with one shift and scale. The network is a 3-D U-Net
+   periodic in alpha (:mod:`pipelines.models.voxel_blocks`), conditioned on standardised log E_inc
+   (FiLM) and, as two extra input channels broadcast over each layer, on the standardised log E_l / E_inc
+   and log(1 + n_l) (the data's when training, the shower flow's when sampling). Two objectives
+   (``objective``): ``flow-matching`` (conditional flow matching on the OT path from Gaussian noise;
+   sampling integrates the velocity with ``ode_steps`` midpoint steps) or ``vae`` (a conditional VAE,
+   latent at the coarsest resolution, decoder mean as the sample).
 
-Sampling maps back to energies, clips negative ones to 0 and applies the readout threshold (voxels
-below 15.15 keV set to 0, counted as ``n_below_threshold``), so the sparsity compares with the data's.
-Training grids are rotated by a random number of alpha bins (the calorimeter is symmetric in alpha).
-Minibatches, rotations, noise and times come from the family's own CPU torch.Generator (its
-:meth:`state_dict`); sampling draws everything from the ``torch_gen`` it is given.
+Sampling (:func:`distribute`): in every layer the n_l voxels of highest generated share are hit (at
+most E_l / T of them); each holds the threshold plus its share of the rest, so every layer sums to the
+drawn E_l and E_tot and the layer profile are the shower flow's; then voxels below 15.15 keV (none
+but float32 rounding) are set to 0 (counted as ``n_below_threshold``). Training grids are rotated by a
+random number of alpha bins (the calorimeter is symmetric in alpha). Minibatches, rotations, noise and
+times come from the family's own CPU torch.Generator (its :meth:`state_dict`); sampling draws
+everything from the ``torch_gen`` it is given.
 """
 
 from __future__ import annotations
@@ -35,11 +43,25 @@ from pipelines.geometry import THRESHOLD_MEV
 from pipelines.models.family import Family, ParamGroup, StepContext, TrainingData, register_family
 from pipelines.models.flow_matching import midpoint_solve, ot_path, time_features
 from pipelines.models.settings import VoxelGridSettings
+from pipelines.models.shower_flow import ShowerFlow, ShowerTransform, shower_tables
 from pipelines.models.voxel_blocks import GridUNet
 from pipelines.training.validation import layer_energies, shower_figures
 
-
 # ---------------------------------------------------------------------------------------------- grid
+#: shares of the layer energy are modelled as share^(1 / SHARE_POWER): errors of the network cost the
+#: large voxels little (on log(share) they would be multiplied by its wide range)
+SHARE_POWER = 4.0
+#: every sampled hit holds at least this (a hair above the threshold, so that float32 keeps it)
+FLOOR_MEV = THRESHOLD_MEV * (1.0 + 1e-6)
+
+
+def excess_shares(energy: Any, layer_e: Any, counts: Any) -> Any:
+    """Shares (E - threshold) / (E_layer - n_layer threshold) of hit voxels' energy above the threshold
+    (arrays or tensors of the same shape; 0 where the layer holds no energy above its hits' threshold)."""
+    free = layer_e - counts * THRESHOLD_MEV
+    return (energy - THRESHOLD_MEV).clip(0.0) / free.clip(1e-30)
+
+
 def grid_from_points(
     energy: torch.Tensor, voxel: torch.Tensor, owner: torch.Tensor, n: int, n_voxels: int
 ) -> torch.Tensor:
@@ -69,40 +91,74 @@ def coarse_shape(shape: tuple[int, int, int], levels: int) -> tuple[int, int, in
 
 @dataclasses.dataclass(frozen=True)
 class GridTransform:
-    """y = log(1 + E / threshold) (E > 0) or -empty (E = 0), standardised: x = (y - shift) / scale;
-    condition (log E_inc - cond_mean) / cond_std."""
+    """Normalised shapes y = (E_voxel / E_layer)^(1 / SHARE_POWER) (hit voxels, 0 < y <= 1) or
+    ``empty`` (empty voxels, ``empty_gap`` standard deviations of the hits' y below the smallest, at
+    least a tenth of their root mean square),
+    standardised: x = (y - shift) / scale; condition (log E_inc - cond_mean) / cond_std; per-layer
+    conditions (log(E_layer / E_inc) - layer_mean) / layer_std (``layer_empty`` for a layer without
+    energy) and (log(1 + n_layer) - count_mean) / count_std."""
 
-    threshold: float
     empty: float
     shift: float
     scale: float
     cond_mean: float
     cond_std: float
+    layer_mean: float
+    layer_std: float
+    layer_empty: float
+    count_mean: float
+    count_std: float
 
     @classmethod
-    def fit(cls, energies: np.ndarray, n_voxels_total: int, e_inc: np.ndarray, empty: float) -> GridTransform:
-        """From the hit energies (MeV, all > 0) of all training showers, their voxel count, E_inc (MeV)
-        and the level -empty of empty voxels."""
-        y = np.log1p(np.asarray(energies, dtype=np.float64) / THRESHOLD_MEV)
+    def fit(
+        cls, share: np.ndarray, n_voxels_total: int, e_inc: np.ndarray, layer_e: np.ndarray,
+        counts: np.ndarray, empty_gap: float,
+    ) -> GridTransform:  # fmt: skip
+        """From the hit voxels' shares (:func:`excess_shares`, in [0, 1]) of the training showers, their
+        voxel count, E_inc (N,) MeV, layer energies and hit counts (N, L), and the gap of empty voxels."""
+        y = np.asarray(share, dtype=np.float64) ** (1.0 / SHARE_POWER)
+        unit = max(y.std(), 0.1 * math.sqrt((y**2).mean()))  # not 0 where all shares are alike
+        empty = float(y.min() - empty_gap * unit)
         n_empty = n_voxels_total - len(y)
-        mean = float((y.sum() - empty * n_empty) / n_voxels_total)
+        mean = float((y.sum() + empty * n_empty) / n_voxels_total)
         var = float(((y**2).sum() + empty**2 * n_empty) / n_voxels_total - mean**2)
         log_e = np.log(np.asarray(e_inc, dtype=np.float64))
-        return cls(THRESHOLD_MEV, float(empty), mean, math.sqrt(max(var, 1e-12)), float(log_e.mean()),
-                   float(max(log_e.std(), 1e-6)))  # fmt: skip
+        hit = layer_e > 0
+        frac = np.log(
+            layer_e[hit] / np.broadcast_to(np.asarray(e_inc, np.float64)[:, None], layer_e.shape)[hit]
+        )
+        log_n = np.log1p(np.asarray(counts, dtype=np.float64))
+        layer_std = float(max(frac.std(), 1e-6))
+        return cls(
+            empty, mean, math.sqrt(max(var, 1e-12)), float(log_e.mean()), float(max(log_e.std(), 1e-6)),
+            float(frac.mean()), layer_std, float((frac.min() - frac.mean()) / layer_std - 1.0),
+            float(log_n.mean()), float(max(log_n.std(), 1e-6)),
+        )  # fmt: skip
 
-    def forward(self, grid: torch.Tensor) -> torch.Tensor:
-        """Energies (MeV) -> standardised transformed grid."""
-        y = torch.where(grid > 0, torch.log1p(grid.clamp_min(0.0) / self.threshold), -self.empty)
-        return (y - self.shift) / self.scale
+    def forward(self, grid: torch.Tensor, layer_e: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+        """Energies (B, L, A, R) MeV, layer energies and hit counts (B, L) -> standardised shapes."""
+        share = excess_shares(grid, layer_e[:, :, None, None].to(grid.dtype), counts[:, :, None, None])
+        y = torch.where(grid > 0, share ** (1.0 / SHARE_POWER), self.empty)
+        return ((y - self.shift) / self.scale).float()
 
-    def energies(self, x: torch.Tensor) -> torch.Tensor:
-        """Standardised grid -> energies (MeV), negative ones clipped to 0 (threshold not yet applied)."""
-        return self.threshold * torch.expm1((x * self.scale + self.shift).clamp_min(0.0))
+    def share(self, x: torch.Tensor) -> torch.Tensor:
+        """Standardised grid -> unnormalised shares max(y, 0)^SHARE_POWER (float64)."""
+        return (x.double() * self.scale + self.shift).clamp_min(0.0) ** SHARE_POWER
 
     def condition(self, e_inc: torch.Tensor) -> torch.Tensor:
         """(N,) MeV -> (N, 1) standardised log E_inc (float32)."""
         return ((torch.log(e_inc.double()) - self.cond_mean) / self.cond_std).float()[:, None]
+
+    def layer_condition(
+        self, e_inc: torch.Tensor, layer_e: torch.Tensor, counts: torch.Tensor
+    ) -> torch.Tensor:
+        """(N, 2, L) float32: standardised log(E_layer / E_inc) and log(1 + n_layer) of every layer."""
+        layer_e = layer_e.double()
+        ratio = layer_e / e_inc.double()[:, None]
+        frac = torch.where(ratio > 0, (torch.log(ratio.clamp_min(1e-300)) - self.layer_mean) / self.layer_std,
+                           self.layer_empty)  # fmt: skip
+        log_n = (torch.log1p(counts.double()) - self.count_mean) / self.count_std
+        return torch.stack([frac, log_n], dim=1).float()
 
     def to_dict(self) -> dict[str, float]:
         return dataclasses.asdict(self)
@@ -110,6 +166,27 @@ class GridTransform:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GridTransform:
         return cls(**{f.name: float(data[f.name]) for f in dataclasses.fields(cls)})
+
+
+def distribute(share: torch.Tensor, counts: torch.Tensor, layer_e: torch.Tensor) -> torch.Tensor:
+    """Voxel energies (N, L, V) float64 of generated shares (N, L, V) >= 0 that sum to ``layer_e`` (N, L).
+
+    In every layer the n voxels of highest share are hit, n = ``counts`` (N, L) but at most
+    E_layer / FLOOR_MEV (at least 1 where counts > 0): each gets FLOOR_MEV (or E_layer / n, if less)
+    plus its share of the rest (equal parts where the kept shares are all 0).
+    """
+    layer_e = layer_e.double()
+    n = torch.minimum(counts.double(), torch.floor(layer_e / FLOOR_MEV))
+    n = torch.where(counts > 0, n.clamp_min(1.0), 0.0)
+    order = torch.argsort(share, dim=-1, descending=True)
+    rank = torch.empty_like(order)
+    rank.scatter_(-1, order, torch.arange(share.shape[-1], device=share.device).expand_as(order))
+    keep = rank < n[..., None]
+    w = torch.where(keep, share.double(), 0.0)
+    w = torch.where(w.sum(dim=-1, keepdim=True) > 0, w, keep.double())
+    floor = torch.minimum(torch.full_like(layer_e, FLOOR_MEV), layer_e / n.clamp_min(1.0))
+    free = (layer_e - n * floor)[..., None] * w / w.sum(dim=-1, keepdim=True).clamp_min(1e-300)
+    return torch.where(keep, floor[..., None] + free, 0.0)
 
 
 # ---------------------------------------------------------------------------------------------- networks
@@ -125,16 +202,28 @@ class Embedding(nn.Module):
         return self.net(torch.cat([time_features(t, self.time_dim), cond.float()], dim=1))
 
 
+#: per-layer condition channels (log layer energy, log hit count) beside the grid
+LAYER_CHANNELS = 2
+
+
+def with_layers(x: torch.Tensor, layers: torch.Tensor) -> torch.Tensor:
+    """Grid channels (B, C, L, A, R) and layer conditions (B, K, L) -> (B, C + K, L, A, R)."""
+    b, _, n_l, n_a, n_r = x.shape
+    return torch.cat([x, layers.to(x.dtype)[:, :, :, None, None].expand(b, -1, n_l, n_a, n_r)], dim=1)
+
+
 class GridVelocity(nn.Module):
-    """Velocity field v(x_t, t, condition) of flow matching on grids (B, L, A, R)."""
+    """Velocity field v(x_t, t, condition, layer conditions) of flow matching on grids (B, L, A, R)."""
 
     def __init__(self, s: VoxelGridSettings) -> None:
         super().__init__()
         self.embed = Embedding(s.time_dim, s.emb_dim)
-        self.unet = GridUNet(1, 1, s.base_channels, s.levels, s.emb_dim)
+        self.unet = GridUNet(1 + LAYER_CHANNELS, 1, s.base_channels, s.levels, s.emb_dim)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        return self.unet(x[:, None], self.embed(t, cond))[:, 0]
+    def forward(
+        self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, layers: torch.Tensor
+    ) -> torch.Tensor:
+        return self.unet(with_layers(x[:, None], layers), self.embed(t, cond))[:, 0]
 
 
 class GridEncoder(nn.Module):
@@ -144,12 +233,15 @@ class GridEncoder(nn.Module):
         super().__init__()
         self.latent_shape = coarse_shape(shape, s.levels)
         self.embed = Embedding(s.time_dim, s.emb_dim)
-        self.unet = GridUNet(1, 2 * s.latent_channels, s.base_channels, s.levels, s.emb_dim)
+        self.unet = GridUNet(1 + LAYER_CHANNELS, 2 * s.latent_channels, s.base_channels, s.levels, s.emb_dim)
         nn.init.normal_(self.unet.out.conv.weight, std=1e-2)  # the U-Net's zero output would stall the KL
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, cond: torch.Tensor, layers: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         t = torch.zeros(x.shape[0], device=x.device)
-        h = F.adaptive_avg_pool3d(self.unet(x[:, None], self.embed(t, cond)), self.latent_shape)
+        h = self.unet(with_layers(x[:, None], layers), self.embed(t, cond))
+        h = F.adaptive_avg_pool3d(h, self.latent_shape)
         mean, log_var = h.chunk(2, dim=1)
         return mean, log_var.clamp(-10.0, 10.0)
 
@@ -161,18 +253,20 @@ class GridDecoder(nn.Module):
         super().__init__()
         self.shape = tuple(shape)
         self.embed = Embedding(s.time_dim, s.emb_dim)
-        self.unet = GridUNet(s.latent_channels, 1, s.base_channels, s.levels, s.emb_dim)
+        self.unet = GridUNet(s.latent_channels + LAYER_CHANNELS, 1, s.base_channels, s.levels, s.emb_dim)
 
-    def forward(self, z: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, cond: torch.Tensor, layers: torch.Tensor) -> torch.Tensor:
         t = torch.zeros(z.shape[0], device=z.device)
-        return self.unet(F.interpolate(z, size=self.shape, mode="nearest"), self.embed(t, cond))[:, 0]
+        z = with_layers(F.interpolate(z, size=self.shape, mode="nearest"), layers)
+        return self.unet(z, self.embed(t, cond))[:, 0]
 
 
 def build_modules(s: VoxelGridSettings, shape: tuple[int, int, int]) -> dict[str, nn.Module]:
-    """The trained modules of an objective: {"velocity"} or {"encoder", "decoder"}."""
+    """The trained modules: the shower flow, and {"velocity"} or {"encoder", "decoder"} of the grid."""
+    flow = ShowerFlow(1 + 2 * shape[0], s.shower_hidden, s.shower_blocks, s.time_dim)
     if s.objective == "flow-matching":
-        return {"velocity": GridVelocity(s)}
-    return {"encoder": GridEncoder(s, shape), "decoder": GridDecoder(s, shape)}
+        return {"shower_flow": flow, "velocity": GridVelocity(s)}
+    return {"shower_flow": flow, "encoder": GridEncoder(s, shape), "decoder": GridDecoder(s, shape)}
 
 
 def vae_loss(
@@ -193,13 +287,14 @@ class VoxelGridSampler:
     def __init__(
         self,
         modules: dict[str, nn.Module],
+        shower_transform: ShowerTransform,
         transform: GridTransform,
         grid: tuple[int, int, int],
         settings: VoxelGridSettings,
         device: torch.device,
     ) -> None:
-        self.modules, self.transform, self.grid = modules, transform, tuple(grid)
-        self.settings, self.device = settings, device
+        self.modules, self.shower_transform, self.transform = modules, shower_transform, transform
+        self.grid, self.settings, self.device = tuple(grid), settings, device
         self.n_voxels = int(np.prod(self.grid))
         self.per_call = max(1, settings.max_voxels // self.n_voxels)
 
@@ -207,17 +302,37 @@ class VoxelGridSampler:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
-    def _grids(self, cond: torch.Tensor, torch_gen: torch.Generator) -> torch.Tensor:
-        """Standardised grids (B, L, A, R) for conditions (B, 1)."""
+    def _grids(self, cond: torch.Tensor, layers: torch.Tensor, torch_gen: torch.Generator) -> torch.Tensor:
+        """Standardised grids (B, L, A, R) for conditions (B, 1) and layer conditions (B, 2, L)."""
         s, b = self.settings, cond.shape[0]
         if s.objective == "flow-matching":
             velocity = self.modules["velocity"]
             x0 = torch.randn(b, *self.grid, generator=torch_gen, device=self.device)
-            return midpoint_solve(lambda x, t: velocity(x, t, cond), x0, s.ode_steps)
-        decoder = self.modules["decoder"]
+            return midpoint_solve(lambda x, t: velocity(x, t, cond, layers), x0, s.ode_steps)
         z_shape = coarse_shape(self.grid, s.levels)
         z = torch.randn(b, s.latent_channels, *z_shape, generator=torch_gen, device=self.device)
-        return decoder(z, cond)
+        return self.modules["decoder"](z, cond, layers)
+
+    def layered(
+        self, e_inc: torch.Tensor, torch_gen: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """(showers (N, L, A R) float64 MeV before the threshold, layer energies (N, L) drawn by the
+        shower flow, number of non-finite grid values) for E_inc (N,) MeV."""
+        n = e_inc.numel()
+        flow = self.modules["shower_flow"]
+        x = flow.sample(self.shower_transform.condition(e_inc).to(self.device), self.settings.ode_steps,
+                        torch_gen)  # fmt: skip
+        counts, layer_e = self.shower_transform.decode(torch.nan_to_num(x.double()), e_inc)
+        cond = self.transform.condition(e_inc)
+        layers = self.transform.layer_condition(e_inc, layer_e, counts)
+        out = torch.empty(n, *self.grid, dtype=torch.float32, device=self.device)
+        for s0 in range(0, n, self.per_call):
+            s1 = min(n, s0 + self.per_call)
+            out[s0:s1] = self._grids(cond[s0:s1], layers[s0:s1], torch_gen).float()
+        bad = ~torch.isfinite(out)
+        out[bad] = (self.transform.empty - self.transform.shift) / self.transform.scale
+        share = self.transform.share(out).reshape(n, self.grid[0], -1)
+        return distribute(share, counts, layer_e), layer_e, int(bad.sum())
 
     @torch.inference_mode()
     def sample_showers(
@@ -227,21 +342,12 @@ class VoxelGridSampler:
         if torch_gen.device.type != self.device.type:
             raise ValueError(f"torch_gen is on {torch_gen.device}, the model on {self.device}")
         e_inc = torch.as_tensor(np.asarray(energies, dtype=np.float64).reshape(-1), device=self.device)
-        n = e_inc.numel()
-        out = torch.empty(n, self.n_voxels, dtype=torch.float32, device=self.device)
         self._sync()
         t0 = time.perf_counter()
-        cond = self.transform.condition(e_inc)
-        for s0 in range(0, n, self.per_call):
-            s1 = min(n, s0 + self.per_call)
-            out[s0:s1] = self._grids(cond[s0:s1], torch_gen).reshape(s1 - s0, -1).float()
-        bad = ~torch.isfinite(out)
-        n_bad = int(bad.sum())
-        out[bad] = 0.0
-        n_negative = int((out * self.transform.scale + self.transform.shift < 0).sum())
+        layered, _, n_bad = self.layered(e_inc, torch_gen)
         self._sync()
         t1 = time.perf_counter()
-        showers = self.transform.energies(out)
+        showers = layered.reshape(e_inc.numel(), -1).float()
         low = (showers > 0) & (showers < THRESHOLD_MEV)
         n_low = int(low.sum())
         showers[low] = 0.0
@@ -252,7 +358,7 @@ class VoxelGridSampler:
             "n_collided": 0,
             "n_dropped": 0,
             "n_nonfinite": n_bad,
-            "n_negative": n_negative,
+            "n_negative": 0,
             "n_below_threshold": n_low,
             "seconds_generate": t1 - t0,
             "seconds_convert": t2 - t1,
@@ -263,7 +369,8 @@ class VoxelGridSampler:
 # ---------------------------------------------------------------------------------------------- family
 @register_family
 class VoxelGridFamily(Family):
-    """A conditional 3-D convolutional model of the whole voxel grid (flow matching or VAE)."""
+    """Shower-level flow (E_tot, layer energies, hit counts) + a conditional 3-D convolutional model of
+    the normalised shapes of the whole voxel grid (flow matching or VAE)."""
 
     name = "voxel-grid"
     kinds = ("showers",)
@@ -277,13 +384,21 @@ class VoxelGridFamily(Family):
         n_l, n_alpha, n_r = self.grid
         self.n_voxels = n_l * n_alpha * n_r
         clouds = data.clouds.select(np.asarray(data.train_idx, dtype=np.int64))
-        if len(clouds) == 0 or not np.any(clouds.points[:, 0] > 0):
+        counts, layer_e = shower_tables(clouds.points[:, 0], clouds.points[:, 1], clouds.lengths, n_l)
+        usable = np.flatnonzero(layer_e.sum(axis=1) > 0)
+        if len(usable) == 0:
             raise ValueError("the training split holds no shower with energy")
-        pts = clouds.points
-        e_inc = clouds.conditions[:, 0]
+        clouds, counts, layer_e = clouds.select(usable), counts[usable], layer_e[usable]
+        pts, e_inc = clouds.points, clouds.conditions[:, 0]
+        self.shower_transform = ShowerTransform.fit(
+            e_inc, counts, layer_e, n_alpha * n_r, seed=int(data.seed)
+        )
+        shower = np.repeat(np.arange(len(clouds)), clouds.lengths)
         hit = pts[:, 0] > 0
-        n_total = len(clouds) * self.n_voxels
-        self.transform = GridTransform.fit(pts[hit, 0], n_total, e_inc, settings.empty_gap)
+        key = (shower[hit], pts[hit, 1].astype(np.int64))
+        share = excess_shares(pts[hit, 0].astype(np.float64), layer_e[key], counts[key])
+        self.transform = GridTransform.fit(share, len(clouds) * self.n_voxels, e_inc, layer_e, counts,
+                                           settings.empty_gap)  # fmt: skip
         voxel = (pts[:, 1].astype(np.int64) * n_alpha + pts[:, 2].astype(np.int64)) * n_r + pts[:, 3].astype(
             np.int64
         )
@@ -291,7 +406,12 @@ class VoxelGridFamily(Family):
         self._voxel = torch.as_tensor(voxel)
         self._start = torch.as_tensor(clouds.offsets[:-1].copy())
         self._length = torch.as_tensor(clouds.lengths.copy())
-        self._cond = self.transform.condition(torch.as_tensor(e_inc))
+        self._e_inc = torch.as_tensor(e_inc, dtype=torch.float64)
+        self._counts = torch.as_tensor(counts)
+        self._layer_e = torch.as_tensor(layer_e)
+        self._cond = self.transform.condition(self._e_inc)
+        self._layers = self.transform.layer_condition(self._e_inc, self._layer_e, self._counts)
+        self._shower_cond = self.shower_transform.condition(self._e_inc)
         self._modules = build_modules(settings, self.grid)
         for m in self._modules.values():
             m.to(device)
@@ -304,11 +424,27 @@ class VoxelGridFamily(Family):
 
     def param_groups(self) -> list[ParamGroup]:
         s = self.settings
-        return [ParamGroup("grid", tuple(self._modules), lr=s.lr, weight_decay=s.weight_decay, ema=True)]
+        grid = tuple(name for name in self._modules if name != "shower_flow")
+        return [
+            ParamGroup("shower", ("shower_flow",), lr=s.shower_lr, weight_decay=s.weight_decay, ema=True),
+            ParamGroup("grid", grid, lr=s.lr, weight_decay=s.weight_decay, ema=True),
+        ]
 
-    def batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(standardised grids (B, L, A, R), conditions (B, 1)) of random training showers, each
-        rotated by a random number of alpha bins, on the family's device."""
+    def shower_batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(x1, cond, x0, t) of one shower-level minibatch (as the factorised family's), on the device."""
+        s, g, n_l = self.settings, self._gen, self.grid[0]
+        idx = torch.randint(len(self._e_inc), (s.shower_batch,), generator=g)
+        u = torch.rand(s.shower_batch, n_l, generator=g, dtype=torch.float64)
+        fill = torch.randn(s.shower_batch, n_l, generator=g, dtype=torch.float64)
+        x0 = torch.randn(s.shower_batch, self.shower_transform.dim, generator=g)
+        t = torch.rand(s.shower_batch, generator=g)
+        x1 = self.shower_transform.forward(self._e_inc[idx], self._counts[idx], self._layer_e[idx], u, fill)
+        d = self.device
+        return x1.float().to(d), self._shower_cond[idx].to(d), x0.to(d), t.to(d)
+
+    def batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(standardised shapes (B, L, A, R), conditions (B, 1), layer conditions (B, 2, L)) of random
+        training showers, each rotated by a random number of alpha bins, on the family's device."""
         g, b = self._gen, self.settings.batch
         idx = torch.randint(len(self._length), (b,), generator=g)
         shift = torch.randint(self.grid[1], (b,), generator=g)
@@ -318,30 +454,37 @@ class VoxelGridFamily(Family):
         point = torch.arange(int(size.sum())) - first[owner] + self._start[idx][owner]
         voxel = rotate_voxels(self._voxel[point], shift[owner], self.grid[1], self.grid[2])
         grid = grid_from_points(self._energy[point], voxel, owner, b, self.n_voxels)
-        x = self.transform.forward(grid).view(b, *self.grid)
-        return x.to(self.device), self._cond[idx].to(self.device)
+        x = self.transform.forward(grid.view(b, *self.grid), self._layer_e[idx], self._counts[idx])
+        d = self.device
+        return x.to(d), self._cond[idx].to(d), self._layers[idx].to(d)
 
     def train_step(self, ctx: StepContext) -> dict[str, float]:
-        x1, cond = self.batch()
-        if self.settings.objective == "flow-matching":
+        s = self.settings
+        x1, cond, x0, t = self.shower_batch()
+        with ctx.autocast():
+            loss_shower = self._modules["shower_flow"].loss(x1, cond, x0, t, s.sigma_min)
+        ctx.optimise("shower", loss_shower)
+        out = {"loss_shower": float(loss_shower.detach())}
+        x1, cond, layers = self.batch()
+        if s.objective == "flow-matching":
             b = x1.shape[0]
             x0 = torch.randn(x1.shape, generator=self._gen).to(self.device)
             t = torch.rand(b, generator=self._gen).to(self.device)
-            xt, target = ot_path(x0, x1, t[:, None, None, None], self.settings.sigma_min)
+            xt, target = ot_path(x0, x1, t[:, None, None, None], s.sigma_min)
             with ctx.autocast():
-                loss = (self._modules["velocity"](xt, t, cond).float() - target).pow(2).mean()
+                loss = (self._modules["velocity"](xt, t, cond, layers).float() - target).pow(2).mean()
             ctx.optimise("grid", loss)
-            return {"loss": float(loss.detach())}
-        latent = coarse_shape(self.grid, self.settings.levels)
-        eps = torch.randn((x1.shape[0], self.settings.latent_channels, *latent), generator=self._gen)
-        eps = eps.to(self.device)
+            return {"loss": float(loss.detach()), **out}
+        latent = coarse_shape(self.grid, s.levels)
+        eps = torch.randn((x1.shape[0], s.latent_channels, *latent), generator=self._gen).to(self.device)
         with ctx.autocast():
-            mean, log_var = self._modules["encoder"](x1, cond)
+            mean, log_var = self._modules["encoder"](x1, cond, layers)
             z = mean.float() + eps * torch.exp(0.5 * log_var.float())
-            recon = self._modules["decoder"](z, cond).float()
-            loss, rec, kl = vae_loss(x1, recon, mean.float(), log_var.float(), self.settings.kl_weight)
+            recon = self._modules["decoder"](z, cond, layers).float()
+            loss, rec, kl = vae_loss(x1, recon, mean.float(), log_var.float(), s.kl_weight)
         ctx.optimise("grid", loss)
-        return {"loss": float(loss.detach()), "reconstruction": float(rec.detach()), "kl": float(kl.detach())}
+        return {"loss": float(loss.detach()), "reconstruction": float(rec.detach()), "kl": float(kl.detach()),
+                **out}  # fmt: skip
 
     def state_dict(self) -> dict[str, Any]:
         return {"generator": self._gen.get_state()}
@@ -352,7 +495,9 @@ class VoxelGridFamily(Family):
     # ------------------------------------------------------------------ validation and export
     def sampler(self) -> VoxelGridSampler:
         """A sampler over the family's current modules (the loop swaps in EMA weights before validating)."""
-        return VoxelGridSampler(self._modules, self.transform, self.grid, self.settings, self.device)
+        return VoxelGridSampler(
+            self._modules, self.shower_transform, self.transform, self.grid, self.settings, self.device
+        )
 
     def _validation_reference(self, n_max: int) -> tuple[np.ndarray, np.ndarray]:
         if self._val_cache is None or self._val_cache[0] != n_max:
@@ -377,6 +522,7 @@ class VoxelGridFamily(Family):
         return {
             "settings": dataclasses.asdict(self.settings),
             "grid_transform": self.transform.to_dict(),
+            "shower_transform": self.shower_transform.to_dict(),
             "grid": list(self.grid),
         }
 
@@ -399,8 +545,9 @@ class VoxelGridFamily(Family):
         for name, module in modules.items():
             module.load_state_dict(state[name])
             module.to(device).eval()
-        return VoxelGridSampler(modules, GridTransform.from_dict(config["grid_transform"]), grid, settings,
-                                device)  # fmt: skip
+        shower_transform = ShowerTransform.from_dict(config["shower_transform"])
+        transform = GridTransform.from_dict(config["grid_transform"])
+        return VoxelGridSampler(modules, shower_transform, transform, grid, settings, device)
 
     @classmethod
     def needs_multiplicity(cls) -> bool:
