@@ -67,6 +67,11 @@ def check_cond_dim(kind: str, cond_dim: int) -> None:
         raise ValueError(f"cond_dim {cond_dim} does not match kind {kind!r}")
 
 
+def with_column(out: torch.Tensor, k: int, column: torch.Tensor) -> torch.Tensor:
+    """``out`` (..., d) with its column ``k`` replaced by ``column`` (...) (the share head's output)."""
+    return torch.cat([out[..., :k], column.unsqueeze(-1).to(out.dtype), out[..., k + 1 :]], dim=-1)
+
+
 def make_condition(
     raw_conditions: torch.Tensor | np.ndarray, lengths: torch.Tensor | np.ndarray, kind: str, mean_n: float
 ) -> torch.Tensor:
@@ -320,7 +325,7 @@ class MDMAGenerator(PointSampler):
             return out, None
         k = self.share_column
         column, u = self.share(out[..., k], token, cond, mask)
-        out = torch.cat([out[..., :k], column.unsqueeze(-1).to(out.dtype), out[..., k + 1 :]], dim=-1)
+        out = with_column(out, k, column)
         return out, u
 
     def forward(self, noise: torch.Tensor, cond: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -131,6 +131,24 @@ def gradient_penalty(
     return ((sq + 1e-12).sqrt() - 1.0).pow(2).mean()
 
 
+def generate_physical(
+    generator: nn.Module,
+    data: TrainingData,
+    raw_conditions: np.ndarray,
+    lengths: np.ndarray,
+    seed: int,
+    max_tokens: int,
+) -> np.ndarray:
+    """Physical points (P, d) float64 (clouds in input order) of a GAN generator for raw conditions and
+    hit counts, with the noise seeded by ``seed`` and ``data``'s point transform inverted."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    cond = make_condition(np.asarray(raw_conditions, np.float64), lengths, data.kind, data.mean_n)
+    device = next(generator.parameters()).device
+    gen = torch.Generator(device=device).manual_seed(int(seed))
+    x = generate_transformed(generator, cond.to(device), lengths, gen, max_tokens)
+    return data.transform.inverse_transform_torch(x.to(torch.float64)).cpu().numpy()
+
+
 @torch.no_grad()
 def generate_transformed(
     generator: MDMAGenerator,
@@ -337,15 +355,9 @@ class MDMAGAN(Family):
 
     def generate(self, raw_conditions: np.ndarray, lengths: np.ndarray, seed: int) -> np.ndarray:
         """Physical points (P, d) float64 (clouds in input order) for raw conditions and hit counts."""
-        lengths = np.asarray(lengths, dtype=np.int64)
-        cond = make_condition(
-            np.asarray(raw_conditions, np.float64), lengths, self.data.kind, self.data.mean_n
+        return generate_physical(
+            self.generator, self.data, raw_conditions, lengths, seed, 4 * self.settings.max_tokens
         )
-        gen = torch.Generator(device=self.device).manual_seed(int(seed))
-        x = generate_transformed(
-            self.generator, cond.to(self.device), lengths, gen, 4 * self.settings.max_tokens
-        )
-        return self.data.transform.inverse_transform_torch(x.to(torch.float64)).cpu().numpy()
 
     def validate(self, n_max: int, seed: int) -> dict[str, float]:
         """Generated vs real figures on up to ``n_max`` validation clouds (their own n and conditions)."""

@@ -52,10 +52,11 @@ from pipelines.models.mdma import (
     fit_share_params,
     make_condition,
     periodic_view,
+    with_column,
 )
 from pipelines.models.mdma_gan import (
     SHARE_CAP_SIGMAS,
-    generate_transformed,
+    generate_physical,
     gradient_penalty,
     periodic_columns,
 )
@@ -194,7 +195,7 @@ class MPGenerator(PointSampler):
             return out
         k = self.share_column
         column, _ = self.share(out[..., k], self._token(h, mask), cond, mask)
-        return torch.cat([out[..., :k], column.unsqueeze(-1).to(out.dtype), out[..., k + 1 :]], dim=-1)
+        return with_column(out, k, column)
 
     @torch.no_grad()
     def calibrate(
@@ -472,13 +473,8 @@ class MPGAN(Family):
 
     def generate(self, lengths: np.ndarray, seed: int) -> np.ndarray:
         """Physical points (P, 3) float64 (jets in input order) with these particle counts."""
-        lengths = np.asarray(lengths, dtype=np.int64)
-        cond = make_condition(np.zeros((len(lengths), 1)), lengths, "jets", self.data.mean_n)
-        gen = torch.Generator(device=self.device).manual_seed(int(seed))
-        x = generate_transformed(
-            self.generator, cond.to(self.device), lengths, gen, 4 * self.settings.max_tokens
-        )
-        return self.data.transform.inverse_transform_torch(x.to(torch.float64)).cpu().numpy()
+        raw = np.zeros((len(lengths), 1))  # the condition is n / mean_n alone
+        return generate_physical(self.generator, self.data, raw, lengths, seed, 4 * self.settings.max_tokens)
 
     def validate(self, n_max: int, seed: int) -> dict[str, float]:
         """W1M and particle-feature figures on up to ``n_max`` validation jets (their own n)."""
