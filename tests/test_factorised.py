@@ -132,6 +132,23 @@ def test_transform_standardises_whitens_and_clamps(data):
     np.testing.assert_allclose(energies.sum(1).numpy(), layer_e[:5].sum(1), rtol=1e-10)
 
 
+def test_transform_fit_is_the_same_bit_for_bit_whatever_the_threads(data):
+    """The whitening fit uses no threaded BLAS reduction: SLURM and local runs store the same numbers."""
+    e_inc, counts, layer_e = tables(data)
+    threads = torch.get_num_threads()
+    try:
+        fits = []
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            fits.append(ShowerTransform.fit(e_inc.copy(), counts.copy(), layer_e.copy(), 144, seed=4))
+    finally:
+        torch.set_num_threads(threads)
+    assert fits[0].to_dict() == fits[1].to_dict()
+    chol = np.array(fits[0].white_chol)
+    cov = chol @ chol.T
+    np.testing.assert_allclose(chol, np.linalg.cholesky(cov), rtol=1e-10, atol=1e-13)
+
+
 def test_shower_level_loss_falls(data):
     e_inc, counts, layer_e = tables(data)
     tr = ShowerTransform.fit(e_inc, counts, layer_e, 144)

@@ -46,6 +46,31 @@ def _t(x: Any, like: torch.Tensor | None = None, dtype: torch.dtype = torch.floa
     return torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x, device=device).to(dtype)
 
 
+def _linear_whitening(s: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Least-squares fit s ~ a + b c, and the Cholesky factor L of the residual covariance plus ridge.
+
+    Written with numpy reductions in a fixed order and an explicit Cholesky loop (no BLAS or LAPACK),
+    so the result is bit for bit the same whatever the thread count, library or memory alignment.
+    """
+    n, dim = s.shape
+    c_mean = c.mean()
+    s_mean = s.mean(axis=0)
+    c_dev = c - c_mean
+    c_var = (c_dev * c_dev).sum()
+    slope = (c_dev[:, None] * (s - s_mean)).sum(axis=0) / c_var if c_var > 0 else np.zeros(dim)
+    offset = s_mean - slope * c_mean
+    resid = s - offset - c[:, None] * slope
+    cov = np.stack([(resid * resid[:, j : j + 1]).sum(axis=0) for j in range(dim)]) / max(n, 1)
+    # ridge: directions without variance (few showers, layers never hit) are not blown up
+    cov = cov + RIDGE * np.eye(dim) * max(float(np.diagonal(cov).mean()), 1e-12)
+    chol = np.zeros_like(cov)
+    for j in range(dim):
+        col = cov[j:, j] - (chol[j:, :j] * chol[j, :j]).sum(axis=1)
+        chol[j, j] = np.sqrt(col[0])
+        chol[j + 1 :, j] = col[1:] / chol[j, j]
+    return offset, slope, chol
+
+
 @dataclass
 class ShowerTransform:
     """Fitted statistics of the shower-level vector (plain floats and lists: JSON-able)."""
@@ -134,16 +159,11 @@ class ShowerTransform:
         gen = torch.Generator().manual_seed(int(seed))
         u = torch.rand(cnt.shape, generator=gen, dtype=torch.float64)
         fill = torch.randn(cnt.shape, generator=gen, dtype=torch.float64)
-        s = out.standardised(e_inc, cnt, layer_e, u, fill)
-        design = torch.cat([torch.ones(len(s), 1, dtype=torch.float64), out.condition(e_inc).double()], 1)
-        coef = torch.linalg.lstsq(design, s).solution  # (2, dim)
-        resid = s - design @ coef
-        cov = resid.T @ resid / max(len(s), 1)
-        # ridge: directions without variance (few showers, layers never hit) are not blown up
-        cov = cov + RIDGE * torch.eye(dim, dtype=torch.float64) * cov.diagonal().mean().clamp_min(1e-12)
-        out.white_offset = [float(v) for v in coef[0]]
-        out.white_slope = [float(v) for v in coef[1]]
-        out.white_chol = torch.linalg.cholesky(cov).tolist()
+        s = out.standardised(e_inc, cnt, layer_e, u, fill).numpy()
+        offset, slope, chol = _linear_whitening(s, out.condition(e_inc).double().numpy()[:, 0])
+        out.white_offset = [float(v) for v in offset]
+        out.white_slope = [float(v) for v in slope]
+        out.white_chol = chol.tolist()
         out._cache.clear()
         return out
 
