@@ -19,7 +19,7 @@ from pipelines.io.jetnet import read_jetnet
 from pipelines.io.tables import column_descriptions, read_table, table_info
 from pipelines.metrics import evaluate_jets
 from pipelines.metrics import evaluate_showers as ev
-from pipelines.report import metrics_table
+from pipelines.report import compare, metrics_table
 from tests.test_calo_features import G, _random_showers
 from tests.test_jet_metrics import FAST, _write_pair
 from tests.test_report import _write_shower_run
@@ -171,6 +171,27 @@ def test_metrics_table_keeps_raw_and_scaled_jet_metrics_and_hand_verdicts(tmp_pa
     )
     assert rows.loc["W1M", "value"] == 0.004 and not rows.loc["W1M", "headline"]
     assert [row["metric"] for row in tsv] == ["W1M_x1e3", "cls_trees_jet_auc"]  # the report's rows only
+
+
+def test_metrics_table_adds_each_jet_type_after_the_whole_data_set(tmp_path):
+    def rows(model: float, real: float) -> dict:
+        return {"model": {"W1M_x1e3": {"value": model, "error": 1.0}},
+                "real_vs_real": {"W1M_x1e3": {"value": real, "error": 1.0}}}  # fmt: skip
+
+    metrics = {"kind": "jets", "dataset": "jets", "settings": {}, "histograms": [], "rows": rows(4.0, 2.0),
+               "per_type": {"g": {"rows": rows(12.0, 2.0)}, "z": {"rows": rows(3.0, 2.5)}}}  # fmt: skip
+    path = tmp_path / "metrics.json"
+    path.write_text(json.dumps(metrics))
+    frame, tsv = _metrics_table(tmp_path, path)
+    assert frame["jet_type"].isna().tolist() == [True, False, False]
+    assert frame["jet_type"].tolist()[1:] == ["g", "z"]
+    assert frame["value"].tolist() == [4.0, 12.0, 3.0]
+    # by hand: g pull (12 - 2) / sqrt(2) = 7.1, ratio 6 (far); z pull (3 - 2.5) / sqrt(2) = 0.35 (within)
+    assert frame["pull"].tolist() == pytest.approx([2 / math.sqrt(2), 10 / math.sqrt(2), 0.5 / math.sqrt(2)])
+    assert frame["verdict"].tolist()[1:] == ["far", "within"]
+    assert [(row["jet_type"], row["model"]) for row in tsv] == [("", "4"), ("g", "12"), ("z", "3")]
+    table = read_table(tmp_path / "metrics.parquet")
+    assert list(compare._rows(table)) == ["W1M_x1e3"] and compare._rows(table)["W1M_x1e3"]["value"] == 4.0
 
 
 def test_bad_tables_name_the_file(tmp_path):

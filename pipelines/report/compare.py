@@ -142,15 +142,20 @@ def load_runs(
 
 
 # ---------------------------------------------------------------- table
+def _whole_data_set(table: pa.Table) -> list[dict]:
+    """The rows of the whole data set (a jet table of several types also holds each type's rows)."""
+    return [row for row in table.to_pylist() if row.get("jet_type") is None]
+
+
 def _rows(table: pa.Table) -> dict[str, dict]:
-    return {row["metric"]: row for row in table.to_pylist()}
+    return {row["metric"]: row for row in _whole_data_set(table)}
 
 
 def headline_metrics(runs: Sequence[Run]) -> list[dict]:
     """The columns of the table: the headline metrics of the runs, first-seen order (label, unit)."""
     seen: dict[str, dict] = {}
     for run in runs:
-        for row in run.metrics.to_pylist():
+        for row in _whole_data_set(run.metrics):
             if row["headline"] and row["metric"] not in seen:
                 seen[row["metric"]] = {
                     "key": row["metric"],

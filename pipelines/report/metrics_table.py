@@ -7,6 +7,8 @@ error, how the report shows it (label, group, meaning, display factor and unit, 
 against the real-vs-real floor (:mod:`pipelines.report.verdict`); ``headline`` marks the metrics the
 report's verdict counts. Values are stored as in metrics.json (raw); multiply by ``display_factor``
 for the report's units. The TSV holds the rows the report's metrics table shows, in its units.
+A jet data set of several types adds each type's rows (metrics.json ``per_type``) after the rows of the
+whole data set, marked by ``jet_type`` (null on the whole data set's rows).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ log = logging.getLogger(__name__)
 #: columns of metrics.parquet a reader (the comparison page) relies on
 REQUIRED_COLUMNS = ("metric", "label", "headline", "value", "error", "real_vs_real", "real_vs_real_error",
                     "display_factor", "display_unit", "verdict")  # fmt: skip
-TSV_COLUMNS = ("metric", "label", "group", "unit", "model", "model_error", "real_vs_real",
+TSV_COLUMNS = ("jet_type", "metric", "label", "group", "unit", "model", "model_error", "real_vs_real",
                "real_vs_real_error", "ratio", "pull", "verdict")  # fmt: skip
 
 
@@ -53,18 +55,17 @@ def _count(entry: Mapping | None, key: str) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def metrics_table(metrics: Mapping, source: str = "") -> pa.Table:
-    """The metrics table of one run's (validated) metrics.json content."""
-    kind, rows = metrics["kind"], metrics["rows"]
+def _records(rows: Mapping, kind: str, jet_type: str | None) -> list[dict]:
+    """One record per metric of a model / real-vs-real pair of rows (the whole data set or one type)."""
     headline = {item.key for item in verdict.run_verdicts(rows, kind)}
-    names = ordered_names(metrics)
     records = []
-    for name in names:
+    for name in ordered_names({"rows": rows, "kind": kind}):
         model, real = rows["model"].get(name), rows["real_vs_real"].get(name)
         info = metric_catalogue.metric_info(name, kind)
         found = verdict.compare(name, info.label, model, real) if model and real else None
         records.append(
             {
+                "jet_type": jet_type,
                 "metric": name,
                 "label": info.label,
                 "group": info.group,
@@ -84,8 +85,18 @@ def metrics_table(metrics: Mapping, source: str = "") -> pa.Table:
                 "real_vs_real_n_no_overlap": _count(real, "n_no_overlap"),
             }
         )
+    return records
+
+
+def metrics_table(metrics: Mapping, source: str = "") -> pa.Table:
+    """The metrics table of one run's (validated) metrics.json content."""
+    kind = metrics["kind"]
+    records = _records(metrics["rows"], kind, None)
+    for jet_type, entry in metrics.get("per_type", {}).items():
+        records += _records(entry["rows"], kind, jet_type)
     f64, i64, text, flag = pa.float64(), pa.int64(), pa.string(), pa.bool_()
     described = {
+        "jet_type": ("jet type of the row (g, q, t, w, z); null: the whole data set", "", text),
         "metric": ("name of the metric in metrics.json", "", text),
         "label": ("the report's name of the metric", "", text),
         "group": ("the report's group of the metric", "", text),
@@ -142,8 +153,9 @@ def metrics_tsv(table: pa.Table) -> str:
             continue
         f = row["display_factor"]
         writer.writerow(
-            [row["metric"], row["label"], row["group"], row["display_unit"], _cell(row["value"], f),
-             _cell(row["error"], f), _cell(row["real_vs_real"], f), _cell(row["real_vs_real_error"], f),
+            [row["jet_type"] or "", row["metric"], row["label"], row["group"], row["display_unit"],
+             _cell(row["value"], f), _cell(row["error"], f), _cell(row["real_vs_real"], f),
+             _cell(row["real_vs_real_error"], f),
              _cell(row["ratio"]), _cell(row["pull"]), row["verdict"] or ""]
         )  # fmt: skip
     return buffer.getvalue()
