@@ -220,7 +220,7 @@ def test_ddp_config_asks_for_two_gpus_and_starts_two_processes(tmp_path):
     res = _snakemake(work, "-n", "-p", "--cores", "2", "--configfile", "config/ddp.yaml")
     assert res.returncode == 0, res.stdout + res.stderr
     train = res.stdout[res.stdout.index("rule train:") :].split("\n\n")[0]
-    assert "gpu=2" in train, train
+    assert "gpu=2" in train and "mem_mb=16000" in train, train  # 8 GB per process
     launch = "python -m torch.distributed.run --standalone --nproc-per-node 2 -m pipelines train --clouds"
     assert launch in res.stdout
     assert "results/jets-top30/flow-ddp/model.pt" in train

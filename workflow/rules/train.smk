@@ -1,6 +1,7 @@
 # Training: the multiplicity model p(n | E) and the generative model of a family (GPU rule on clusters).
 # A model's training setting gpus: N > 1 asks for N GPUs (cpus_per_gpu threads each) and starts N
-# data-parallel processes with torchrun on the job's node (gloo processes on a CPU-only machine).
+# data-parallel processes with torchrun on the job's node (gloo processes on a CPU-only machine), with
+# 8 GB of memory per process (times the attempt).
 # Checkpoints live in checkpoints/, which is no declared output: a retried or requeued job resumes.
 
 
@@ -44,7 +45,7 @@ rule train:
     resources:
         gpu=lambda wc: train_gpus(wc.model),
         cpus_per_gpu=lambda wc, threads: threads,
-        mem_mb=lambda wc, attempt: 8000 * attempt,
+        mem_mb=lambda wc, attempt: 8000 * attempt * train_gpus(wc.model),  # 8 GB per process
         runtime=lambda wc, attempt: 60 * attempt,
     conda:
         "../envs/pipelines.yaml"
