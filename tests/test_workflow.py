@@ -68,8 +68,26 @@ def test_default_config_dry_run_plans_every_stage(tmp_path):
         (lambda c: c["runs"].append({"dataset": "nope", "model": "flow"}), "unknown data set"),
         (lambda c: c["preprocessing"].update(split=[0.5, 0.2, 0.2]), "must sum to 1"),
         (
-            lambda c: c["datasets"]["calo-ds2"].update(geometry="1-photons"),
-            "family 'factorised' models the regular grids of datasets 2 and 3, not the per-layer binning of "
+            lambda c: (
+                c["datasets"]["calo-ds2"].update(geometry="1-photons"),
+                c["models"]["factorised"].update(family="voxel-grid", architecture={}),
+            ),
+            "family 'voxel-grid' models the regular grids of datasets 2 and 3, not the per-layer binning of "
+            "dataset 1-photons",
+        ),
+        (
+            lambda c: (
+                c["datasets"]["calo-ds2"].update(geometry="1-photons"),
+                c["models"]["factorised"].update(architecture={"placement": "independent"}),
+            ),
+            "the per-layer binning of dataset 1-photons needs placement 'pareto'",
+        ),
+        (
+            lambda c: (
+                c["datasets"]["calo-ds2"].update(geometry="1-photons"),
+                c.update(export={"enabled": True}),
+            ),
+            "the ONNX export takes the regular grids of datasets 2 and 3, not the per-layer binning of "
             "dataset 1-photons",
         ),
         (
