@@ -104,6 +104,11 @@ def load_factorised(path: str | Path) -> tuple[Any, dict[str, Any]]:
             f"{', '.join(EXPORTABLE)}); its point sampler needs the multiplicity model and voxelisation"
         )
     sampler, payload = load_model(path, None, None, "cpu")
+    if not sampler.layout.regular:
+        raise DataError(
+            f"{path}: the ONNX export takes the regular grids of datasets 2 and 3; this model has the "
+            "per-layer binning of dataset 1 (sample it with the sample stage instead)"
+        )
     return sampler, payload
 
 

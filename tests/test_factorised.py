@@ -12,15 +12,20 @@ import numpy as np
 import pytest
 import torch
 
+from pipelines.export import load_factorised
 from pipelines.generate.gflash import generate_showers
-from pipelines.geometry import THRESHOLD_MEV
+from pipelines.generate.gflash_settings import GFlashSettings
+from pipelines.geometry import THRESHOLD_MEV, Geometry, load_geometry
 from pipelines.io.clouds import Clouds
+from pipelines.io.errors import DataError
 from pipelines.models import factorised
 from pipelines.models.factorised import FactorisedFamily, FactorisedSettings
 from pipelines.models.family import FAMILIES, ShowerSampler, TrainingData, family_settings
-from pipelines.models.point_model import PointParams, sample_points
+from pipelines.models.point_model import N_NUMERIC, PointModel, PointParams, pareto_keys, sample_points
 from pipelines.models.shower_flow import ShowerFlow, ShowerTransform, shower_tables
-from pipelines.pointcloud import voxels_to_points
+from pipelines.models.store import load_model, save_model
+from pipelines.pointcloud import points_to_voxels, voxels_to_points
+from tests.conftest import random_showers
 
 SMALL = {"shower_hidden": 64, "shower_blocks": 2, "point_hidden": 32, "point_blocks": 2, "ode_steps": 4}
 
@@ -352,3 +357,192 @@ def test_wrong_kind_is_rejected(data):
     jets = dataclasses.replace(data, kind="jets")
     with pytest.raises(ValueError, match="does not model"):
         FactorisedFamily(FactorisedSettings(**SMALL), jets, torch.device("cpu"))
+
+
+# ----------------------------------------------------------------------------- per-layer binnings (dataset 1)
+
+#: (n_alpha, n_r) of the layers of a small per-layer toy: layers 0 and 3 have no voxels
+TOY_LAYERS = {0: None, 1: (1, 3), 2: (4, 5), 3: None}
+TOY_R_OCCUPANCY = {1: (0.9, 0.5, 0.1), 2: (0.8, 0.6, 0.4, 0.2, 0.05)}  # hit probability per ring
+
+
+def toy_geometry() -> Geometry:
+    edges = tuple(np.arange(b[1] + 1) * 5.0 if b else np.array([0.0]) for b in TOY_LAYERS.values())
+    return Geometry("toy-per-layer", edges, tuple(b[0] if b else 1 for b in TOY_LAYERS.values()))
+
+
+def per_layer_data(
+    geometry: Geometry, showers: np.ndarray, energies: np.ndarray, n_train: int
+) -> TrainingData:
+    points, lengths = voxels_to_points(showers, geometry)
+    split = np.zeros(len(energies), dtype=np.int8)
+    split[n_train:] = 1
+    clouds = Clouds(points, np.concatenate([[0], np.cumsum(lengths)]), energies[:, None],
+                    ("energy", "layer", "alpha", "r"), ("incident_energy",), split)  # fmt: skip
+    return TrainingData("showers", clouds, None, np.arange(n_train), np.arange(n_train, len(energies)),
+                        float(lengths.mean()), 7, geometry)  # fmt: skip
+
+
+def toy_showers(geometry: Geometry, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Showers whose voxels are hit with a probability per ring (uniform in alpha), energies lognormal."""
+    rng = np.random.default_rng(seed)
+    prob = np.concatenate(
+        [np.tile(TOY_R_OCCUPANCY[layer], TOY_LAYERS[layer][0]) for layer in geometry.filled_layers]
+    )
+    hit = rng.random((n, geometry.n_voxels)) < prob
+    showers = np.where(hit, rng.lognormal(0.0, 0.5, hit.shape) + 0.1, 0.0).astype(np.float32)
+    showers[showers.sum(axis=1) == 0, 0] = 1.0
+    return 10 ** rng.uniform(3, 4, n), showers
+
+
+def ring_occupancy(showers: np.ndarray, geometry: Geometry, layer: int) -> np.ndarray:
+    n_alpha, n_r = TOY_LAYERS[layer]
+    in_layer = geometry.voxel_index[:, 0] == layer
+    return (showers[:, in_layer] > 0).reshape(len(showers), n_alpha, n_r).mean(axis=(0, 1))
+
+
+def masked_model(seed: int = 0) -> tuple[PointModel, torch.Tensor, torch.Tensor]:
+    """A point model over the toy's filled layers (bins (1, 3) and (4, 5)), features of 6 pairs."""
+    torch.manual_seed(seed)
+    model = PointModel(2, 4, 5, 16, 1, 3, layer_bins=[(1, 3), (4, 5)])
+    return model, torch.randn(6, N_NUMERIC), torch.tensor([0, 1, 0, 1, 1, 0])
+
+
+def test_masked_cells_have_zero_probability_and_finite_gradients():
+    model, feats, layer = masked_model()
+    p = model(feats, layer)
+    assert p.valid is not None and p.capacity().tolist() == [3, 20, 3, 20, 20, 3]
+    prob = torch.softmax(p.r_logits, dim=1)[:, :, None] * torch.softmax(p.alpha_logits, dim=2)
+    assert torch.all(prob[~p.valid] == 0) and torch.all(prob[p.valid] > 0)
+    torch.testing.assert_close(prob.sum(dim=(1, 2)), torch.ones(6))
+    r, alpha = torch.tensor([2, 4, 0, 0, 3, 1]), torch.tensor([0, 3, 0, 1, 2, 0])
+    terms = model.nll(feats, layer, r, alpha, torch.zeros(6))
+    sum(terms.values()).backward()
+    assert all(torch.isfinite(v) for v in terms.values())
+    assert all(torch.isfinite(q.grad).all() for q in model.parameters() if q.grad is not None)
+    with pytest.raises(ValueError, match="outside the bins of its layer"):
+        model.nll(feats, layer, torch.tensor([3, 4, 0, 0, 3, 1]), alpha, torch.zeros(6))  # r 3 in layer 0
+
+
+def test_pareto_never_samples_masked_cells_and_respects_each_layers_capacity():
+    model, feats, layer = masked_model(1)
+    with torch.no_grad():
+        p = model(feats, layer)
+    gen = torch.Generator().manual_seed(2)
+    for counts in (torch.tensor([3, 20, 5, 25, 7, 1]), torch.tensor([1, 3, 2, 19, 20, 3])):
+        for _ in range(20):
+            pts = sample_points(p, counts, gen, (-3.0, 3.0), "pareto")
+            assert bool(p.valid[pts.pair, pts.r, pts.alpha].all())
+            expected = torch.minimum(counts, p.capacity())
+            assert torch.equal(torch.bincount(pts.pair, minlength=6), expected)
+            cell = (pts.pair * 5 + pts.r) * 4 + pts.alpha
+            assert len(torch.unique(cell)) == len(cell) and torch.isfinite(pts.y).all()
+    with pytest.raises(ValueError, match="needs a regular grid"):
+        sample_points(p, counts, gen, (-3.0, 3.0), "independent")
+
+
+def test_full_masks_change_nothing():
+    """A masked model whose layers all have the full grid gives the unmasked model's numbers."""
+    torch.manual_seed(0)
+    plain = PointModel(3, 4, 5, 16, 1, 3)
+    full = PointModel(3, 4, 5, 16, 1, 3, layer_bins=[(4, 5)] * 3)
+    full.load_state_dict(plain.state_dict())
+    feats, layer = torch.randn(5, N_NUMERIC), torch.tensor([0, 1, 2, 1, 0])
+    a, b = plain(feats, layer), full(feats, layer)
+    for name in ("r_logits", "alpha_logits", "mix_logits", "mu", "log_sigma"):
+        assert torch.equal(getattr(a, name), getattr(b, name))
+    u = torch.rand(5, 20, generator=torch.Generator().manual_seed(3))
+    counts = torch.tensor([1, 4, 20, 7, 0])
+    assert torch.equal(pareto_keys(a, counts, u), pareto_keys(b, counts, u))
+    assert set(plain.state_dict()) == set(full.state_dict())  # the masks are not stored weights
+
+
+def test_regular_grid_layout_is_inactive(data):
+    family = make_family(data)
+    assert family.layout.regular and family.layout.layer_bins is None and family.capacity == 144
+    assert not family.modules()["point_model"].masked and family.sampler().gather is None
+    assert "layers" not in family.export_config() and family.transform.capacity == 144
+
+
+def test_per_layer_toy_learns_the_ring_distribution_of_each_layer():
+    geometry = toy_geometry()
+    energies, showers = toy_showers(geometry, 300, seed=4)
+    family = make_family(per_layer_data(geometry, showers, energies, 250), point_lr=3e-3)
+    assert family.grid == (2, 4, 5) and family.transform.capacity == [3, 20]
+    ctx = Ctx(family)
+    for _ in range(1000):
+        family.train_step(ctx)
+    sampled, counts = family.sampler().sample_showers(energies[:300], torch.Generator().manual_seed(1))
+    assert sampled.shape == (300, geometry.n_voxels) and counts["n_collided"] == 0
+    for layer in TOY_R_OCCUPANCY:  # hit fraction per ring: model vs the data (0.9 ... 0.05)
+        np.testing.assert_allclose(
+            ring_occupancy(sampled, geometry, layer), ring_occupancy(showers, geometry, layer), atol=0.08
+        )
+
+
+@pytest.mark.parametrize("name", ["1-photons", "1-pions"])
+def test_dataset1_sampling_round_trips_through_voxels_and_the_model_file(name, tmp_path, monkeypatch):
+    geometry = load_geometry(name)
+    if name == "1-photons":
+        energies, showers = generate_showers(
+            80, geometry, seed=3, settings=GFlashSettings.from_json("{}", name), progress=False
+        )
+    else:  # GFlash is electromagnetic: random sparse showers in the pion geometry
+        energies, showers = random_showers(geometry, 80, seed=3, occupancy=0.3)
+    family = make_family(per_layer_data(geometry, showers, energies, 60))
+    filled = geometry.filled_layers
+    assert family.layout.filled == tuple(filled) and family.grid == geometry.compact_shape
+    ctx = Ctx(family)
+    for _ in range(5):
+        family.train_step(ctx)
+    sampled, counts = family.sampler().sample_showers(energies, torch.Generator().manual_seed(2))
+    assert sampled.shape == (80, geometry.n_voxels) and np.isfinite(sampled).all() and sampled.min() >= 0
+    assert (
+        counts["n_collided"] == 0
+        and counts["n_points"] == int((sampled > 0).sum()) + counts["n_below_threshold"]
+    )
+    points, lengths = voxels_to_points(sampled, geometry)
+    assert set(np.unique(points[:, 1]).astype(int)) <= set(filled.tolist())
+    back, n_collided = points_to_voxels(points, lengths, geometry)
+    assert n_collided == 0
+    np.testing.assert_array_equal(back, sampled)
+    # before the readout threshold, the layer sums and hit counts are the shower level's exactly
+    monkeypatch.setattr(factorised, "THRESHOLD_MEV", 0.0)
+    sampler = family.sampler()
+    for m in family.modules().values():
+        m.eval()
+    raw, _ = sampler.sample_showers(energies, torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        e_t = torch.as_tensor(energies)
+        x = sampler.flow.sample(
+            sampler.transform.condition(e_t), sampler.ode_steps, torch.Generator().manual_seed(2)
+        )
+        n_l, layer_e = sampler.transform.decode(x.double(), e_t)
+    np.testing.assert_allclose(family.layout.layer_energies(raw), layer_e.numpy(), rtol=2e-6, atol=1e-30)
+    hits = family.layout.layer_energies((raw > 0).astype(np.float64))
+    np.testing.assert_array_equal(hits, n_l.numpy())
+    assert (n_l.numpy() <= np.array(family.transform.capacity)).all()
+    monkeypatch.undo()
+    for m in family.modules().values():
+        m.train()
+    assert np.isfinite(family.validate(20, 3)["figure"])
+    # the model file rebuilds the same sampler for this geometry, and refuses another geometry
+    model = tmp_path / "model.pt"
+    weights = {key: m.state_dict() for key, m in family.modules().items()}
+    save_model(model, "factorised", "showers", family.export_config(), weights)
+    sampler, _ = load_model(model, None, geometry, "cpu")
+    again, _ = sampler.sample_showers(energies, torch.Generator().manual_seed(2))
+    np.testing.assert_array_equal(again, sampled)
+    other = load_geometry("1-pions" if name == "1-photons" else "1-photons")
+    for wrong in (other, load_geometry("2")):
+        with pytest.raises(ValueError, match="model trained for the per-layer binning"):
+            load_model(model, None, wrong, "cpu")
+    with pytest.raises(DataError, match="ONNX export takes the regular grids"):
+        load_factorised(model)
+
+
+def test_independent_placement_is_refused_on_per_layer_binnings():
+    geometry = toy_geometry()
+    energies, showers = toy_showers(geometry, 20, seed=1)
+    with pytest.raises(ValueError, match="needs placement 'pareto'"):
+        make_family(per_layer_data(geometry, showers, energies, 15), placement="independent")

@@ -68,8 +68,26 @@ def test_default_config_dry_run_plans_every_stage(tmp_path):
         (lambda c: c["runs"].append({"dataset": "nope", "model": "flow"}), "unknown data set"),
         (lambda c: c["preprocessing"].update(split=[0.5, 0.2, 0.2]), "must sum to 1"),
         (
-            lambda c: c["datasets"]["calo-ds2"].update(geometry="1-photons"),
-            "family 'factorised' models the regular grids of datasets 2 and 3, not the per-layer binning of "
+            lambda c: (
+                c["datasets"]["calo-ds2"].update(geometry="1-photons"),
+                c["models"]["factorised"].update(family="voxel-grid", architecture={}),
+            ),
+            "family 'voxel-grid' models the regular grids of datasets 2 and 3, not the per-layer binning of "
+            "dataset 1-photons",
+        ),
+        (
+            lambda c: (
+                c["datasets"]["calo-ds2"].update(geometry="1-photons"),
+                c["models"]["factorised"].update(architecture={"placement": "independent"}),
+            ),
+            "the per-layer binning of dataset 1-photons needs placement 'pareto'",
+        ),
+        (
+            lambda c: (
+                c["datasets"]["calo-ds2"].update(geometry="1-photons"),
+                c.update(export={"enabled": True}),
+            ),
+            "the ONNX export takes the regular grids of datasets 2 and 3, not the per-layer binning of "
             "dataset 1-photons",
         ),
         (
@@ -202,14 +220,15 @@ def test_full_config_plans_a_run_on_real_files(tmp_path):
     assert "--real-data" in res.stdout  # published CaloChallenge rows shown for real files
 
 
-def test_dataset1_config_plans_embedded_photons_with_flow_matching(tmp_path):
-    """config/dataset1.yaml: GFlash photons in the dataset-1 photon geometry, the flow-matching family."""
+def test_dataset1_config_plans_embedded_photons_with_the_factorised_family(tmp_path):
+    """config/dataset1.yaml: GFlash photons in the dataset-1 photon geometry, the factorised family."""
     work = copy_repository(tmp_path)
     shutil.copytree(REPO / "config", work / "config")
     res = _snakemake(work, "-n", "-p", "--cores", "2", "--configfile", "config/dataset1.yaml")
     assert res.returncode == 0, res.stdout + res.stderr
     assert "generate-showers --dataset 1-photons" in res.stdout
-    assert "--family flow-matching --dataset 1-photons" in res.stdout
+    assert "--family factorised --dataset 1-photons" in res.stdout
+    assert "rule train_multiplicity" not in res.stdout and "rule export" not in res.stdout
     assert "calo-ds2" not in res.stdout and "--real-data" not in res.stdout
 
 

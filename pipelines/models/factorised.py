@@ -15,6 +15,14 @@
    set to 0 (counted as ``n_below_threshold``): the threshold comes after the rescaling, so a layer's
    sum can end up below its sampled energy by the energy of its sub-threshold voxels.
 
+Per-layer binnings (dataset 1, :class:`LayerLayout`): the family models the filled layers only (the
+layers with voxels; the shower-level vector and the layer embedding run over them, in depth order), and
+the point model's heads span the largest n_r and n_alpha of those layers with the cells a layer lacks
+masked (:mod:`pipelines.models.point_model`); the count clamp and the count features use each layer's
+own voxel count. Sampling writes the padded grid and then gathers the geometry's voxels. Only
+``placement="pareto"`` is supported there (collision resolution walks a regular grid), and the ONNX
+export takes regular grids only. On a regular grid (datasets 2 and 3) nothing of this is active.
+
 Training: each step is one AdamW update of the shower flow (group "shower") and one of the point model
 (group "points"); minibatches (showers, (shower, layer) pairs, flow-matching noise and times,
 dequantisation and fill noise) come from the family's own CPU torch.Generator seeded from the run
@@ -26,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -55,14 +64,101 @@ from pipelines.models.shower_flow import ShowerFlow, ShowerTransform, shower_tab
 from pipelines.training.validation import layer_energies, shower_figures
 
 
-def _build_modules(
-    settings: FactorisedSettings, n_layers: int, n_alpha: int, n_r: int
-) -> dict[str, nn.Module]:
+@dataclass(frozen=True)
+class LayerLayout:
+    """The layers the family models and their bins: the filled layers of a geometry, in depth order.
+
+    ``n_layers``: layers of the geometry (filled or not); ``filled``: ids of the layers with voxels;
+    ``n_alpha`` / ``n_r``: bins of each filled layer. A regular grid has every layer filled with the
+    same bins; its layout changes nothing (no masks, no gather, one capacity).
+    """
+
+    n_layers: int
+    filled: tuple[int, ...]
+    n_alpha: tuple[int, ...]
+    n_r: tuple[int, ...]
+
+    @classmethod
+    def from_geometry(cls, geometry: Any) -> LayerLayout:
+        filled = tuple(int(v) for v in geometry.filled_layers)
+        return cls(
+            n_layers=int(geometry.n_layers),
+            filled=filled,
+            n_alpha=tuple(int(geometry.layer_n_alpha[i]) for i in filled),
+            n_r=tuple(len(geometry.layer_r_edges[i]) - 1 for i in filled),
+        )
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LayerLayout:
+        return cls(int(d["n_layers"]), *(tuple(int(v) for v in d[k]) for k in ("filled", "n_alpha", "n_r")))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {key: value if isinstance(value, int) else list(value) for key, value in asdict(self).items()}
+
+    @property
+    def regular(self) -> bool:
+        return len(self.filled) == self.n_layers and len(set(self.n_alpha)) == 1 and len(set(self.n_r)) == 1
+
+    @property
+    def grid(self) -> tuple[int, int, int]:
+        """(modelled layers, largest n_alpha, largest n_r): the padded grid of the point model."""
+        return len(self.filled), max(self.n_alpha), max(self.n_r)
+
+    @property
+    def capacity(self) -> int | list[int]:
+        """Voxels per modelled layer: one number on a regular grid, else a list."""
+        caps = [a * r for a, r in zip(self.n_alpha, self.n_r, strict=True)]
+        return caps[0] if self.regular else caps
+
+    @property
+    def layer_bins(self) -> list[tuple[int, int]] | None:
+        """(n_alpha, n_r) per modelled layer for the point model's masks; None on a regular grid."""
+        return None if self.regular else list(zip(self.n_alpha, self.n_r, strict=True))
+
+    def compact_layers(self, layer: np.ndarray) -> np.ndarray:
+        """Modelled-layer index of geometry layer ids (every id must be a filled layer)."""
+        layer = np.asarray(layer, dtype=np.int64)
+        filled = np.asarray(self.filled, dtype=np.int64)
+        row = np.searchsorted(filled, layer).clip(max=len(filled) - 1)
+        if layer.size and not np.array_equal(filled[row], layer):
+            raise ValueError(f"points in layers without voxels (filled layers: {list(self.filled)})")
+        return row
+
+    def voxel_gather(self) -> np.ndarray:
+        """(n_voxels,) index into the flattened padded grid of every geometry voxel, in geometry order
+        (layer, alpha, r with r fastest)."""
+        _, big_a, big_r = self.grid
+        rows = []
+        for row, (n_a, n_r) in enumerate(zip(self.n_alpha, self.n_r, strict=True)):
+            a, r = np.meshgrid(np.arange(n_a), np.arange(n_r), indexing="ij")
+            rows.append(((row * big_a + a) * big_r + r).ravel())
+        return np.concatenate(rows).astype(np.int64)
+
+    def layer_energies(self, showers: np.ndarray) -> np.ndarray:
+        """(N, modelled layers) float64 energy sums of showers (N, n_voxels) in geometry order."""
+        sizes = np.array([a * r for a, r in zip(self.n_alpha, self.n_r, strict=True)])
+        if self.regular:
+            return showers.reshape(len(showers), len(self.filled), -1).sum(axis=2, dtype=np.float64)
+        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        return np.add.reduceat(showers.astype(np.float64), starts, axis=1)
+
+
+def _build_modules(settings: FactorisedSettings, layout: LayerLayout) -> dict[str, nn.Module]:
+    n_layers, n_alpha, n_r = layout.grid
     flow = ShowerFlow(1 + 2 * n_layers, settings.shower_hidden, settings.shower_blocks, settings.time_dim)
     points = PointModel(
-        n_layers, n_alpha, n_r, settings.point_hidden, settings.point_blocks, settings.n_components
-    )
+        n_layers, n_alpha, n_r, settings.point_hidden, settings.point_blocks, settings.n_components,
+        layer_bins=layout.layer_bins,
+    )  # fmt: skip
     return {"shower_flow": flow, "point_model": points}
+
+
+def _check_placement(settings: FactorisedSettings, layout: LayerLayout, where: str) -> None:
+    if not layout.regular and settings.placement != "pareto":
+        raise ValueError(
+            f"factorised: placement {settings.placement!r} resolves collisions on a regular grid; the "
+            f"per-layer binning of {where} needs placement 'pareto'"
+        )
 
 
 class FactorisedSampler:
@@ -74,16 +170,21 @@ class FactorisedSampler:
         points: PointModel,
         transform: ShowerTransform,
         y_range: tuple[float, float],
-        grid: tuple[int, int, int],
+        layout: LayerLayout,
         ode_steps: int,
         placement: str,
         device: torch.device,
     ) -> None:
         self.flow, self.points, self.transform = flow, points, transform
         self.y_range = (float(y_range[0]), float(y_range[1]))
-        self.n_layers, self.n_alpha, self.n_r = grid
+        self.layout = layout
+        self.n_layers, self.n_alpha, self.n_r = layout.grid
         self.ode_steps, self.placement, self.device = ode_steps, placement, device
         self.order = neighbour_order(self.n_alpha, self.n_r, device)
+        # per-layer binnings: the geometry's voxels in the padded grid, and the capacity per layer
+        self.gather = None if layout.regular else torch.as_tensor(layout.voxel_gather(), device=device)
+        capacity = layout.capacity
+        self.capacity = capacity if isinstance(capacity, int) else torch.as_tensor(capacity, device=device)
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
@@ -106,7 +207,7 @@ class FactorisedSampler:
         counts, layer_e = self.transform.decode(x, e_inc)
         summary = shower_summary(cond[:, 0], e_inc, layer_e)
         shower, layer = torch.nonzero(counts > 0, as_tuple=True)
-        feats = pair_features(summary, counts, layer_e, shower, layer, n_vox)
+        feats = pair_features(summary, counts, layer_e, shower, layer, self.capacity)
         params = self.points(feats, layer)
         pts = sample_points(params, counts[shower, layer], torch_gen, self.y_range, self.placement)
         self._sync()
@@ -123,6 +224,8 @@ class FactorisedSampler:
         low = (showers > 0) & (showers < THRESHOLD_MEV)
         n_low = int(low.sum())
         showers[low] = 0.0
+        if self.gather is not None:
+            showers = showers[:, self.gather]
         out = showers.cpu().numpy()
         t2 = time.perf_counter()
         counts_out = {
@@ -145,24 +248,27 @@ class FactorisedFamily(Family):
     name = "factorised"
     kinds = ("showers",)
     Settings = FactorisedSettings
-    per_layer_geometries = False
+    per_layer_geometries = True
     data_parallel = True
 
     def __init__(self, settings: FactorisedSettings, data: TrainingData, device: torch.device) -> None:
         super().__init__(settings, data, device)
-        geo = data.geometry
-        self.grid = (int(geo.n_layers), int(geo.n_alpha), int(geo.n_r))
-        n_l, n_alpha, n_r = self.grid
-        self.capacity = n_alpha * n_r
+        self.layout = LayerLayout.from_geometry(data.geometry)
+        _check_placement(settings, self.layout, f"dataset {data.geometry.name}")
+        self.grid = self.layout.grid
+        n_l = self.grid[0]
+        capacity = self.layout.capacity
+        self.capacity = capacity if isinstance(capacity, int) else torch.as_tensor(capacity)
         clouds = data.clouds.select(np.asarray(data.train_idx, dtype=np.int64))
         points = clouds.points
-        counts, layer_e = shower_tables(points[:, 0], points[:, 1], clouds.lengths, n_l)
+        layer = self.layout.compact_layers(points[:, 1])  # the layer ids themselves on a regular grid
+        counts, layer_e = shower_tables(points[:, 0], layer, clouds.lengths, n_l)
         usable = layer_e.sum(axis=1) > 0
         if not usable.any():
             raise ValueError("the training split holds no shower with energy")
         e_inc = clouds.conditions[:, 0]
         self.transform = ShowerTransform.fit(
-            e_inc[usable], counts[usable], layer_e[usable], self.capacity, seed=int(data.seed)
+            e_inc[usable], counts[usable], layer_e[usable], capacity, seed=int(data.seed)
         )
 
         # shower-level tables (showers with energy only)
@@ -177,7 +283,6 @@ class FactorisedFamily(Family):
         row_of = np.full(len(clouds), -1, dtype=np.int64)
         row_of[keep] = np.arange(len(keep))
         shower = np.repeat(row_of, clouds.lengths)
-        layer = points[:, 1].astype(np.int64)
         mean_hit = layer_e[keep] / np.maximum(counts[keep], 1)
         y = np.log(np.maximum(points[:, 0].astype(np.float64), 1e-30) / mean_hit[shower, layer])
         pair_key = shower * n_l + layer
@@ -192,7 +297,7 @@ class FactorisedFamily(Family):
         self._p_y = torch.as_tensor(y[order], dtype=torch.float32)
         self.y_range = (float(y.min()), float(y.max()))
 
-        self._modules = _build_modules(settings, n_l, n_alpha, n_r)
+        self._modules = _build_modules(settings, self.layout)
         for m in self._modules.values():
             m.to(device)
         self._gen = torch.Generator().manual_seed(int(data.seed))
@@ -284,14 +389,15 @@ class FactorisedFamily(Family):
         """A sampler over the family's current modules (the loop swaps in EMA weights before validating)."""
         return FactorisedSampler(
             self._modules["shower_flow"], self._modules["point_model"], self.transform, self.y_range,
-            self.grid, self.settings.ode_steps, self.settings.placement, self.device,
+            self.layout, self.settings.ode_steps, self.settings.placement, self.device,
         )  # fmt: skip
 
     def _validation_reference(self, n_max: int) -> tuple[np.ndarray, np.ndarray]:
         if self._val_cache is None or self._val_cache[0] != n_max:
             idx = np.asarray(self.data.val_idx, dtype=np.int64)[:n_max]
             sub = self.data.clouds.select(idx)
-            ref = layer_energies(sub.points[:, 0], sub.points[:, 1], sub.lengths, self.grid[0])
+            layer = self.layout.compact_layers(sub.points[:, 1])
+            ref = layer_energies(sub.points[:, 0], layer, sub.lengths, self.grid[0])
             self._val_cache = (n_max, sub.conditions[:, 0].copy(), ref)
         return self._val_cache[1], self._val_cache[2]
 
@@ -301,7 +407,7 @@ class FactorisedFamily(Family):
             return {}
         gen = torch.Generator(device=self.device).manual_seed(int(seed))
         showers, counts = self.sampler().sample_showers(e_inc, gen)
-        gen_layers = showers.reshape(len(e_inc), self.grid[0], -1).sum(axis=2, dtype=np.float64)
+        gen_layers = self.layout.layer_energies(showers)
         figures = shower_figures(e_inc, gen_layers, e_inc, ref_layers)
         figures["collided_fraction"] = counts["n_collided"] / max(counts["n_points"], 1)
         return figures
@@ -312,6 +418,7 @@ class FactorisedFamily(Family):
             "shower_transform": self.transform.to_dict(),
             "y_range": list(self.y_range),
             "grid": list(self.grid),
+            **({} if self.layout.regular else {"layers": self.layout.to_dict()}),
         }
 
     @classmethod
@@ -325,17 +432,25 @@ class FactorisedFamily(Family):
     ) -> FactorisedSampler:
         settings = FactorisedSettings(**config["settings"])
         grid = tuple(int(v) for v in config["grid"])
-        if geometry is not None and tuple(geometry.grid_shape) != grid:
-            raise ValueError(
-                f"model trained for grid {grid}, geometry {geometry.name} is {geometry.grid_shape}"
-            )
-        modules = _build_modules(settings, *grid)
+        if "layers" in config:
+            layout = LayerLayout.from_dict(config["layers"])
+        else:  # a regular grid
+            n_l, n_alpha, n_r = grid
+            layout = LayerLayout(n_l, tuple(range(n_l)), (n_alpha,) * n_l, (n_r,) * n_l)
+        if layout.grid != grid:
+            raise ValueError(f"model config: grid {grid} disagrees with its layers {layout.to_dict()}")
+        if geometry is not None and LayerLayout.from_geometry(geometry) != layout:
+            shape = geometry.grid_shape if geometry.is_regular else "a per-layer binning"
+            what = f"grid {grid}" if layout.regular else f"the per-layer binning {layout.to_dict()}"
+            raise ValueError(f"model trained for {what}, geometry {geometry.name} is {shape}")
+        _check_placement(settings, layout, "the model's geometry")
+        modules = _build_modules(settings, layout)
         for name, module in modules.items():
             module.load_state_dict(state[name])
             module.to(device).eval()
         transform_ = ShowerTransform.from_dict(config["shower_transform"])
         return FactorisedSampler(
-            modules["shower_flow"], modules["point_model"], transform_, tuple(config["y_range"]), grid,
+            modules["shower_flow"], modules["point_model"], transform_, tuple(config["y_range"]), layout,
             settings.ode_steps, settings.placement, device,
         )  # fmt: skip
 

@@ -65,6 +65,8 @@ class PointGraph(nn.Module):
 
     def __init__(self, sampler: FactorisedSampler) -> None:
         super().__init__()
+        if not sampler.layout.regular:
+            raise ValueError("the ONNX graphs take regular grids (datasets 2 and 3), not per-layer binnings")
         if sampler.placement != "pareto":
             raise ValueError(
                 f"placement {sampler.placement!r} cannot be exported (collision rounds have no fixed "

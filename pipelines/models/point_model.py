@@ -26,6 +26,12 @@ Sampling (:func:`sample_points`) places the n_l points of a pair in one of two w
 
 Each point's y then comes from its ring's mixture (inverse-CDF component, Gaussian, clamped to the
 training range of y).
+
+Per-layer binnings (dataset 1): the heads span the largest n_r and n_alpha over the layers, and the
+cells a layer does not have (r >= its n_r, alpha >= its n_alpha) are masked: their logits are -inf,
+so they have zero probability in the likelihood and a key of -inf in Pareto sampling, and a pair never
+gets more points than its layer has voxels. Only the Pareto placement supports such masks (the
+collision resolution of ``"independent"`` walks a regular grid).
 """
 
 from __future__ import annotations
@@ -64,12 +70,13 @@ def pair_features(
     layer_e: torch.Tensor,
     shower: torch.Tensor,
     layer: torch.Tensor,
-    capacity: int,
+    capacity: int | torch.Tensor,
 ) -> torch.Tensor:
     """Numeric features (M, N_NUMERIC) float32 of (shower, layer) pairs.
 
     ``summary`` (N, 5) from :func:`shower_summary`, ``counts`` / ``layer_e`` (N, L); ``shower``, ``layer``
-    (M,) index them.
+    (M,) index them. ``capacity``: voxels per layer, one number (regular grid) or a tensor (L,) (per-layer
+    binnings: each hit count is scaled by the capacity of its own layer).
     """
     n_layers = counts.shape[1]
     shower, layer = shower.long(), layer.long()
@@ -78,7 +85,13 @@ def pair_features(
     prev = torch.where(layer > 0, counts[shower, (layer - 1).clamp_min(0)], 0).double()
     nxt = torch.where(layer < n_layers - 1, counts[shower, (layer + 1).clamp_max(n_layers - 1)], 0).double()
     e = layer_e[shower, layer].double()
-    scale = math.log1p(capacity)
+    if isinstance(capacity, torch.Tensor):
+        log_cap = torch.log1p(capacity.to(counts.device).double())
+        scale = log_cap[layer]
+        scale_prev = log_cap[(layer - 1).clamp_min(0)]
+        scale_next = log_cap[(layer + 1).clamp_max(n_layers - 1)]
+    else:
+        scale = scale_prev = scale_next = math.log1p(capacity)
     mean_hit = torch.where(n > 0, torch.log(e.clamp_min(1e-30) / n.clamp_min(1.0) / THRESHOLD_MEV), 0.0)
     frac = torch.log(e / s[:, 4].clamp_min(1e-30) + 1e-9)
     feats = [
@@ -88,8 +101,8 @@ def pair_features(
         s[:, 3] * 5.0,
         (layer - s[:, 1]) / 10.0,
         torch.log1p(n) / scale,
-        torch.log1p(prev) / scale,
-        torch.log1p(nxt) / scale,
+        torch.log1p(prev) / scale_prev,
+        torch.log1p(nxt) / scale_next,
         mean_hit / 10.0,
         frac / 10.0,
     ]
@@ -105,17 +118,42 @@ class PointParams:
     mix_logits: torch.Tensor  # (M, n_r, K)
     mu: torch.Tensor  # (M, n_r, K)
     log_sigma: torch.Tensor  # (M, n_r, K)
+    valid: torch.Tensor | None = None  # (M, n_r, n_alpha) bool: cells of the pair's layer (None: all)
+
+    def capacity(self) -> torch.Tensor | None:
+        """Voxels of each pair's layer (M,) int64, or None on a regular grid (every cell valid)."""
+        return None if self.valid is None else self.valid.sum(dim=(1, 2))
 
 
 class PointModel(nn.Module):
-    """MLP from (layer embedding, numeric pair features) to r, alpha | r and energy | r distributions."""
+    """MLP from (layer embedding, numeric pair features) to r, alpha | r and energy | r distributions.
+
+    ``layer_bins`` (per-layer binnings): (n_alpha, n_r) of every layer, each at most (``n_alpha``, ``n_r``);
+    the cells beyond a layer's bins get logit -inf. None: a regular grid, nothing is masked.
+    """
 
     def __init__(
         self, n_layers: int, n_alpha: int, n_r: int, hidden: int, n_blocks: int, n_components: int,
-        embed_dim: int = 16,
+        embed_dim: int = 16, layer_bins: list[tuple[int, int]] | None = None,
     ) -> None:  # fmt: skip
         super().__init__()
         self.n_layers, self.n_alpha, self.n_r, self.k = n_layers, n_alpha, n_r, n_components
+        self.masked = layer_bins is not None
+        if layer_bins is not None:
+            bins = torch.as_tensor(layer_bins, dtype=torch.long).reshape(-1, 2)
+            if len(bins) != n_layers or bool((bins < 1).any()):
+                raise ValueError(
+                    f"layer_bins needs positive (n_alpha, n_r) for each of the {n_layers} layers"
+                )
+            if int(bins[:, 0].max()) > n_alpha or int(bins[:, 1].max()) > n_r:
+                raise ValueError(
+                    f"layer_bins {bins.tolist()} exceed the heads' (n_alpha, n_r) = ({n_alpha}, {n_r})"
+                )
+            # not persistent: fixed by the geometry, so the weights of a model stay the trained ones only
+            self.register_buffer("ring_valid", torch.arange(n_r)[None, :] < bins[:, 1:], persistent=False)
+            self.register_buffer(
+                "alpha_valid", torch.arange(n_alpha)[None, :] < bins[:, :1], persistent=False
+            )
         self.embed = nn.Embedding(n_layers, embed_dim)
         layers: list[nn.Module] = []
         n_in = embed_dim + N_NUMERIC
@@ -130,12 +168,20 @@ class PointModel(nn.Module):
         m, n_r, n_a, k = h.shape[0], self.n_r, self.n_alpha, self.k
         r_logits, alpha, mix = torch.split(h, [n_r, n_r * n_a, 3 * n_r * k], dim=1)
         mix = mix.reshape(m, n_r, 3, k)
+        alpha_logits, valid = alpha.reshape(m, n_r, n_a), None
+        if self.masked:
+            layer = layer.long()
+            ring_ok, alpha_ok = self.ring_valid[layer], self.alpha_valid[layer]
+            r_logits = r_logits.masked_fill(~ring_ok, -math.inf)
+            alpha_logits = alpha_logits.masked_fill(~alpha_ok[:, None, :], -math.inf)
+            valid = ring_ok[:, :, None] & alpha_ok[:, None, :]
         return PointParams(
             r_logits=r_logits,
-            alpha_logits=alpha.reshape(m, n_r, n_a),
+            alpha_logits=alpha_logits,
             mix_logits=mix[:, :, 0],
             mu=mix[:, :, 1],
             log_sigma=mix[:, :, 2].clamp(*_LOG_SIGMA_RANGE),
+            valid=valid,
         )
 
     def nll(
@@ -151,11 +197,14 @@ class PointModel(nn.Module):
 
         ``numeric`` (M, N_NUMERIC) and ``layer`` (M,) describe M (shower, layer) pairs; ``r``, ``alpha``,
         ``y`` (P,) are points and ``owner`` (P,) their pair (default: point i belongs to pair i). The
-        network runs once per pair, however many points the pair has.
+        network runs once per pair, however many points the pair has. A point in a masked cell (outside
+        its layer's bins) is a ValueError.
         """
         p = self(numeric, layer)
         r = r.long()
         owner = torch.arange(len(r), device=r.device) if owner is None else owner.long()
+        if p.valid is not None and not bool(p.valid[owner, r, alpha.long()].all()):
+            raise ValueError("a training point lies outside the bins of its layer")
         nll_r = -torch.log_softmax(p.r_logits.float(), dim=1)[owner, r].mean()
         log_pa = torch.log_softmax(p.alpha_logits.float(), dim=2)
         nll_alpha = -log_pa[owner, r, alpha.long()].mean()
@@ -171,7 +220,8 @@ def pareto_keys(params: PointParams, counts: torch.Tensor, u: torch.Tensor) -> t
     """Pareto ranking keys (M, n_r * n_alpha) float32, voxel index ``r * n_alpha + alpha``.
 
     logit(pi_v) + log(u / (1 - u)) with pi_v = min(n p(r) p(alpha | r), 1 - 1e-6) and ``u`` (M, V) uniform
-    noise in [0, 1) (clamped below at 1e-30); the n voxels with the largest keys are the pair's.
+    noise in [0, 1) (clamped below at 1e-30); the n voxels with the largest keys are the pair's. Masked
+    cells (``params.valid``) get the key -inf, every valid cell a finite key.
     """
     n_pairs, n_r, n_alpha = params.alpha_logits.shape
     log_p = torch.log_softmax(params.r_logits.float(), dim=1)[:, :, None]
@@ -179,7 +229,11 @@ def pareto_keys(params: PointParams, counts: torch.Tensor, u: torch.Tensor) -> t
     log_pi = (log_p + torch.log(counts.float().clamp_min(1.0))[:, None]).clamp(max=-1e-6)
     key = log_pi - torch.log(-torch.expm1(log_pi))  # logit(pi)
     u = u.clamp(min=1e-30)
-    return key + (torch.log(u) - torch.log1p(-u))  # Logistic noise
+    key = key + (torch.log(u) - torch.log1p(-u))  # Logistic noise
+    if params.valid is None:
+        return key
+    valid = params.valid.reshape(n_pairs, n_r * n_alpha)
+    return torch.where(valid, key.clamp_min(-torch.finfo(key.dtype).max), -math.inf)
 
 
 def log_shares(
@@ -207,7 +261,7 @@ def pareto_voxels(
     Inclusion probabilities pi_v = n p(r) p(alpha | r) (the learned expected occupancy, capped below 1);
     the n voxels with the largest logit(pi_v) + Logistic noise are taken (Rosen's Pareto sampling:
     fixed size, inclusion probabilities close to pi_v, saturated voxels always taken). Needs
-    counts <= n_r * n_alpha.
+    counts <= n_r * n_alpha (per-layer binnings: <= the voxels of the pair's layer).
     """
     n_pairs, n_r, n_alpha = params.alpha_logits.shape
     n_vox = n_r * n_alpha
@@ -263,8 +317,13 @@ def sample_points(
     device = counts.device
     n_pairs, n_r, n_alpha = params.alpha_logits.shape
     counts = counts.long()
+    capacity = params.capacity()
+    if capacity is not None and placement != "pareto":
+        raise ValueError(f"placement {placement!r} needs a regular grid; per-layer binnings take 'pareto'")
     if placement == "pareto":
         counts = counts.clamp(max=n_r * n_alpha)
+        if capacity is not None:
+            counts = torch.minimum(counts, capacity)
         r, alpha = pareto_voxels(params, counts, generator)
         pair = torch.repeat_interleave(torch.arange(n_pairs, device=device), counts)
     else:  # independent draws: ring counts by one multinomial per pair, then alpha | r per point

@@ -388,7 +388,6 @@ FAMILY_SPECS: dict[str, FamilySpec] = {
             ("showers",),
             FactorisedSettings,
             needs_multiplicity=False,
-            per_layer_geometries=False,
             data_parallel=True,
         ),
         FamilySpec(

@@ -19,7 +19,7 @@ inverse (:meth:`ShowerTransform.inverse`) is exact up to float64 rounding: count
 floor(exp(y) - 1), so the deterministic transform round-trips integers exactly.
 
 Decoding a sampled vector (:meth:`ShowerTransform.decode`): every quantity is clamped to its range in
-the training split (counts also to [0, voxels per layer]); the layer energies n_l (E_l / n_l) are then
+the training split (counts also to [0, voxels of the layer]); the layer energies n_l (E_l / n_l) are then
 rescaled by one factor per shower so that they sum to the sampled E_tot (layers without hits get no
 energy), i.e. the fractions are renormalised to sum 1 over the layers with hits.
 """
@@ -76,7 +76,7 @@ class ShowerTransform:
     """Fitted statistics of the shower-level vector (plain floats and lists: JSON-able)."""
 
     n_layers: int
-    capacity: int  # voxels per layer (n_alpha * n_r)
+    capacity: int | list[int]  # voxels per layer: n_alpha * n_r, or one number per layer (per-layer bins)
     cond_mean: float
     cond_std: float
     mean: list[float]
@@ -118,9 +118,17 @@ class ShowerTransform:
 
     @classmethod
     def fit(
-        cls, e_inc: np.ndarray, counts: np.ndarray, layer_e: np.ndarray, capacity: int, seed: int = 0
+        cls,
+        e_inc: np.ndarray,
+        counts: np.ndarray,
+        layer_e: np.ndarray,
+        capacity: int | list[int],
+        seed: int = 0,
     ) -> ShowerTransform:
-        """Statistics of the training showers; ``seed`` draws the noise the whitening is fitted with."""
+        """Statistics of the training showers; ``seed`` draws the noise the whitening is fitted with.
+
+        ``capacity``: voxels per layer, one number (regular grid) or one per layer (per-layer binnings).
+        """
         log_ratio, log_hit, cnt = (a.numpy() for a in cls._parts(e_inc, counts, layer_e))
         hit = cnt > 0
         log_count = np.log1p(cnt + 0.5)
@@ -139,9 +147,16 @@ class ShowerTransform:
         log_e = np.log(np.asarray(e_inc, dtype=np.float64))
         ratio = np.exp(log_ratio)
         dim = 1 + 2 * cnt.shape[1]
+        if isinstance(capacity, int | np.integer):
+            capacity_, count_max = int(capacity), [int(min(v, capacity)) for v in cnt.max(axis=0)]
+        else:
+            capacity_ = [int(c) for c in capacity]
+            if len(capacity_) != cnt.shape[1]:
+                raise ValueError(f"capacity has {len(capacity_)} layers, the counts {cnt.shape[1]}")
+            count_max = [int(min(v, c)) for v, c in zip(cnt.max(axis=0), capacity_, strict=True)]
         out = cls(
             n_layers=int(cnt.shape[1]),
-            capacity=int(capacity),
+            capacity=capacity_,
             cond_mean=float(log_e.mean()),
             cond_std=float(max(log_e.std(), 1e-6)),
             mean=[float(v) for v in mean],
@@ -150,7 +165,7 @@ class ShowerTransform:
             log_hit_min=[float(v) for v in hit_min],
             log_hit_max=[float(v) for v in hit_max],
             count_min=[int(v) for v in cnt.min(axis=0)],
-            count_max=[int(min(v, capacity)) for v in cnt.max(axis=0)],
+            count_max=count_max,
             white_offset=[0.0] * dim,
             white_slope=[0.0] * dim,
             white_chol=np.eye(dim).tolist(),
@@ -244,7 +259,11 @@ class ShowerTransform:
             hit_lo, hit_hi = self._get("log_hit_min", x), self._get("log_hit_max", x)
             log_hit = torch.maximum(torch.minimum(log_hit, hit_hi), hit_lo)
             count_lo, count_hi = self._get("count_min", x), self._get("count_max", x)
-            counts = torch.maximum(torch.minimum(counts, count_hi), count_lo).clamp(0, self.capacity)
+            counts = torch.maximum(torch.minimum(counts, count_hi), count_lo)
+            if isinstance(self.capacity, int):
+                counts = counts.clamp(0, self.capacity)
+            else:
+                counts = torch.minimum(counts.clamp_min(0), self._get("capacity", x))
         return torch.exp(log_ratio), torch.exp(log_hit), counts.long()
 
     def decode(self, x: torch.Tensor, e_inc: Any) -> tuple[torch.Tensor, torch.Tensor]:

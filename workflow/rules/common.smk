@@ -146,8 +146,22 @@ for _name, _model in MODELS.items():
         if _geometry in PER_LAYER_GEOMETRIES and not family_spec(_model["family"]).per_layer_geometries:
             raise ValueError(
                 f"config.yaml: run {_run}: family {_model['family']!r} models the regular grids of datasets "
-                f"2 and 3, not the per-layer binning of dataset {_geometry}; use flow-matching or mdma-gan"
+                f"2 and 3, not the per-layer binning of dataset {_geometry}; use factorised, flow-matching "
+                "or mdma-gan"
             )
+        if _geometry in PER_LAYER_GEOMETRIES and _model["family"] == "factorised":
+            if model_settings(_name).get("placement", "pareto") != "pareto":
+                raise ValueError(
+                    f"config.yaml: run {_run}: factorised placement "
+                    f"{model_settings(_name)['placement']!r} resolves collisions on a regular grid; the "
+                    f"per-layer binning of dataset {_geometry} needs placement 'pareto'"
+                )
+            if config["export"]["enabled"] and _model["family"] in EXPORTABLE:
+                raise ValueError(
+                    f"config.yaml: run {_run}: the ONNX export takes the regular grids of datasets 2 and 3, "
+                    f"not the per-layer binning of dataset {_geometry}; set export.enabled: false or drop "
+                    "the run"
+                )
         _types = parse_jet_types(DATASETS[_run["dataset"]]["jet_type"]) if _kind == "jets" else ()
         if len(_types) > 1 and not family_spec(_model["family"]).jet_type_condition:
             raise ValueError(
