@@ -109,6 +109,8 @@ def test_settings_are_checked_and_showers_are_refused() -> None:
         ({"loss": "hinge"}, "mpgan setting loss must be one of"),
         ({"critic_dropout": 1.0}, "mpgan setting critic_dropout must lie in [0, 1)"),
         ({"lr_critic": 0.0}, "mpgan setting lr_critic must be a positive number"),
+        ({"critic_leading": -1}, "mpgan setting critic_leading must be >= 0"),
+        ({"critic_leading": 3, "critic_jet_features": False}, "needs critic_jet_features"),
     ]:
         with pytest.raises(ValueError, match=message.replace("[", r"\[").replace(")", r"\)")):
             family_settings(get_family("mpgan"), values)
@@ -143,6 +145,31 @@ def test_jet_features_hand_computed() -> None:
     assert raw[0, 1].item() == pytest.approx(1.0)
     scaled = JetFeatures(_Identity(), torch.tensor([0.1, 1.0]), torch.tensor([0.05, 0.5]))(x.float(), mask)
     assert scaled[0].tolist() == pytest.approx([(raw[0, 0].item() - 0.1) / 0.05, 0.0], abs=1e-5)
+
+
+def test_leading_particle_features_and_the_critic_that_sees_them() -> None:
+    """The k leading particles by pt_rel, padding never among them, zeros past a jet's length; the
+    discriminator with them stays invariant under permutations and blind to padded slots."""
+    from pipelines.models.mpgan import JetFeatures, _Identity
+
+    x = torch.tensor([[[0.1, 0.2, 0.3], [0.4, 0.5, 0.6], [9.0, 9.0, 9.0]]], dtype=torch.float64)
+    mask = torch.tensor([[False, False, True]])
+    raw = JetFeatures(_Identity(), torch.zeros(11), torch.ones(11), leading=3).raw(x, mask)
+    assert raw[0, 2:].tolist() == pytest.approx([0.4, 0.5, 0.6, 0.1, 0.2, 0.3, 0.0, 0.0, 0.0])
+    longer = JetFeatures(_Identity(), torch.zeros(14), torch.ones(14), leading=4).raw(x, mask)
+    assert torch.equal(longer[0, :11], raw[0]) and longer[0, 11:].abs().sum() == 0
+    with pytest.raises(ValueError, match="mean and std need 11 values"):
+        JetFeatures(_Identity(), torch.zeros(2), torch.ones(2), leading=3)
+    torch.manual_seed(2)
+    features = JetFeatures(_Identity(), torch.zeros(17), torch.ones(17), leading=5)
+    disc = MPDiscriminator(ARCH, 3, 1, jet_features=features).eval()
+    points, cond, mask = torch.rand(3, 7, 3), torch.rand(3, 1), _inputs()[2]
+    junk = torch.where(mask.unsqueeze(-1), 100.0 * torch.rand(3, 7, 3), points)
+    perm = torch.randperm(7)
+    full = torch.zeros(3, 7, dtype=torch.bool)
+    with torch.no_grad():
+        assert torch.allclose(disc(points, cond, mask), disc(junk, cond, mask), atol=1e-5)
+        assert torch.allclose(disc(points[:, perm], cond, full), disc(points, cond, full), atol=1e-5)
 
 
 def _toy_w1(family: MPGAN, data: TrainingData) -> float:
@@ -196,3 +223,14 @@ def test_build_sampler_reproduces_the_generator() -> None:
     with pytest.raises(ValueError, match="aggregation"):
         bad = {**config, "architecture": {**config["architecture"], "aggregation": "max"}}
         MPGAN.build_sampler(bad, state, data.transform, None, CPU)
+
+
+def test_validation_figure_adds_the_particle_and_jet_pt_distances() -> None:
+    data = jet_data()
+    seed_everything(0)
+    family = MPGAN(MPGANSettings(hidden=8, noise_dim=4, max_tokens=200, critic_leading=4), data, CPU)
+    figures = family.validate(10, seed=5)
+    assert set(figures) == {"figure", "w1m", "w1p", "w1pt"}
+    assert all(np.isfinite(v) and v >= 0 for v in figures.values())
+    assert figures["figure"] == pytest.approx(figures["w1m"] + figures["w1p"] + figures["w1pt"])
+    assert family.validate(10, seed=5) == figures

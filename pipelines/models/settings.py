@@ -236,7 +236,9 @@ class MPGANSettings:
     MLPs; pt_share: the generator draws pt_rel as softmax shares of a per-jet total (the ``mdma-gan``
     share head; not in the published model, which outputs pt_rel directly); critic_jet_features: the
     discriminator's readout also sees each jet's standardised relative mass and sum of pt_rel
-    (computed from its particles through the fitted transform; not in the published model).
+    (computed from its particles through the fitted transform; not in the published model);
+    critic_leading: it also sees the (eta_rel, phi_rel, pt_rel) of the k leading particles by pt_rel,
+    standardised per rank (needs critic_jet_features; 0: none; not in the published model).
     Optimisation: loss "ls"
     (least squares, published) or "wgan-gp" (gp_lambda); Adam(W)
     lr_generator, lr_critic, beta1, beta2; n_critic discriminator updates per generator update;
@@ -259,6 +261,7 @@ class MPGANSettings:
     critic_dropout: float = 0.0
     pt_share: bool = True
     critic_jet_features: bool = True
+    critic_leading: int = 0
     loss: str = "ls"
     gp_lambda: float = 10.0
     lr_generator: float = 3e-4
@@ -296,6 +299,11 @@ class MPGANSettings:
                 raise ValueError(f"mpgan setting {name} must be a positive number, got {value}")
         if not (math.isfinite(self.gp_lambda) and self.gp_lambda >= 0):
             raise ValueError(f"mpgan setting gp_lambda must be >= 0, got {self.gp_lambda}")
+        if self.critic_leading < 0 or (self.critic_leading > 0 and not self.critic_jet_features):
+            raise ValueError(
+                "mpgan setting critic_leading must be >= 0 and needs critic_jet_features, "
+                f"got {self.critic_leading}"
+            )
         if not 0 <= self.critic_dropout < 1:
             raise ValueError(f"mpgan setting critic_dropout must lie in [0, 1), got {self.critic_dropout}")
         if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
