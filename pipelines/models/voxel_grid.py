@@ -89,18 +89,28 @@ def coarse_shape(shape: tuple[int, int, int], levels: int) -> tuple[int, int, in
     return out  # type: ignore[return-value]
 
 
+#: features of the per-voxel mean of the shapes (setting ``voxel_norm``): the number of regressors
+#: (1, standardised log E_inc, standardised log(1 + n_layer)) of every (layer, r) ring's mean
+VOXEL_NORM_FEATURES = {"ring": 1, "energy": 2, "energy-count": 3}
+#: a ring's standard deviation is at least this fraction of the root mean square of all voxels' y
+#: about their mean (rings never or hardly ever hit would otherwise turn a rare hit into a huge target)
+STD_FLOOR = 0.1
+
+
 @dataclasses.dataclass(frozen=True)
 class GridTransform:
     """Normalised shapes y = (E_voxel / E_layer)^(1 / SHARE_POWER) (hit voxels, 0 < y <= 1) or
     ``empty`` (empty voxels, ``empty_gap`` standard deviations of the hits' y below the smallest, at
-    least a tenth of their root mean square),
-    standardised: x = (y - shift) / scale; condition (log E_inc - cond_mean) / cond_std; per-layer
-    conditions (log(E_layer / E_inc) - layer_mean) / layer_std (``layer_empty`` for a layer without
-    energy) and (log(1 + n_layer) - count_mean) / count_std."""
+    least a tenth of their root mean square), standardised per voxel ring (layer, r), the same in every
+    alpha bin: x = (y - mean) / std with mean = coef[layer][r] . features(shower, layer), features
+    (1, standardised log E_inc, standardised log(1 + n_layer)) (the first ``len(coef[0][0])``), and
+    std[layer][r] the root mean square of the residual (least squares on the training split, at least
+    STD_FLOOR of all voxels'); so a network output of 0 is the mean shape of such showers.
+    Condition (log E_inc - cond_mean) / cond_std; per-layer conditions (log(E_layer / E_inc) -
+    layer_mean) / layer_std (``layer_empty`` for a layer without energy) and (log(1 + n_layer) -
+    count_mean) / count_std. All plain numbers and nested lists (JSON)."""
 
     empty: float
-    shift: float
-    scale: float
     cond_mean: float
     cond_std: float
     layer_mean: float
@@ -108,42 +118,96 @@ class GridTransform:
     layer_empty: float
     count_mean: float
     count_std: float
+    coef: tuple[tuple[tuple[float, ...], ...], ...]  # (n_layers, n_r, n_features)
+    std: tuple[tuple[float, ...], ...]  # (n_layers, n_r)
 
     @classmethod
     def fit(
-        cls, share: np.ndarray, n_voxels_total: int, e_inc: np.ndarray, layer_e: np.ndarray,
-        counts: np.ndarray, empty_gap: float,
+        cls, share: np.ndarray, shower: np.ndarray, layer: np.ndarray, ring: np.ndarray, n_alpha: int,
+        n_r: int, e_inc: np.ndarray, layer_e: np.ndarray, counts: np.ndarray, empty_gap: float,
+        n_features: int = 3,
     ) -> GridTransform:  # fmt: skip
-        """From the hit voxels' shares (:func:`excess_shares`, in [0, 1]) of the training showers, their
-        voxel count, E_inc (N,) MeV, layer energies and hit counts (N, L), and the gap of empty voxels."""
+        """From the hit voxels' shares (:func:`excess_shares`, in [0, 1]) of the training showers with
+        their shower rows, layers and r bins, the alpha and r bins per layer, E_inc (N,) MeV, layer
+        energies and hit counts (N, L), the gap of empty voxels and the number of mean features."""
+        if n_features not in VOXEL_NORM_FEATURES.values():
+            raise ValueError(f"n_features must be one of {sorted(VOXEL_NORM_FEATURES.values())}")
         y = np.asarray(share, dtype=np.float64) ** (1.0 / SHARE_POWER)
         unit = max(y.std(), 0.1 * math.sqrt((y**2).mean()))  # not 0 where all shares are alike
         empty = float(y.min() - empty_gap * unit)
-        n_empty = n_voxels_total - len(y)
-        mean = float((y.sum() + empty * n_empty) / n_voxels_total)
-        var = float(((y**2).sum() + empty**2 * n_empty) / n_voxels_total - mean**2)
-        log_e = np.log(np.asarray(e_inc, dtype=np.float64))
+        e_inc = np.asarray(e_inc, dtype=np.float64)
+        layer_e = np.asarray(layer_e, dtype=np.float64)
+        n_show, n_l = layer_e.shape
+        log_e = np.log(e_inc)
         hit = layer_e > 0
-        frac = np.log(
-            layer_e[hit] / np.broadcast_to(np.asarray(e_inc, np.float64)[:, None], layer_e.shape)[hit]
-        )
+        frac = np.log(layer_e[hit] / np.broadcast_to(e_inc[:, None], layer_e.shape)[hit])
         log_n = np.log1p(np.asarray(counts, dtype=np.float64))
         layer_std = float(max(frac.std(), 1e-6))
-        return cls(
-            empty, mean, math.sqrt(max(var, 1e-12)), float(log_e.mean()), float(max(log_e.std(), 1e-6)),
-            float(frac.mean()), layer_std, float((frac.min() - frac.mean()) / layer_std - 1.0),
-            float(log_n.mean()), float(max(log_n.std(), 1e-6)),
+        base = cls(
+            empty, float(log_e.mean()), float(max(log_e.std(), 1e-6)), float(frac.mean()), layer_std,
+            float((frac.min() - frac.mean()) / layer_std - 1.0), float(log_n.mean()),
+            float(max(log_n.std(), 1e-6)), (((0.0,) * n_features,) * n_r,) * n_l, ((1.0,) * n_r,) * n_l,
+        )  # fmt: skip
+        feats = base.features(torch.as_tensor(e_inc), torch.as_tensor(counts)).numpy()  # (N, L, K)
+        # least squares per ring over all showers and alpha bins; empty voxels hold y = empty, so the
+        # sums are those of a grid of `empty` plus the hits' (y - empty)
+        gram = n_alpha * np.einsum("slk,slm->lkm", feats, feats)  # (L, K, K), the same for every r
+        cell = np.asarray(layer, dtype=np.int64) * n_r + np.asarray(ring, dtype=np.int64)
+        f_hit = feats[np.asarray(shower, dtype=np.int64), np.asarray(layer, dtype=np.int64)]  # (H, K)
+        dy = y - empty
+        fy = np.stack([np.bincount(cell, f_hit[:, k] * dy, minlength=n_l * n_r) for k in range(n_features)],
+                      axis=1).reshape(n_l, n_r, n_features)  # fmt: skip
+        fy += (empty * n_alpha * feats.sum(axis=0))[:, None, :]
+        yy = empty**2 * n_show * n_alpha + np.bincount(cell, y**2 - empty**2, minlength=n_l * n_r)
+        ridge = 1e-9 * n_show * n_alpha * np.eye(n_features)  # constant features (layers never hit)
+        coef = np.stack([np.linalg.solve(gram[i] + ridge, fy[i].T).T for i in range(n_l)])  # (L, R, K)
+        rss = (yy.reshape(n_l, n_r) - (coef * fy).sum(axis=2)).clip(0.0)
+        total = (
+            yy.sum() / (n_show * n_alpha * n_r * n_l)
+            - (fy[..., 0].sum() / (n_show * n_alpha * n_r * n_l)) ** 2
+        )
+        std = np.sqrt(rss / (n_show * n_alpha)).clip(STD_FLOOR * math.sqrt(max(total, 1e-12)))
+        return dataclasses.replace(
+            base, coef=tuple(tuple(tuple(float(v) for v in c) for c in row) for row in coef),
+            std=tuple(tuple(float(v) for v in row) for row in std),
         )  # fmt: skip
 
-    def forward(self, grid: torch.Tensor, layer_e: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
-        """Energies (B, L, A, R) MeV, layer energies and hit counts (B, L) -> standardised shapes."""
-        share = excess_shares(grid, layer_e[:, :, None, None].to(grid.dtype), counts[:, :, None, None])
-        y = torch.where(grid > 0, share ** (1.0 / SHARE_POWER), self.empty)
-        return ((y - self.shift) / self.scale).float()
+    def features(self, e_inc: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+        """(N, L, K) float64 regressors of the ring means: 1, standardised log E_inc, log(1 + n_layer)."""
+        n_f = len(self.coef[0][0])
+        cols = [torch.ones(counts.shape, dtype=torch.float64, device=counts.device)]
+        cols.append(
+            ((torch.log(e_inc.double()) - self.cond_mean) / self.cond_std)[:, None].expand(counts.shape)
+        )
+        cols.append((torch.log1p(counts.double()) - self.count_mean) / self.count_std)
+        return torch.stack(cols[:n_f], dim=2)
 
-    def share(self, x: torch.Tensor) -> torch.Tensor:
-        """Standardised grid -> unnormalised shares max(y, 0)^SHARE_POWER (float64)."""
-        return (x.double() * self.scale + self.shift).clamp_min(0.0) ** SHARE_POWER
+    def moments(self, e_inc: torch.Tensor, counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean (N, L, 1, R), std (1, L, 1, R)) float64 of y for E_inc (N,) and hit counts (N, L)."""
+        coef = torch.tensor(self.coef, dtype=torch.float64, device=counts.device)
+        std = torch.tensor(self.std, dtype=torch.float64, device=counts.device)
+        mean = torch.einsum("nlk,lrk->nlr", self.features(e_inc, counts), coef)
+        return mean[:, :, None, :], std[None, :, None, :]
+
+    def forward(
+        self, grid: torch.Tensor, e_inc: torch.Tensor, layer_e: torch.Tensor, counts: torch.Tensor
+    ) -> torch.Tensor:
+        """Energies (B, L, A, R) MeV, E_inc (B,) MeV, layer energies and hit counts (B, L) ->
+        standardised shapes (float32)."""
+        share = excess_shares(grid.double(), layer_e[:, :, None, None].double(), counts[:, :, None, None])
+        y = torch.where(grid > 0, share ** (1.0 / SHARE_POWER), self.empty)
+        mean, std = self.moments(e_inc, counts)
+        return ((y - mean) / std).float()
+
+    def shape(self, x: torch.Tensor, e_inc: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+        """Standardised grid (N, L, A, R) -> y (float64), the inverse of :meth:`forward`."""
+        mean, std = self.moments(e_inc, counts)
+        return x.double() * std + mean
+
+    @staticmethod
+    def share(y: torch.Tensor) -> torch.Tensor:
+        """y -> unnormalised shares max(y, 0)^SHARE_POWER."""
+        return y.clamp_min(0.0) ** SHARE_POWER
 
     def condition(self, e_inc: torch.Tensor) -> torch.Tensor:
         """(N,) MeV -> (N, 1) standardised log E_inc (float32)."""
@@ -160,25 +224,36 @@ class GridTransform:
         log_n = (torch.log1p(counts.double()) - self.count_mean) / self.count_std
         return torch.stack([frac, log_n], dim=1).float()
 
-    def to_dict(self) -> dict[str, float]:
-        return dataclasses.asdict(self)
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = dataclasses.asdict(self)
+        out["coef"] = [[list(c) for c in row] for row in self.coef]
+        out["std"] = [list(row) for row in self.std]
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GridTransform:
-        return cls(**{f.name: float(data[f.name]) for f in dataclasses.fields(cls)})
+        fields = {
+            f.name: float(data[f.name]) for f in dataclasses.fields(cls) if f.name not in ("coef", "std")
+        }
+        coef = tuple(tuple(tuple(float(v) for v in c) for c in row) for row in data["coef"])
+        std = tuple(tuple(float(v) for v in row) for row in data["std"])
+        return cls(**fields, coef=coef, std=std)
 
 
-def distribute(share: torch.Tensor, counts: torch.Tensor, layer_e: torch.Tensor) -> torch.Tensor:
+def distribute(
+    share: torch.Tensor, counts: torch.Tensor, layer_e: torch.Tensor, rank: torch.Tensor | None = None
+) -> torch.Tensor:
     """Voxel energies (N, L, V) float64 of generated shares (N, L, V) >= 0 that sum to ``layer_e`` (N, L).
 
-    In every layer the n voxels of highest share are hit, n = ``counts`` (N, L) but at most
+    In every layer the n voxels of highest ``rank`` (default: the share; y, which orders also the
+    voxels of share 0) are hit, n = ``counts`` (N, L) but at most
     E_layer / FLOOR_MEV (at least 1 where counts > 0): each gets FLOOR_MEV (or E_layer / n, if less)
     plus its share of the rest (equal parts where the kept shares are all 0).
     """
     layer_e = layer_e.double()
     n = torch.minimum(counts.double(), torch.floor(layer_e / FLOOR_MEV))
     n = torch.where(counts > 0, n.clamp_min(1.0), 0.0)
-    order = torch.argsort(share, dim=-1, descending=True)
+    order = torch.argsort(share if rank is None else rank, dim=-1, descending=True, stable=True)
     rank = torch.empty_like(order)
     rank.scatter_(-1, order, torch.arange(share.shape[-1], device=share.device).expand_as(order))
     keep = rank < n[..., None]
@@ -330,9 +405,9 @@ class VoxelGridSampler:
             s1 = min(n, s0 + self.per_call)
             out[s0:s1] = self._grids(cond[s0:s1], layers[s0:s1], torch_gen).float()
         bad = ~torch.isfinite(out)
-        out[bad] = (self.transform.empty - self.transform.shift) / self.transform.scale
-        share = self.transform.share(out).reshape(n, self.grid[0], -1)
-        return distribute(share, counts, layer_e), layer_e, int(bad.sum())
+        y = self.transform.shape(out.nan_to_num(), e_inc, counts)
+        y = torch.where(bad, self.transform.empty, y).reshape(n, self.grid[0], -1)
+        return distribute(self.transform.share(y), counts, layer_e, rank=y), layer_e, int(bad.sum())
 
     @torch.inference_mode()
     def sample_showers(
@@ -397,8 +472,10 @@ class VoxelGridFamily(Family):
         hit = pts[:, 0] > 0
         key = (shower[hit], pts[hit, 1].astype(np.int64))
         share = excess_shares(pts[hit, 0].astype(np.float64), layer_e[key], counts[key])
-        self.transform = GridTransform.fit(share, len(clouds) * self.n_voxels, e_inc, layer_e, counts,
-                                           settings.empty_gap)  # fmt: skip
+        self.transform = GridTransform.fit(
+            share, key[0], key[1], pts[hit, 3].astype(np.int64), n_alpha, n_r, e_inc, layer_e, counts,
+            settings.empty_gap, VOXEL_NORM_FEATURES[settings.voxel_norm],
+        )  # fmt: skip
         voxel = (pts[:, 1].astype(np.int64) * n_alpha + pts[:, 2].astype(np.int64)) * n_r + pts[:, 3].astype(
             np.int64
         )
@@ -454,7 +531,8 @@ class VoxelGridFamily(Family):
         point = torch.arange(int(size.sum())) - first[owner] + self._start[idx][owner]
         voxel = rotate_voxels(self._voxel[point], shift[owner], self.grid[1], self.grid[2])
         grid = grid_from_points(self._energy[point], voxel, owner, b, self.n_voxels)
-        x = self.transform.forward(grid.view(b, *self.grid), self._layer_e[idx], self._counts[idx])
+        x = self.transform.forward(grid.view(b, *self.grid), self._e_inc[idx], self._layer_e[idx],
+                                   self._counts[idx])  # fmt: skip
         d = self.device
         return x.to(d), self._cond[idx].to(d), self._layers[idx].to(d)
 
