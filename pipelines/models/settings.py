@@ -320,6 +320,8 @@ class VoxelGridSettings:
     smallest. voxel_norm: the shapes are standardised per (layer, r) ring, about a mean that is a linear
     function (least squares on the training split) of "energy-count": log E_inc and the layer's
     log(1 + n_l), "energy": log E_inc only, "ring": a constant; the network models the residual.
+    hit_channel: a second grid channel holds the hits' y alone (standardised per ring the same way; empty
+    voxels 0): the first channel decides which voxels are hit, the second their energies.
     lr, weight_decay: AdamW of the grid model; batch: showers per grid step; max_voxels: voxels per
     network call at sampling (batch x grid size).
     """
@@ -335,6 +337,7 @@ class VoxelGridSettings:
     kl_weight: float = 1e-3
     empty_gap: float = 3.0
     voxel_norm: str = "energy-count"
+    hit_channel: bool = True
     lr: float = 2e-3
     weight_decay: float = 0.0
     batch: int = 32

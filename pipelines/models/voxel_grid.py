@@ -30,6 +30,7 @@ everything from the ``torch_gen`` it is given.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import time
 from typing import Any
@@ -97,6 +98,11 @@ VOXEL_NORM_FEATURES = {"ring": 1, "energy": 2, "energy-count": 3}
 STD_FLOOR = 0.1
 
 
+def _nested(a: np.ndarray) -> Any:
+    """An array as nested tuples of floats (hashable, JSON as nested lists)."""
+    return tuple(_nested(v) for v in a) if np.ndim(a) > 1 else tuple(float(v) for v in a)
+
+
 @dataclasses.dataclass(frozen=True)
 class GridTransform:
     """Normalised shapes y = (E_voxel / E_layer)^(1 / SHARE_POWER) (hit voxels, 0 < y <= 1) or
@@ -120,12 +126,14 @@ class GridTransform:
     count_std: float
     coef: tuple[tuple[tuple[float, ...], ...], ...]  # (n_layers, n_r, n_features)
     std: tuple[tuple[float, ...], ...]  # (n_layers, n_r)
+    coef_hit: tuple[tuple[tuple[float, ...], ...], ...] = ()  # the same of the hits' y alone, or ()
+    std_hit: tuple[tuple[float, ...], ...] = ()
 
     @classmethod
     def fit(
         cls, share: np.ndarray, shower: np.ndarray, layer: np.ndarray, ring: np.ndarray, n_alpha: int,
         n_r: int, e_inc: np.ndarray, layer_e: np.ndarray, counts: np.ndarray, empty_gap: float,
-        n_features: int = 3,
+        n_features: int = 3, hit_channel: bool = False,
     ) -> GridTransform:  # fmt: skip
         """From the hit voxels' shares (:func:`excess_shares`, in [0, 1]) of the training showers with
         their shower rows, layers and r bins, the alpha and r bins per layer, E_inc (N,) MeV, layer
@@ -167,10 +175,26 @@ class GridTransform:
             - (fy[..., 0].sum() / (n_show * n_alpha * n_r * n_l)) ** 2
         )
         std = np.sqrt(rss / (n_show * n_alpha)).clip(STD_FLOOR * math.sqrt(max(total, 1e-12)))
+        out = dataclasses.replace(base, coef=_nested(coef), std=_nested(std))
+        if not hit_channel:
+            return out
+        # the hits' y alone per ring (slopes shrunk towards 0 by the weight of one hit: sparse rings)
+        pairs = f_hit[:, :, None] * f_hit[:, None, :]
+        gram_hit = np.stack([np.bincount(cell, pairs[:, k, m], minlength=n_l * n_r)
+                             for k in range(n_features) for m in range(n_features)], axis=1)  # fmt: skip
+        gram_hit = gram_hit.reshape(n_l * n_r, n_features, n_features)
+        fy_hit = np.stack([np.bincount(cell, f_hit[:, k] * y, minlength=n_l * n_r)
+                           for k in range(n_features)], axis=1)  # fmt: skip
+        ridge_hit = np.diag([1e-9] + [1.0] * (n_features - 1))
+        coef_hit = np.stack([np.linalg.solve(gram_hit[i] + ridge_hit, fy_hit[i]) for i in range(n_l * n_r)])
+        n_hit = np.bincount(cell, minlength=n_l * n_r)
+        rss_hit = (np.bincount(cell, y**2, minlength=n_l * n_r) - (coef_hit * fy_hit).sum(axis=1)).clip(0.0)
+        std_hit = np.sqrt(rss_hit / n_hit.clip(1)).clip(STD_FLOOR * max(float(y.std()), 1e-6))
         return dataclasses.replace(
-            base, coef=tuple(tuple(tuple(float(v) for v in c) for c in row) for row in coef),
-            std=tuple(tuple(float(v) for v in row) for row in std),
-        )  # fmt: skip
+            out,
+            coef_hit=_nested(coef_hit.reshape(n_l, n_r, n_features)),
+            std_hit=_nested(std_hit.reshape(n_l, n_r)),
+        )
 
     def features(self, e_inc: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
         """(N, L, K) float64 regressors of the ring means: 1, standardised log E_inc, log(1 + n_layer)."""
@@ -182,10 +206,18 @@ class GridTransform:
         cols.append((torch.log1p(counts.double()) - self.count_mean) / self.count_std)
         return torch.stack(cols[:n_f], dim=2)
 
-    def moments(self, e_inc: torch.Tensor, counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mean (N, L, 1, R), std (1, L, 1, R)) float64 of y for E_inc (N,) and hit counts (N, L)."""
-        coef = torch.tensor(self.coef, dtype=torch.float64, device=counts.device)
-        std = torch.tensor(self.std, dtype=torch.float64, device=counts.device)
+    @property
+    def channels(self) -> int:
+        """1 (y of all voxels) or 2 (and the hits' y alone: empty voxels 0, the ring's mean hit)."""
+        return 2 if self.coef_hit else 1
+
+    def moments(
+        self, e_inc: torch.Tensor, counts: torch.Tensor, hits: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean (N, L, 1, R), std (1, L, 1, R)) float64 of y for E_inc (N,) and hit counts (N, L) (of the
+        hits' y alone if ``hits``)."""
+        coef = torch.tensor(self.coef_hit if hits else self.coef, dtype=torch.float64, device=counts.device)
+        std = torch.tensor(self.std_hit if hits else self.std, dtype=torch.float64, device=counts.device)
         mean = torch.einsum("nlk,lrk->nlr", self.features(e_inc, counts), coef)
         return mean[:, :, None, :], std[None, :, None, :]
 
@@ -193,16 +225,27 @@ class GridTransform:
         self, grid: torch.Tensor, e_inc: torch.Tensor, layer_e: torch.Tensor, counts: torch.Tensor
     ) -> torch.Tensor:
         """Energies (B, L, A, R) MeV, E_inc (B,) MeV, layer energies and hit counts (B, L) ->
-        standardised shapes (float32)."""
+        standardised shapes (B, channels, L, A, R) float32."""
         share = excess_shares(grid.double(), layer_e[:, :, None, None].double(), counts[:, :, None, None])
-        y = torch.where(grid > 0, share ** (1.0 / SHARE_POWER), self.empty)
+        y = share ** (1.0 / SHARE_POWER)
         mean, std = self.moments(e_inc, counts)
-        return ((y - mean) / std).float()
+        out = [(torch.where(grid > 0, y, self.empty) - mean) / std]
+        if self.coef_hit:
+            mean, std = self.moments(e_inc, counts, hits=True)
+            out.append(torch.where(grid > 0, (y - mean) / std, 0.0))
+        return torch.stack(out, dim=1).float()
 
-    def shape(self, x: torch.Tensor, e_inc: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
-        """Standardised grid (N, L, A, R) -> y (float64), the inverse of :meth:`forward`."""
+    def shape(
+        self, x: torch.Tensor, e_inc: torch.Tensor, counts: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Standardised grids (N, channels, L, A, R) -> (y of every voxel, the hits' y: the second channel's
+        where there is one, else the same) float64; on hits the inverse of :meth:`forward`."""
         mean, std = self.moments(e_inc, counts)
-        return x.double() * std + mean
+        y = x[:, 0].double() * std + mean
+        if not self.coef_hit:
+            return y, y
+        mean, std = self.moments(e_inc, counts, hits=True)
+        return y, x[:, 1].double() * std + mean
 
     @staticmethod
     def share(y: torch.Tensor) -> torch.Tensor:
@@ -225,19 +268,13 @@ class GridTransform:
         return torch.stack([frac, log_n], dim=1).float()
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = dataclasses.asdict(self)
-        out["coef"] = [[list(c) for c in row] for row in self.coef]
-        out["std"] = [list(row) for row in self.std]
-        return out
+        return json.loads(json.dumps(dataclasses.asdict(self)))  # nested lists
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GridTransform:
-        fields = {
-            f.name: float(data[f.name]) for f in dataclasses.fields(cls) if f.name not in ("coef", "std")
-        }
-        coef = tuple(tuple(tuple(float(v) for v in c) for c in row) for row in data["coef"])
-        std = tuple(tuple(float(v) for v in row) for row in data["std"])
-        return cls(**fields, coef=coef, std=std)
+        nested = ("coef", "std", "coef_hit", "std_hit")
+        fields = {f.name: float(data[f.name]) for f in dataclasses.fields(cls) if f.name not in nested}
+        return cls(**fields, **{k: _nested(np.asarray(data.get(k, ()), dtype=np.float64)) for k in nested})
 
 
 def distribute(
@@ -290,32 +327,34 @@ def with_layers(x: torch.Tensor, layers: torch.Tensor) -> torch.Tensor:
 class GridVelocity(nn.Module):
     """Velocity field v(x_t, t, condition, layer conditions) of flow matching on grids (B, L, A, R)."""
 
-    def __init__(self, s: VoxelGridSettings) -> None:
+    def __init__(self, s: VoxelGridSettings, channels: int = 1) -> None:
         super().__init__()
         self.embed = Embedding(s.time_dim, s.emb_dim)
-        self.unet = GridUNet(1 + LAYER_CHANNELS, 1, s.base_channels, s.levels, s.emb_dim)
+        self.unet = GridUNet(channels + LAYER_CHANNELS, channels, s.base_channels, s.levels, s.emb_dim)
 
     def forward(
         self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, layers: torch.Tensor
     ) -> torch.Tensor:
-        return self.unet(with_layers(x[:, None], layers), self.embed(t, cond))[:, 0]
+        return self.unet(with_layers(x, layers), self.embed(t, cond))
 
 
 class GridEncoder(nn.Module):
     """q(z | grid, condition): (mean, log variance) of the latent (B, latent_channels, coarse shape)."""
 
-    def __init__(self, s: VoxelGridSettings, shape: tuple[int, int, int]) -> None:
+    def __init__(self, s: VoxelGridSettings, shape: tuple[int, int, int], channels: int = 1) -> None:
         super().__init__()
         self.latent_shape = coarse_shape(shape, s.levels)
         self.embed = Embedding(s.time_dim, s.emb_dim)
-        self.unet = GridUNet(1 + LAYER_CHANNELS, 2 * s.latent_channels, s.base_channels, s.levels, s.emb_dim)
+        self.unet = GridUNet(
+            channels + LAYER_CHANNELS, 2 * s.latent_channels, s.base_channels, s.levels, s.emb_dim
+        )
         nn.init.normal_(self.unet.out.conv.weight, std=1e-2)  # the U-Net's zero output would stall the KL
 
     def forward(
         self, x: torch.Tensor, cond: torch.Tensor, layers: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         t = torch.zeros(x.shape[0], device=x.device)
-        h = self.unet(with_layers(x[:, None], layers), self.embed(t, cond))
+        h = self.unet(with_layers(x, layers), self.embed(t, cond))
         h = F.adaptive_avg_pool3d(h, self.latent_shape)
         mean, log_var = h.chunk(2, dim=1)
         return mean, log_var.clamp(-10.0, 10.0)
@@ -324,24 +363,28 @@ class GridEncoder(nn.Module):
 class GridDecoder(nn.Module):
     """p(grid | z, condition): the latent upsampled (nearest) to the grid, then the U-Net; its mean."""
 
-    def __init__(self, s: VoxelGridSettings, shape: tuple[int, int, int]) -> None:
+    def __init__(self, s: VoxelGridSettings, shape: tuple[int, int, int], channels: int = 1) -> None:
         super().__init__()
         self.shape = tuple(shape)
         self.embed = Embedding(s.time_dim, s.emb_dim)
-        self.unet = GridUNet(s.latent_channels + LAYER_CHANNELS, 1, s.base_channels, s.levels, s.emb_dim)
+        self.unet = GridUNet(
+            s.latent_channels + LAYER_CHANNELS, channels, s.base_channels, s.levels, s.emb_dim
+        )
 
     def forward(self, z: torch.Tensor, cond: torch.Tensor, layers: torch.Tensor) -> torch.Tensor:
         t = torch.zeros(z.shape[0], device=z.device)
         z = with_layers(F.interpolate(z, size=self.shape, mode="nearest"), layers)
-        return self.unet(z, self.embed(t, cond))[:, 0]
+        return self.unet(z, self.embed(t, cond))
 
 
-def build_modules(s: VoxelGridSettings, shape: tuple[int, int, int]) -> dict[str, nn.Module]:
-    """The trained modules: the shower flow, and {"velocity"} or {"encoder", "decoder"} of the grid."""
+def build_modules(s: VoxelGridSettings, shape: tuple[int, int, int], channels: int) -> dict[str, nn.Module]:
+    """The trained modules: the shower flow, and {"velocity"} or {"encoder", "decoder"} of the grid
+    (``channels`` grid channels, :attr:`GridTransform.channels`)."""
     flow = ShowerFlow(1 + 2 * shape[0], s.shower_hidden, s.shower_blocks, s.time_dim)
     if s.objective == "flow-matching":
-        return {"shower_flow": flow, "velocity": GridVelocity(s)}
-    return {"shower_flow": flow, "encoder": GridEncoder(s, shape), "decoder": GridDecoder(s, shape)}
+        return {"shower_flow": flow, "velocity": GridVelocity(s, channels)}
+    return {"shower_flow": flow, "encoder": GridEncoder(s, shape, channels),
+            "decoder": GridDecoder(s, shape, channels)}  # fmt: skip
 
 
 def vae_loss(
@@ -382,7 +425,7 @@ class VoxelGridSampler:
         s, b = self.settings, cond.shape[0]
         if s.objective == "flow-matching":
             velocity = self.modules["velocity"]
-            x0 = torch.randn(b, *self.grid, generator=torch_gen, device=self.device)
+            x0 = torch.randn(b, self.transform.channels, *self.grid, generator=torch_gen, device=self.device)
             return midpoint_solve(lambda x, t: velocity(x, t, cond, layers), x0, s.ode_steps)
         z_shape = coarse_shape(self.grid, s.levels)
         z = torch.randn(b, s.latent_channels, *z_shape, generator=torch_gen, device=self.device)
@@ -400,14 +443,16 @@ class VoxelGridSampler:
         counts, layer_e = self.shower_transform.decode(torch.nan_to_num(x.double()), e_inc)
         cond = self.transform.condition(e_inc)
         layers = self.transform.layer_condition(e_inc, layer_e, counts)
-        out = torch.empty(n, *self.grid, dtype=torch.float32, device=self.device)
+        out = torch.empty(n, self.transform.channels, *self.grid, dtype=torch.float32, device=self.device)
         for s0 in range(0, n, self.per_call):
             s1 = min(n, s0 + self.per_call)
             out[s0:s1] = self._grids(cond[s0:s1], layers[s0:s1], torch_gen).float()
         bad = ~torch.isfinite(out)
-        y = self.transform.shape(out.nan_to_num(), e_inc, counts)
+        y, y_hit = self.transform.shape(out.nan_to_num(), e_inc, counts)
+        bad = bad.any(dim=1)
         y = torch.where(bad, self.transform.empty, y).reshape(n, self.grid[0], -1)
-        return distribute(self.transform.share(y), counts, layer_e, rank=y), layer_e, int(bad.sum())
+        share = torch.where(bad, 0.0, self.transform.share(y_hit)).reshape(n, self.grid[0], -1)
+        return distribute(share, counts, layer_e, rank=y), layer_e, int(bad.sum())
 
     @torch.inference_mode()
     def sample_showers(
@@ -474,7 +519,7 @@ class VoxelGridFamily(Family):
         share = excess_shares(pts[hit, 0].astype(np.float64), layer_e[key], counts[key])
         self.transform = GridTransform.fit(
             share, key[0], key[1], pts[hit, 3].astype(np.int64), n_alpha, n_r, e_inc, layer_e, counts,
-            settings.empty_gap, VOXEL_NORM_FEATURES[settings.voxel_norm],
+            settings.empty_gap, VOXEL_NORM_FEATURES[settings.voxel_norm], settings.hit_channel,
         )  # fmt: skip
         voxel = (pts[:, 1].astype(np.int64) * n_alpha + pts[:, 2].astype(np.int64)) * n_r + pts[:, 3].astype(
             np.int64
@@ -489,7 +534,7 @@ class VoxelGridFamily(Family):
         self._cond = self.transform.condition(self._e_inc)
         self._layers = self.transform.layer_condition(self._e_inc, self._layer_e, self._counts)
         self._shower_cond = self.shower_transform.condition(self._e_inc)
-        self._modules = build_modules(settings, self.grid)
+        self._modules = build_modules(settings, self.grid, self.transform.channels)
         for m in self._modules.values():
             m.to(device)
         self._gen = torch.Generator().manual_seed(int(data.seed))
@@ -548,7 +593,7 @@ class VoxelGridFamily(Family):
             b = x1.shape[0]
             x0 = torch.randn(x1.shape, generator=self._gen).to(self.device)
             t = torch.rand(b, generator=self._gen).to(self.device)
-            xt, target = ot_path(x0, x1, t[:, None, None, None], s.sigma_min)
+            xt, target = ot_path(x0, x1, t[:, None, None, None, None], s.sigma_min)
             with ctx.autocast():
                 loss = (self._modules["velocity"](xt, t, cond, layers).float() - target).pow(2).mean()
             ctx.optimise("grid", loss)
@@ -619,12 +664,12 @@ class VoxelGridFamily(Family):
             raise ValueError(
                 f"model trained for grid {grid}, geometry {geometry.name} is {geometry.grid_shape}"
             )
-        modules = build_modules(settings, grid)
+        shower_transform = ShowerTransform.from_dict(config["shower_transform"])
+        transform = GridTransform.from_dict(config["grid_transform"])
+        modules = build_modules(settings, grid, transform.channels)
         for name, module in modules.items():
             module.load_state_dict(state[name])
             module.to(device).eval()
-        shower_transform = ShowerTransform.from_dict(config["shower_transform"])
-        transform = GridTransform.from_dict(config["grid_transform"])
         return VoxelGridSampler(modules, shower_transform, transform, grid, settings, device)
 
     @classmethod
