@@ -9,8 +9,11 @@ trained side by side (parameter groups "shower" and "grid"):
 2. Grid level: every shower is a dense grid (n_layers, n_alpha, n_r) (dataset 2: 45 x 16 x 9) rebuilt
    from its points (voxel order (layer, alpha, r), r fastest, as in the shower rows). A hit voxel is
    mapped to its share of the layer energy above the readout threshold T, (E - T) / (E_l - n_l T), to
-   the power 1 / SHARE_POWER (in [0, 1]); an empty voxel to a level below the smallest
-   (:class:`GridTransform`); all standardised with one shift and scale. The network is a 3-D U-Net
+   the power 1 / SHARE_POWER (y in [0, 1]); an empty voxel to a level below the smallest
+   (:class:`GridTransform`). With ``hit_channel`` a second channel holds the hits' y alone (empty
+   voxels at their ring's mean hit). Each channel is standardised per (layer, r) ring about a mean that
+   is linear in log E_inc and log(1 + n_l) (``voxel_norm``, least squares on the training split), so the
+   network models the residual and starts from the mean shape. The network is a 3-D U-Net
    periodic in alpha (:mod:`pipelines.models.voxel_blocks`), conditioned on standardised log E_inc
    (FiLM) and, as two extra input channels broadcast over each layer, on the standardised log E_l / E_inc
    and log(1 + n_l) (the data's when training, the shower flow's when sampling). Two objectives
@@ -18,8 +21,9 @@ trained side by side (parameter groups "shower" and "grid"):
    sampling integrates the velocity with ``ode_steps`` midpoint steps) or ``vae`` (a conditional VAE,
    latent at the coarsest resolution, decoder mean as the sample).
 
-Sampling (:func:`distribute`): in every layer the n_l voxels of highest generated share are hit (at
-most E_l / T of them); each holds the threshold plus its share of the rest, so every layer sums to the
+Sampling (:func:`distribute`): in every layer the n_l voxels of highest generated y (first channel)
+are hit (at most E_l / T of them); each holds the threshold plus its share (from the second channel,
+where there is one) of the rest, so every layer sums to the
 drawn E_l and E_tot and the layer profile are the shower flow's; then voxels below 15.15 keV (none
 but float32 rounding) are set to 0 (counted as ``n_below_threshold``). Training grids are rotated by a
 random number of alpha bins (the calorimeter is symmetric in alpha). Minibatches, rotations, noise and
