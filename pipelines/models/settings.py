@@ -24,6 +24,7 @@ PLACEMENTS = ("pareto", "independent")
 NORMS = ("none", "weight", "spectral", "unit")
 #: training objectives of the voxel-grid family (:mod:`pipelines.models.voxel_grid`)
 VOXEL_OBJECTIVES = ("flow-matching", "vae")
+VOXEL_NORMS = ("energy-count", "energy", "ring")
 
 
 @dataclass(frozen=True)
@@ -324,7 +325,11 @@ class VoxelGridSettings:
     steps at sampling for both levels, sigma_min the width of the OT path at t = 1) or "vae" (a
     conditional VAE with latent_channels at the coarsest resolution, kl_weight on the KL term).
     empty_gap: empty voxels sit empty_gap standard deviations of the hits' transformed shares below the
-    smallest.
+    smallest. voxel_norm: the shapes are standardised per (layer, r) ring, about a mean that is a linear
+    function (least squares on the training split) of "energy-count": log E_inc and the layer's
+    log(1 + n_l), "energy": log E_inc only, "ring": a constant; the network models the residual.
+    hit_channel: a second grid channel holds the hits' y alone (standardised per ring the same way; empty
+    voxels 0): the first channel decides which voxels are hit, the second their energies.
     lr, weight_decay: AdamW of the grid model; batch: showers per grid step; max_voxels: voxels per
     network call at sampling (batch x grid size).
     """
@@ -339,6 +344,8 @@ class VoxelGridSettings:
     latent_channels: int = 4
     kl_weight: float = 1e-3
     empty_gap: float = 3.0
+    voxel_norm: str = "energy-count"
+    hit_channel: bool = True
     lr: float = 2e-3
     weight_decay: float = 0.0
     batch: int = 32
@@ -361,6 +368,10 @@ class VoxelGridSettings:
         if self.objective not in VOXEL_OBJECTIVES:
             raise ValueError(
                 f"voxel-grid setting objective must be one of {VOXEL_OBJECTIVES}, got {self.objective!r}"
+            )
+        if self.voxel_norm not in VOXEL_NORMS:
+            raise ValueError(
+                f"voxel-grid setting voxel_norm must be one of {VOXEL_NORMS}, got {self.voxel_norm!r}"
             )
         for key in ("lr", "shower_lr"):
             if not (math.isfinite(getattr(self, key)) and 0.0 < getattr(self, key) < 1.0):

@@ -9,8 +9,11 @@ trained side by side (parameter groups "shower" and "grid"):
 2. Grid level: every shower is a dense grid (n_layers, n_alpha, n_r) (dataset 2: 45 x 16 x 9) rebuilt
    from its points (voxel order (layer, alpha, r), r fastest, as in the shower rows). A hit voxel is
    mapped to its share of the layer energy above the readout threshold T, (E - T) / (E_l - n_l T), to
-   the power 1 / SHARE_POWER (in [0, 1]); an empty voxel to a level below the smallest
-   (:class:`GridTransform`); all standardised with one shift and scale. The network is a 3-D U-Net
+   the power 1 / SHARE_POWER (y in [0, 1]); an empty voxel to a level below the smallest
+   (:class:`GridTransform`). With ``hit_channel`` a second channel holds the hits' y alone (empty
+   voxels at their ring's mean hit). Each channel is standardised per (layer, r) ring about a mean that
+   is linear in log E_inc and log(1 + n_l) (``voxel_norm``, least squares on the training split), so the
+   network models the residual and starts from the mean shape. The network is a 3-D U-Net
    periodic in alpha (:mod:`pipelines.models.voxel_blocks`), conditioned on standardised log E_inc
    (FiLM) and, as two extra input channels broadcast over each layer, on the standardised log E_l / E_inc
    and log(1 + n_l) (the data's when training, the shower flow's when sampling). Two objectives
@@ -18,8 +21,9 @@ trained side by side (parameter groups "shower" and "grid"):
    sampling integrates the velocity with ``ode_steps`` midpoint steps) or ``vae`` (a conditional VAE,
    latent at the coarsest resolution, decoder mean as the sample).
 
-Sampling (:func:`distribute`): in every layer the n_l voxels of highest generated share are hit (at
-most E_l / T of them); each holds the threshold plus its share of the rest, so every layer sums to the
+Sampling (:func:`distribute`): in every layer the n_l voxels of highest generated y (first channel)
+are hit (at most E_l / T of them); each holds the threshold plus its share (from the second channel,
+where there is one) of the rest, so every layer sums to the
 drawn E_l and E_tot and the layer profile are the shower flow's; then voxels below 15.15 keV (none
 but float32 rounding) are set to 0 (counted as ``n_below_threshold``). Training grids are rotated by a
 random number of alpha bins (the calorimeter is symmetric in alpha). Minibatches, rotations, noise and
@@ -30,6 +34,7 @@ everything from the ``torch_gen`` it is given.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import time
 from typing import Any
@@ -89,18 +94,33 @@ def coarse_shape(shape: tuple[int, int, int], levels: int) -> tuple[int, int, in
     return out  # type: ignore[return-value]
 
 
+#: features of the per-voxel mean of the shapes (setting ``voxel_norm``): the number of regressors
+#: (1, standardised log E_inc, standardised log(1 + n_layer)) of every (layer, r) ring's mean
+VOXEL_NORM_FEATURES = {"ring": 1, "energy": 2, "energy-count": 3}
+#: a ring's standard deviation is at least this fraction of the root mean square of all voxels' y
+#: about their mean (rings never or hardly ever hit would otherwise turn a rare hit into a huge target)
+STD_FLOOR = 0.1
+
+
+def _nested(a: np.ndarray) -> Any:
+    """An array as nested tuples of floats (hashable, JSON as nested lists)."""
+    return tuple(_nested(v) for v in a) if np.ndim(a) > 1 else tuple(float(v) for v in a)
+
+
 @dataclasses.dataclass(frozen=True)
 class GridTransform:
     """Normalised shapes y = (E_voxel / E_layer)^(1 / SHARE_POWER) (hit voxels, 0 < y <= 1) or
     ``empty`` (empty voxels, ``empty_gap`` standard deviations of the hits' y below the smallest, at
-    least a tenth of their root mean square),
-    standardised: x = (y - shift) / scale; condition (log E_inc - cond_mean) / cond_std; per-layer
-    conditions (log(E_layer / E_inc) - layer_mean) / layer_std (``layer_empty`` for a layer without
-    energy) and (log(1 + n_layer) - count_mean) / count_std."""
+    least a tenth of their root mean square), standardised per voxel ring (layer, r), the same in every
+    alpha bin: x = (y - mean) / std with mean = coef[layer][r] . features(shower, layer), features
+    (1, standardised log E_inc, standardised log(1 + n_layer)) (the first ``len(coef[0][0])``), and
+    std[layer][r] the root mean square of the residual (least squares on the training split, at least
+    STD_FLOOR of all voxels'); so a network output of 0 is the mean shape of such showers.
+    Condition (log E_inc - cond_mean) / cond_std; per-layer conditions (log(E_layer / E_inc) -
+    layer_mean) / layer_std (``layer_empty`` for a layer without energy) and (log(1 + n_layer) -
+    count_mean) / count_std. All plain numbers and nested lists (JSON)."""
 
     empty: float
-    shift: float
-    scale: float
     cond_mean: float
     cond_std: float
     layer_mean: float
@@ -108,42 +128,133 @@ class GridTransform:
     layer_empty: float
     count_mean: float
     count_std: float
+    coef: tuple[tuple[tuple[float, ...], ...], ...]  # (n_layers, n_r, n_features)
+    std: tuple[tuple[float, ...], ...]  # (n_layers, n_r)
+    coef_hit: tuple[tuple[tuple[float, ...], ...], ...] = ()  # the same of the hits' y alone, or ()
+    std_hit: tuple[tuple[float, ...], ...] = ()
 
     @classmethod
     def fit(
-        cls, share: np.ndarray, n_voxels_total: int, e_inc: np.ndarray, layer_e: np.ndarray,
-        counts: np.ndarray, empty_gap: float,
+        cls, share: np.ndarray, shower: np.ndarray, layer: np.ndarray, ring: np.ndarray, n_alpha: int,
+        n_r: int, e_inc: np.ndarray, layer_e: np.ndarray, counts: np.ndarray, empty_gap: float,
+        n_features: int = 3, hit_channel: bool = False,
     ) -> GridTransform:  # fmt: skip
-        """From the hit voxels' shares (:func:`excess_shares`, in [0, 1]) of the training showers, their
-        voxel count, E_inc (N,) MeV, layer energies and hit counts (N, L), and the gap of empty voxels."""
+        """From the hit voxels' shares (:func:`excess_shares`, in [0, 1]) of the training showers with
+        their shower rows, layers and r bins, the alpha and r bins per layer, E_inc (N,) MeV, layer
+        energies and hit counts (N, L), the gap of empty voxels and the number of mean features."""
+        if n_features not in VOXEL_NORM_FEATURES.values():
+            raise ValueError(f"n_features must be one of {sorted(VOXEL_NORM_FEATURES.values())}")
         y = np.asarray(share, dtype=np.float64) ** (1.0 / SHARE_POWER)
         unit = max(y.std(), 0.1 * math.sqrt((y**2).mean()))  # not 0 where all shares are alike
         empty = float(y.min() - empty_gap * unit)
-        n_empty = n_voxels_total - len(y)
-        mean = float((y.sum() + empty * n_empty) / n_voxels_total)
-        var = float(((y**2).sum() + empty**2 * n_empty) / n_voxels_total - mean**2)
-        log_e = np.log(np.asarray(e_inc, dtype=np.float64))
+        e_inc = np.asarray(e_inc, dtype=np.float64)
+        layer_e = np.asarray(layer_e, dtype=np.float64)
+        n_show, n_l = layer_e.shape
+        log_e = np.log(e_inc)
         hit = layer_e > 0
-        frac = np.log(
-            layer_e[hit] / np.broadcast_to(np.asarray(e_inc, np.float64)[:, None], layer_e.shape)[hit]
-        )
+        frac = np.log(layer_e[hit] / np.broadcast_to(e_inc[:, None], layer_e.shape)[hit])
         log_n = np.log1p(np.asarray(counts, dtype=np.float64))
         layer_std = float(max(frac.std(), 1e-6))
-        return cls(
-            empty, mean, math.sqrt(max(var, 1e-12)), float(log_e.mean()), float(max(log_e.std(), 1e-6)),
-            float(frac.mean()), layer_std, float((frac.min() - frac.mean()) / layer_std - 1.0),
-            float(log_n.mean()), float(max(log_n.std(), 1e-6)),
+        base = cls(
+            empty, float(log_e.mean()), float(max(log_e.std(), 1e-6)), float(frac.mean()), layer_std,
+            float((frac.min() - frac.mean()) / layer_std - 1.0), float(log_n.mean()),
+            float(max(log_n.std(), 1e-6)), (((0.0,) * n_features,) * n_r,) * n_l, ((1.0,) * n_r,) * n_l,
         )  # fmt: skip
+        feats = base.features(torch.as_tensor(e_inc), torch.as_tensor(counts)).numpy()  # (N, L, K)
+        # least squares per ring over all showers and alpha bins; empty voxels hold y = empty, so the
+        # sums are those of a grid of `empty` plus the hits' (y - empty)
+        gram = n_alpha * np.einsum("slk,slm->lkm", feats, feats)  # (L, K, K), the same for every r
+        cell = np.asarray(layer, dtype=np.int64) * n_r + np.asarray(ring, dtype=np.int64)
+        f_hit = feats[np.asarray(shower, dtype=np.int64), np.asarray(layer, dtype=np.int64)]  # (H, K)
+        dy = y - empty
+        fy = np.stack([np.bincount(cell, f_hit[:, k] * dy, minlength=n_l * n_r) for k in range(n_features)],
+                      axis=1).reshape(n_l, n_r, n_features)  # fmt: skip
+        fy += (empty * n_alpha * feats.sum(axis=0))[:, None, :]
+        yy = empty**2 * n_show * n_alpha + np.bincount(cell, y**2 - empty**2, minlength=n_l * n_r)
+        ridge = 1e-9 * n_show * n_alpha * np.eye(n_features)  # constant features (layers never hit)
+        coef = np.stack([np.linalg.solve(gram[i] + ridge, fy[i].T).T for i in range(n_l)])  # (L, R, K)
+        rss = (yy.reshape(n_l, n_r) - (coef * fy).sum(axis=2)).clip(0.0)
+        total = (
+            yy.sum() / (n_show * n_alpha * n_r * n_l)
+            - (fy[..., 0].sum() / (n_show * n_alpha * n_r * n_l)) ** 2
+        )
+        std = np.sqrt(rss / (n_show * n_alpha)).clip(STD_FLOOR * math.sqrt(max(total, 1e-12)))
+        out = dataclasses.replace(base, coef=_nested(coef), std=_nested(std))
+        if not hit_channel:
+            return out
+        # the hits' y alone per ring (slopes shrunk towards 0 by the weight of one hit: sparse rings)
+        pairs = f_hit[:, :, None] * f_hit[:, None, :]
+        gram_hit = np.stack([np.bincount(cell, pairs[:, k, m], minlength=n_l * n_r)
+                             for k in range(n_features) for m in range(n_features)], axis=1)  # fmt: skip
+        gram_hit = gram_hit.reshape(n_l * n_r, n_features, n_features)
+        fy_hit = np.stack([np.bincount(cell, f_hit[:, k] * y, minlength=n_l * n_r)
+                           for k in range(n_features)], axis=1)  # fmt: skip
+        ridge_hit = np.diag([1e-9] + [1.0] * (n_features - 1))
+        coef_hit = np.stack([np.linalg.solve(gram_hit[i] + ridge_hit, fy_hit[i]) for i in range(n_l * n_r)])
+        n_hit = np.bincount(cell, minlength=n_l * n_r)
+        rss_hit = (np.bincount(cell, y**2, minlength=n_l * n_r) - (coef_hit * fy_hit).sum(axis=1)).clip(0.0)
+        std_hit = np.sqrt(rss_hit / n_hit.clip(1)).clip(STD_FLOOR * max(float(y.std()), 1e-6))
+        return dataclasses.replace(
+            out,
+            coef_hit=_nested(coef_hit.reshape(n_l, n_r, n_features)),
+            std_hit=_nested(std_hit.reshape(n_l, n_r)),
+        )
 
-    def forward(self, grid: torch.Tensor, layer_e: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
-        """Energies (B, L, A, R) MeV, layer energies and hit counts (B, L) -> standardised shapes."""
-        share = excess_shares(grid, layer_e[:, :, None, None].to(grid.dtype), counts[:, :, None, None])
-        y = torch.where(grid > 0, share ** (1.0 / SHARE_POWER), self.empty)
-        return ((y - self.shift) / self.scale).float()
+    def features(self, e_inc: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+        """(N, L, K) float64 regressors of the ring means: 1, standardised log E_inc, log(1 + n_layer)."""
+        n_f = len(self.coef[0][0])
+        cols = [torch.ones(counts.shape, dtype=torch.float64, device=counts.device)]
+        cols.append(
+            ((torch.log(e_inc.double()) - self.cond_mean) / self.cond_std)[:, None].expand(counts.shape)
+        )
+        cols.append((torch.log1p(counts.double()) - self.count_mean) / self.count_std)
+        return torch.stack(cols[:n_f], dim=2)
 
-    def share(self, x: torch.Tensor) -> torch.Tensor:
-        """Standardised grid -> unnormalised shares max(y, 0)^SHARE_POWER (float64)."""
-        return (x.double() * self.scale + self.shift).clamp_min(0.0) ** SHARE_POWER
+    @property
+    def channels(self) -> int:
+        """1 (y of all voxels) or 2 (and the hits' y alone: empty voxels 0, the ring's mean hit)."""
+        return 2 if self.coef_hit else 1
+
+    def moments(
+        self, e_inc: torch.Tensor, counts: torch.Tensor, hits: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean (N, L, 1, R), std (1, L, 1, R)) float64 of y for E_inc (N,) and hit counts (N, L) (of the
+        hits' y alone if ``hits``)."""
+        coef = torch.tensor(self.coef_hit if hits else self.coef, dtype=torch.float64, device=counts.device)
+        std = torch.tensor(self.std_hit if hits else self.std, dtype=torch.float64, device=counts.device)
+        mean = torch.einsum("nlk,lrk->nlr", self.features(e_inc, counts), coef)
+        return mean[:, :, None, :], std[None, :, None, :]
+
+    def forward(
+        self, grid: torch.Tensor, e_inc: torch.Tensor, layer_e: torch.Tensor, counts: torch.Tensor
+    ) -> torch.Tensor:
+        """Energies (B, L, A, R) MeV, E_inc (B,) MeV, layer energies and hit counts (B, L) ->
+        standardised shapes (B, channels, L, A, R) float32."""
+        share = excess_shares(grid.double(), layer_e[:, :, None, None].double(), counts[:, :, None, None])
+        y = share ** (1.0 / SHARE_POWER)
+        mean, std = self.moments(e_inc, counts)
+        out = [(torch.where(grid > 0, y, self.empty) - mean) / std]
+        if self.coef_hit:
+            mean, std = self.moments(e_inc, counts, hits=True)
+            out.append(torch.where(grid > 0, (y - mean) / std, 0.0))
+        return torch.stack(out, dim=1).float()
+
+    def shape(
+        self, x: torch.Tensor, e_inc: torch.Tensor, counts: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Standardised grids (N, channels, L, A, R) -> (y of every voxel, the hits' y: the second channel's
+        where there is one, else the same) float64; on hits the inverse of :meth:`forward`."""
+        mean, std = self.moments(e_inc, counts)
+        y = x[:, 0].double() * std + mean
+        if not self.coef_hit:
+            return y, y
+        mean, std = self.moments(e_inc, counts, hits=True)
+        return y, x[:, 1].double() * std + mean
+
+    @staticmethod
+    def share(y: torch.Tensor) -> torch.Tensor:
+        """y -> unnormalised shares max(y, 0)^SHARE_POWER."""
+        return y.clamp_min(0.0) ** SHARE_POWER
 
     def condition(self, e_inc: torch.Tensor) -> torch.Tensor:
         """(N,) MeV -> (N, 1) standardised log E_inc (float32)."""
@@ -160,25 +271,30 @@ class GridTransform:
         log_n = (torch.log1p(counts.double()) - self.count_mean) / self.count_std
         return torch.stack([frac, log_n], dim=1).float()
 
-    def to_dict(self) -> dict[str, float]:
-        return dataclasses.asdict(self)
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(dataclasses.asdict(self)))  # nested lists
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GridTransform:
-        return cls(**{f.name: float(data[f.name]) for f in dataclasses.fields(cls)})
+        nested = ("coef", "std", "coef_hit", "std_hit")
+        fields = {f.name: float(data[f.name]) for f in dataclasses.fields(cls) if f.name not in nested}
+        return cls(**fields, **{k: _nested(np.asarray(data.get(k, ()), dtype=np.float64)) for k in nested})
 
 
-def distribute(share: torch.Tensor, counts: torch.Tensor, layer_e: torch.Tensor) -> torch.Tensor:
+def distribute(
+    share: torch.Tensor, counts: torch.Tensor, layer_e: torch.Tensor, rank: torch.Tensor | None = None
+) -> torch.Tensor:
     """Voxel energies (N, L, V) float64 of generated shares (N, L, V) >= 0 that sum to ``layer_e`` (N, L).
 
-    In every layer the n voxels of highest share are hit, n = ``counts`` (N, L) but at most
+    In every layer the n voxels of highest ``rank`` (default: the share; y, which orders also the
+    voxels of share 0) are hit, n = ``counts`` (N, L) but at most
     E_layer / FLOOR_MEV (at least 1 where counts > 0): each gets FLOOR_MEV (or E_layer / n, if less)
     plus its share of the rest (equal parts where the kept shares are all 0).
     """
     layer_e = layer_e.double()
     n = torch.minimum(counts.double(), torch.floor(layer_e / FLOOR_MEV))
     n = torch.where(counts > 0, n.clamp_min(1.0), 0.0)
-    order = torch.argsort(share, dim=-1, descending=True)
+    order = torch.argsort(share if rank is None else rank, dim=-1, descending=True, stable=True)
     rank = torch.empty_like(order)
     rank.scatter_(-1, order, torch.arange(share.shape[-1], device=share.device).expand_as(order))
     keep = rank < n[..., None]
@@ -215,32 +331,34 @@ def with_layers(x: torch.Tensor, layers: torch.Tensor) -> torch.Tensor:
 class GridVelocity(nn.Module):
     """Velocity field v(x_t, t, condition, layer conditions) of flow matching on grids (B, L, A, R)."""
 
-    def __init__(self, s: VoxelGridSettings) -> None:
+    def __init__(self, s: VoxelGridSettings, channels: int = 1) -> None:
         super().__init__()
         self.embed = Embedding(s.time_dim, s.emb_dim)
-        self.unet = GridUNet(1 + LAYER_CHANNELS, 1, s.base_channels, s.levels, s.emb_dim)
+        self.unet = GridUNet(channels + LAYER_CHANNELS, channels, s.base_channels, s.levels, s.emb_dim)
 
     def forward(
         self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, layers: torch.Tensor
     ) -> torch.Tensor:
-        return self.unet(with_layers(x[:, None], layers), self.embed(t, cond))[:, 0]
+        return self.unet(with_layers(x, layers), self.embed(t, cond))
 
 
 class GridEncoder(nn.Module):
     """q(z | grid, condition): (mean, log variance) of the latent (B, latent_channels, coarse shape)."""
 
-    def __init__(self, s: VoxelGridSettings, shape: tuple[int, int, int]) -> None:
+    def __init__(self, s: VoxelGridSettings, shape: tuple[int, int, int], channels: int = 1) -> None:
         super().__init__()
         self.latent_shape = coarse_shape(shape, s.levels)
         self.embed = Embedding(s.time_dim, s.emb_dim)
-        self.unet = GridUNet(1 + LAYER_CHANNELS, 2 * s.latent_channels, s.base_channels, s.levels, s.emb_dim)
+        self.unet = GridUNet(
+            channels + LAYER_CHANNELS, 2 * s.latent_channels, s.base_channels, s.levels, s.emb_dim
+        )
         nn.init.normal_(self.unet.out.conv.weight, std=1e-2)  # the U-Net's zero output would stall the KL
 
     def forward(
         self, x: torch.Tensor, cond: torch.Tensor, layers: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         t = torch.zeros(x.shape[0], device=x.device)
-        h = self.unet(with_layers(x[:, None], layers), self.embed(t, cond))
+        h = self.unet(with_layers(x, layers), self.embed(t, cond))
         h = F.adaptive_avg_pool3d(h, self.latent_shape)
         mean, log_var = h.chunk(2, dim=1)
         return mean, log_var.clamp(-10.0, 10.0)
@@ -249,24 +367,28 @@ class GridEncoder(nn.Module):
 class GridDecoder(nn.Module):
     """p(grid | z, condition): the latent upsampled (nearest) to the grid, then the U-Net; its mean."""
 
-    def __init__(self, s: VoxelGridSettings, shape: tuple[int, int, int]) -> None:
+    def __init__(self, s: VoxelGridSettings, shape: tuple[int, int, int], channels: int = 1) -> None:
         super().__init__()
         self.shape = tuple(shape)
         self.embed = Embedding(s.time_dim, s.emb_dim)
-        self.unet = GridUNet(s.latent_channels + LAYER_CHANNELS, 1, s.base_channels, s.levels, s.emb_dim)
+        self.unet = GridUNet(
+            s.latent_channels + LAYER_CHANNELS, channels, s.base_channels, s.levels, s.emb_dim
+        )
 
     def forward(self, z: torch.Tensor, cond: torch.Tensor, layers: torch.Tensor) -> torch.Tensor:
         t = torch.zeros(z.shape[0], device=z.device)
         z = with_layers(F.interpolate(z, size=self.shape, mode="nearest"), layers)
-        return self.unet(z, self.embed(t, cond))[:, 0]
+        return self.unet(z, self.embed(t, cond))
 
 
-def build_modules(s: VoxelGridSettings, shape: tuple[int, int, int]) -> dict[str, nn.Module]:
-    """The trained modules: the shower flow, and {"velocity"} or {"encoder", "decoder"} of the grid."""
+def build_modules(s: VoxelGridSettings, shape: tuple[int, int, int], channels: int) -> dict[str, nn.Module]:
+    """The trained modules: the shower flow, and {"velocity"} or {"encoder", "decoder"} of the grid
+    (``channels`` grid channels, :attr:`GridTransform.channels`)."""
     flow = ShowerFlow(1 + 2 * shape[0], s.shower_hidden, s.shower_blocks, s.time_dim)
     if s.objective == "flow-matching":
-        return {"shower_flow": flow, "velocity": GridVelocity(s)}
-    return {"shower_flow": flow, "encoder": GridEncoder(s, shape), "decoder": GridDecoder(s, shape)}
+        return {"shower_flow": flow, "velocity": GridVelocity(s, channels)}
+    return {"shower_flow": flow, "encoder": GridEncoder(s, shape, channels),
+            "decoder": GridDecoder(s, shape, channels)}  # fmt: skip
 
 
 def vae_loss(
@@ -307,7 +429,7 @@ class VoxelGridSampler:
         s, b = self.settings, cond.shape[0]
         if s.objective == "flow-matching":
             velocity = self.modules["velocity"]
-            x0 = torch.randn(b, *self.grid, generator=torch_gen, device=self.device)
+            x0 = torch.randn(b, self.transform.channels, *self.grid, generator=torch_gen, device=self.device)
             return midpoint_solve(lambda x, t: velocity(x, t, cond, layers), x0, s.ode_steps)
         z_shape = coarse_shape(self.grid, s.levels)
         z = torch.randn(b, s.latent_channels, *z_shape, generator=torch_gen, device=self.device)
@@ -325,14 +447,16 @@ class VoxelGridSampler:
         counts, layer_e = self.shower_transform.decode(torch.nan_to_num(x.double()), e_inc)
         cond = self.transform.condition(e_inc)
         layers = self.transform.layer_condition(e_inc, layer_e, counts)
-        out = torch.empty(n, *self.grid, dtype=torch.float32, device=self.device)
+        out = torch.empty(n, self.transform.channels, *self.grid, dtype=torch.float32, device=self.device)
         for s0 in range(0, n, self.per_call):
             s1 = min(n, s0 + self.per_call)
             out[s0:s1] = self._grids(cond[s0:s1], layers[s0:s1], torch_gen).float()
         bad = ~torch.isfinite(out)
-        out[bad] = (self.transform.empty - self.transform.shift) / self.transform.scale
-        share = self.transform.share(out).reshape(n, self.grid[0], -1)
-        return distribute(share, counts, layer_e), layer_e, int(bad.sum())
+        y, y_hit = self.transform.shape(out.nan_to_num(), e_inc, counts)
+        bad = bad.any(dim=1)
+        y = torch.where(bad, self.transform.empty, y).reshape(n, self.grid[0], -1)
+        share = torch.where(bad, 0.0, self.transform.share(y_hit)).reshape(n, self.grid[0], -1)
+        return distribute(share, counts, layer_e, rank=y), layer_e, int(bad.sum())
 
     @torch.inference_mode()
     def sample_showers(
@@ -397,8 +521,10 @@ class VoxelGridFamily(Family):
         hit = pts[:, 0] > 0
         key = (shower[hit], pts[hit, 1].astype(np.int64))
         share = excess_shares(pts[hit, 0].astype(np.float64), layer_e[key], counts[key])
-        self.transform = GridTransform.fit(share, len(clouds) * self.n_voxels, e_inc, layer_e, counts,
-                                           settings.empty_gap)  # fmt: skip
+        self.transform = GridTransform.fit(
+            share, key[0], key[1], pts[hit, 3].astype(np.int64), n_alpha, n_r, e_inc, layer_e, counts,
+            settings.empty_gap, VOXEL_NORM_FEATURES[settings.voxel_norm], settings.hit_channel,
+        )  # fmt: skip
         voxel = (pts[:, 1].astype(np.int64) * n_alpha + pts[:, 2].astype(np.int64)) * n_r + pts[:, 3].astype(
             np.int64
         )
@@ -412,7 +538,7 @@ class VoxelGridFamily(Family):
         self._cond = self.transform.condition(self._e_inc)
         self._layers = self.transform.layer_condition(self._e_inc, self._layer_e, self._counts)
         self._shower_cond = self.shower_transform.condition(self._e_inc)
-        self._modules = build_modules(settings, self.grid)
+        self._modules = build_modules(settings, self.grid, self.transform.channels)
         for m in self._modules.values():
             m.to(device)
         self._gen = torch.Generator().manual_seed(int(data.seed))
@@ -454,7 +580,8 @@ class VoxelGridFamily(Family):
         point = torch.arange(int(size.sum())) - first[owner] + self._start[idx][owner]
         voxel = rotate_voxels(self._voxel[point], shift[owner], self.grid[1], self.grid[2])
         grid = grid_from_points(self._energy[point], voxel, owner, b, self.n_voxels)
-        x = self.transform.forward(grid.view(b, *self.grid), self._layer_e[idx], self._counts[idx])
+        x = self.transform.forward(grid.view(b, *self.grid), self._e_inc[idx], self._layer_e[idx],
+                                   self._counts[idx])  # fmt: skip
         d = self.device
         return x.to(d), self._cond[idx].to(d), self._layers[idx].to(d)
 
@@ -470,7 +597,7 @@ class VoxelGridFamily(Family):
             b = x1.shape[0]
             x0 = torch.randn(x1.shape, generator=self._gen).to(self.device)
             t = torch.rand(b, generator=self._gen).to(self.device)
-            xt, target = ot_path(x0, x1, t[:, None, None, None], s.sigma_min)
+            xt, target = ot_path(x0, x1, t[:, None, None, None, None], s.sigma_min)
             with ctx.autocast():
                 loss = (self._modules["velocity"](xt, t, cond, layers).float() - target).pow(2).mean()
             ctx.optimise("grid", loss)
@@ -541,12 +668,12 @@ class VoxelGridFamily(Family):
             raise ValueError(
                 f"model trained for grid {grid}, geometry {geometry.name} is {geometry.grid_shape}"
             )
-        modules = build_modules(settings, grid)
+        shower_transform = ShowerTransform.from_dict(config["shower_transform"])
+        transform = GridTransform.from_dict(config["grid_transform"])
+        modules = build_modules(settings, grid, transform.channels)
         for name, module in modules.items():
             module.load_state_dict(state[name])
             module.to(device).eval()
-        shower_transform = ShowerTransform.from_dict(config["shower_transform"])
-        transform = GridTransform.from_dict(config["grid_transform"])
         return VoxelGridSampler(modules, shower_transform, transform, grid, settings, device)
 
     @classmethod
