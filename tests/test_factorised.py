@@ -75,6 +75,16 @@ def tables(data: TrainingData):
     return sub.conditions[:, 0], counts, layer_e
 
 
+def shower_level_draw(sampler, e_inc: np.ndarray, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The hit counts and layer energies a sampler's shower level draws for ``seed`` (its first draw)."""
+    with torch.no_grad():
+        e_t = torch.as_tensor(e_inc)
+        x = sampler.flow.sample(
+            sampler.transform.condition(e_t), sampler.ode_steps, torch.Generator().manual_seed(seed)
+        )
+        return sampler.transform.decode(x.double(), e_t)
+
+
 # ----------------------------------------------------------------------------- shower-level transform
 
 
@@ -303,13 +313,7 @@ def test_sampled_layers_match_the_shower_level_exactly(data, monkeypatch, placem
     e = np.geomspace(1e3, 1e6, 8)
     monkeypatch.setattr(factorised, "THRESHOLD_MEV", 0.0)  # compare before the readout threshold
     showers, counts = sampler.sample_showers(e, torch.Generator().manual_seed(9))
-    # the shower level's draw is the first use of the generator: repeat it
-    with torch.no_grad():
-        e_t = torch.as_tensor(e)
-        x = sampler.flow.sample(
-            sampler.transform.condition(e_t), sampler.ode_steps, torch.Generator().manual_seed(9)
-        )
-        n_l, layer_e = sampler.transform.decode(x.double(), e_t)
+    n_l, layer_e = shower_level_draw(sampler, e, 9)
     per_layer = showers.reshape(8, 45, 144).astype(np.float64)
     np.testing.assert_allclose(per_layer.sum(axis=2), layer_e.numpy(), rtol=2e-6, atol=1e-30)
     assert np.array_equal((per_layer > 0).sum(axis=2), n_l.numpy())  # one point per voxel, none lost
@@ -512,12 +516,7 @@ def test_dataset1_sampling_round_trips_through_voxels_and_the_model_file(name, t
     for m in family.modules().values():
         m.eval()
     raw, _ = sampler.sample_showers(energies, torch.Generator().manual_seed(2))
-    with torch.no_grad():
-        e_t = torch.as_tensor(energies)
-        x = sampler.flow.sample(
-            sampler.transform.condition(e_t), sampler.ode_steps, torch.Generator().manual_seed(2)
-        )
-        n_l, layer_e = sampler.transform.decode(x.double(), e_t)
+    n_l, layer_e = shower_level_draw(sampler, energies, 2)
     np.testing.assert_allclose(family.layout.layer_energies(raw), layer_e.numpy(), rtol=2e-6, atol=1e-30)
     hits = family.layout.layer_energies((raw > 0).astype(np.float64))
     np.testing.assert_array_equal(hits, n_l.numpy())
