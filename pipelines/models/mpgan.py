@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy.stats import wasserstein_distance
 from torch import nn
 
 from pipelines.batching import BucketBatchSampler, CloudDataset, collate_clouds
@@ -498,8 +499,6 @@ class MPGAN(Family):
         feature pt_rel) on up to ``n_max`` validation jets (their own n); the figure that picks the
         exported model is their sum (each 4-6e-3 real vs real on the top jets), so that the particle
         distributions count beside the jet mass."""
-        from scipy.stats import wasserstein_distance
-
         from pipelines.training.validation import jet_figures
 
         idx = np.asarray(self.data.val_idx, dtype=np.int64)[:n_max]
