@@ -133,7 +133,7 @@ def train_launcher(name):
 
 for _name, _model in MODELS.items():
     try:
-        split_settings(_model["family"], model_settings(_name))
+        _family_settings = split_settings(_model["family"], model_settings(_name))[1]
     except ValueError as err:
         raise ValueError(f"config.yaml: model {_name!r}: {err}") from None
     for _run in config["runs"]:
@@ -149,12 +149,12 @@ for _name, _model in MODELS.items():
                 f"2 and 3, not the per-layer binning of dataset {_geometry}; use factorised, flow-matching "
                 "or mdma-gan"
             )
-        if _geometry in PER_LAYER_GEOMETRIES and _model["family"] == "factorised":
-            if model_settings(_name).get("placement", "pareto") != "pareto":
+        if _geometry in PER_LAYER_GEOMETRIES:
+            if _model["family"] == "factorised" and _family_settings.placement != "pareto":
                 raise ValueError(
-                    f"config.yaml: run {_run}: factorised placement "
-                    f"{model_settings(_name)['placement']!r} resolves collisions on a regular grid; the "
-                    f"per-layer binning of dataset {_geometry} needs placement 'pareto'"
+                    f"config.yaml: run {_run}: factorised placement {_family_settings.placement!r} "
+                    "resolves collisions on a regular grid; the per-layer binning of dataset "
+                    f"{_geometry} needs placement 'pareto'"
                 )
             if config["export"]["enabled"] and _model["family"] in EXPORTABLE:
                 raise ValueError(
